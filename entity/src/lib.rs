@@ -1,0 +1,12 @@
+//! SeaORM entities: the storage shape of Herald's tables.
+//!
+//! Storage types only: no GraphQL derives here, so the API can change without
+//! touching storage and the other way round.
+
+pub mod notification;
+pub mod user;
+
+pub mod prelude {
+    pub use super::notification::{Entity as Notification, Status as NotificationStatus};
+    pub use super::user::Entity as User;
+}

@@ -1,0 +1,20 @@
+//! Herald's schema migrations, for SQLite and Postgres alike.
+//!
+//! A migration that has shipped is never edited: add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_users;
+mod m20261127_000002_create_notifications;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_users::Migration),
+            Box::new(m20261127_000002_create_notifications::Migration),
+        ]
+    }
+}

@@ -1,0 +1,8 @@
+//! Credentials: argon2id password hashing (off the async runtime, bounded) and
+//! HS256 JWTs. Knows nothing of GraphQL or storage.
+
+pub mod jwt;
+pub mod password;
+
+pub use jwt::{AuthUser, Claims, JwtKeys, TokenError};
+pub use password::PasswordHasher;

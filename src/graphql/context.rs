@@ -1,0 +1,76 @@
+//! What resolvers read from the context: the shared `ApiState` (schema data)
+//! and the caller's `RequestAuth` (request data, set by the HTTP layer).
+
+use std::sync::Arc;
+
+use async_graphql::Context;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    auth::{AuthUser, JwtKeys, PasswordHasher, TokenError},
+    error::{ApiResult, AppError},
+};
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: DatabaseConnection,
+    pub jwt: Arc<JwtKeys>,
+    pub hasher: PasswordHasher,
+}
+
+/// The caller as the `Authorization` header described it.
+#[derive(Debug, Clone, Default)]
+pub enum RequestAuth {
+    #[default]
+    Anonymous,
+    User(AuthUser),
+    Rejected(TokenError),
+}
+
+impl RequestAuth {
+    /// Reads `Bearer <token>` (the scheme matched case-insensitively).
+    pub fn from_authorization(header: Option<&str>, jwt: &JwtKeys) -> Self {
+        let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Self::Anonymous;
+        };
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Self::Rejected(TokenError::Invalid),
+        };
+        match jwt.verify(token) {
+            Ok(user) => Self::User(user),
+            Err(e) => Self::Rejected(e),
+        }
+    }
+}
+
+pub trait ContextExt {
+    fn state(&self) -> &ApiState;
+    /// The authenticated caller, or `UNAUTHENTICATED`.
+    fn require_user(&self) -> ApiResult<&AuthUser>;
+}
+
+impl ContextExt for Context<'_> {
+    fn state(&self) -> &ApiState {
+        // Registered in `build_schema`: a missing state is a programming error
+        // that every test would hit at once.
+        #[allow(clippy::expect_used)]
+        self.data::<ApiState>().expect("ApiState is schema data")
+    }
+
+    fn require_user(&self) -> ApiResult<&AuthUser> {
+        match self.data_opt::<RequestAuth>() {
+            Some(RequestAuth::User(user)) => Ok(user),
+            Some(RequestAuth::Rejected(TokenError::Expired)) => {
+                Err(AppError::Unauthenticated("token expired"))
+            }
+            Some(RequestAuth::Rejected(TokenError::Invalid)) => {
+                Err(AppError::Unauthenticated("invalid token"))
+            }
+            Some(RequestAuth::Anonymous) | None => {
+                Err(AppError::Unauthenticated("authentication required"))
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Schema extensions.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Response, Value,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest},
+};
+
+/// Gives every error a contract `extensions.code`. Resolver errors carry one
+/// already (through `AppError`); what is left are parse, validation and input
+/// coercion errors, which are the client's to fix: `BAD_USER_INPUT`.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodesExtension)
+    }
+}
+
+struct ErrorCodesExtension;
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodesExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        for error in &mut response.errors {
+            let ext = error.extensions.get_or_insert_with(Default::default);
+            if ext.get("code").is_none() {
+                ext.set("code", Value::from("BAD_USER_INPUT"));
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,14 @@
+//! The GraphQL API: schema, resolvers and the per-request context.
+//!
+//! Resolvers validate input through `domain`, call `storage` and `auth`, and
+//! return `ApiResult`, so every error a client sees carries a contract code.
+
+pub mod context;
+pub mod extensions;
+pub mod mutation;
+pub mod query;
+pub mod schema;
+pub mod types;
+
+pub use context::{ApiState, RequestAuth};
+pub use schema::{HeraldSchema, build_schema, sdl};

@@ -1,0 +1,14 @@
+//! Herald: a notification center server.
+//!
+//! `main.rs` parses the command line and calls into `app`; everything else is
+//! a library so integration tests can start the real server on port 0.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod storage;
+pub mod telemetry;

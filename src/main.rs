@@ -1,0 +1,92 @@
+//! The `herald` binary: parse the command line, load the configuration,
+//! start logging, run the chosen subcommand.
+
+use std::process::ExitCode;
+
+use herald::{
+    app,
+    config::{Cli, Command, Config, MigrateAction},
+    graphql, storage, telemetry,
+};
+use migration::MigratorTrait as _;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse_with_default();
+    telemetry::init(cli.global.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line first; the cause chain after it.
+            eprintln!("herald: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Schema) => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Some(Command::Migrate(args)) => {
+            let db = storage::connect(&cli.global.database_url()).await?;
+            match args.action.unwrap_or(MigrateAction::Up) {
+                MigrateAction::Up => {
+                    storage::migrate(&db).await?;
+                    println!("migrations applied");
+                }
+                MigrateAction::Status => {
+                    let applied = migration::Migrator::get_applied_migrations(&db).await?;
+                    let pending = migration::Migrator::get_pending_migrations(&db).await?;
+                    for m in &applied {
+                        println!("applied  {}", m.name());
+                    }
+                    for m in &pending {
+                        println!("pending  {}", m.name());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Serve(args)) => {
+            let config = Config::from_args(&cli.global, args)?;
+            let application = app::build(config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            application.run_until_stopped(shutdown).await
+        }
+        None => unreachable!("Cli::parse_with_default always picks a subcommand"),
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

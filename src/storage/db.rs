@@ -1,0 +1,104 @@
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context as _;
+use migration::{Migrator, MigratorTrait as _};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+
+/// Which database a `DATABASE_URL` names. Chosen once, from the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseKind {
+    pub fn of(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => anyhow::bail!(
+                "DATABASE_URL must start with sqlite: or postgres:// (got scheme {scheme:?})"
+            ),
+        }
+    }
+}
+
+/// How long a SQLite writer waits for the lock before "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the database `url` names. SQLite files are created as needed
+/// (with their folder) and opened in WAL mode with a busy timeout.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let kind = DatabaseKind::of(url)?;
+    let mut options = ConnectOptions::new(url);
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10));
+    match kind {
+        DatabaseKind::Sqlite => {
+            let parsed = SqliteConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
+            let in_memory = parsed.get_filename() == Path::new(":memory:")
+                || url.contains(":memory:")
+                || url.contains("mode=memory");
+            if !in_memory
+                && let Some(dir) = parsed.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            // Each connection to an in-memory database is its own empty
+            // database, so those get exactly one; files get a few readers.
+            options.max_connections(if in_memory { 1 } else { 4 });
+            options.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+            });
+        }
+        DatabaseKind::Postgres => {
+            options.max_connections(20).min_connections(1);
+        }
+    }
+    Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to the {kind:?} database"))
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None).await.context("running migrations")
+}
+
+/// Is the database answering? Used by `/readyz`.
+pub async fn ping(db: &impl ConnectionTrait) -> bool {
+    db.execute_unprepared("SELECT 1").await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_database() {
+        assert_eq!(
+            DatabaseKind::of("sqlite://./x.db?mode=rwc").ok(),
+            Some(DatabaseKind::Sqlite)
+        );
+        assert_eq!(
+            DatabaseKind::of("postgres://u@h/db").ok(),
+            Some(DatabaseKind::Postgres)
+        );
+        assert_eq!(
+            DatabaseKind::of("postgresql://u@h/db").ok(),
+            Some(DatabaseKind::Postgres)
+        );
+        assert!(DatabaseKind::of("mysql://u@h/db").is_err());
+    }
+}

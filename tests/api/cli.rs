@@ -1,0 +1,243 @@
+//! The `herald` binary itself: subcommands, start-up refusals, restarts.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, error_code};
+
+fn herald() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    for var in [
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "JWT_TTL",
+        "HERALD_BIND",
+        "HERALD_DATA_DIR",
+        "LOG_FORMAT",
+        "HERALD_NO_MIGRATE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["migrate", "status", "--help"],
+        &["schema", "--help"],
+    ] {
+        let out = herald().args(args).output().expect("runs");
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: herald"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn schema_graphql_is_generated_from_the_code() {
+    let out = herald().arg("schema").output().expect("runs");
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).expect("utf-8");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
+    let committed = std::fs::read_to_string(&path).expect("schema.graphql exists");
+    assert!(
+        generated == committed,
+        "schema.graphql is stale: run `cargo run -- schema > schema.graphql`"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_postgres_without_a_jwt_secret() {
+    let out = herald()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("JWT_SECRET is required"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_a_jwt_secret_shorter_than_32_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = herald()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("JWT_SECRET", "short")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+}
+
+#[test]
+fn migrate_applies_migrations_and_status_lists_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = |dir: &Path| {
+        let out = herald()
+            .args(["migrate", "status"])
+            .env("HERALD_DATA_DIR", dir)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let before = status(dir.path());
+    assert!(
+        before.contains("pending  m20261127_000001_create_users"),
+        "{before}"
+    );
+    let out = herald()
+        .arg("migrate")
+        .env("HERALD_DATA_DIR", dir.path())
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = status(dir.path());
+    assert!(
+        after.contains("applied  m20261127_000001_create_users"),
+        "{after}"
+    );
+    assert!(!after.contains("pending"), "{after}");
+}
+
+/// A `herald` process with nothing but a data dir: embedded mode.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = herald()
+            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .env("HERALD_DATA_DIR", data_dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawns");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if let Some(addr) = parsed["addr"].as_str() {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server announces its address");
+        Self {
+            child,
+            url: format!("http://{addr}/graphql"),
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        self.child.wait().expect("waits")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn post(
+    url: &str,
+    query: &str,
+    variables: serde_json::Value,
+    token: Option<&str>,
+) -> serde_json::Value {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn a_restart_keeps_users_and_their_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let body = post(
+        &server.url,
+        "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token } }",
+        json!({ "e": "restart@example.com", "p": PASSWORD }),
+        None,
+    )
+    .await;
+    let token = body["data"]["register"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    let key = std::fs::read_to_string(dir.path().join("jwt.key")).expect("jwt.key kept");
+
+    let server = Server::start(dir.path());
+    let me = post(&server.url, "{ me { email } }", json!({}), Some(&token)).await;
+    assert_eq!(me["data"]["me"]["email"], "restart@example.com", "{me}");
+    let login = post(
+        &server.url,
+        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+        json!({ "e": "restart@example.com", "p": PASSWORD }),
+        None,
+    )
+    .await;
+    assert!(login["data"]["login"]["token"].is_string(), "{login}");
+    let again = post(
+        &server.url,
+        "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token } }",
+        json!({ "e": "restart@example.com", "p": PASSWORD }),
+        None,
+    )
+    .await;
+    assert_eq!(error_code(&again), Some("CONFLICT"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("jwt.key")).expect("key"),
+        key
+    );
+}

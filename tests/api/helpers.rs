@@ -1,0 +1,354 @@
+//! Starting Herald for a test, one isolated database each, and talking to it.
+
+use std::{sync::OnceLock, time::Duration};
+
+use herald::{app, config::Config};
+use migration::MigratorTrait as _;
+use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection};
+use secrecy::SecretBox;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The JWT secret every test server signs with, so tests can forge tokens.
+pub const TEST_SECRET: &[u8] = b"test-secret-test-secret-test-secret!!";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one async test body on each backend: `both_backends!(name, body_fn)`
+/// makes `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(app) =
+                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await
+                {
+                    super::$body(&app).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) =
+                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await
+                {
+                    super::$body(&app).await;
+                }
+            }
+        }
+    };
+}
+
+/// A running Herald with its own database, stopped (and its database
+/// dropped) when dropped.
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    storage: Storage,
+}
+
+/// What holds the test's database; dropping it deletes the database.
+enum Storage {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres(PgDatabase),
+}
+
+impl TestApp {
+    /// `None` when the backend is unavailable and the test may be skipped.
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        let (database_url, storage) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("herald.db").display()
+                );
+                (url, Storage::Sqlite { _dir: dir })
+            }
+            Backend::Postgres => {
+                let db = PgDatabase::create().await?;
+                (db.url.clone(), Storage::Postgres(db))
+            }
+        };
+        let config = Config {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            database_url,
+            jwt_secret: SecretBox::new(TEST_SECRET.into()),
+            jwt_ttl: Duration::from_secs(3600),
+            migrate_on_start: true,
+        };
+        let application = app::build(config).await.expect("app builds");
+        let url = format!("http://{}", application.local_addr());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            application
+                .run_until_stopped(token)
+                .await
+                .expect("server runs");
+        });
+        Some(Self {
+            url,
+            client: reqwest::Client::new(),
+            shutdown,
+            storage,
+        })
+    }
+
+    pub fn graphql_url(&self) -> String {
+        format!("{}/graphql", self.url)
+    }
+
+    /// POSTs one operation; returns the response body.
+    pub async fn gql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut req = self
+            .client
+            .post(self.graphql_url())
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("request");
+        assert_eq!(
+            res.status(),
+            200,
+            "GraphQL over application/json answers 200"
+        );
+        res.json().await.expect("json body")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Value {
+        self.gql(
+            "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token user { id email createdAt } } }",
+            json!({ "e": email, "p": password }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        self.gql(
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token user { id email } } }",
+            json!({ "e": email, "p": password }),
+            None,
+        )
+        .await
+    }
+
+    /// Registers `email` and returns its token.
+    pub async fn token_for(&self, email: &str) -> String {
+        let body = self.register(email, PASSWORD).await;
+        body["data"]["register"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("register failed: {body}"))
+            .to_owned()
+    }
+
+    pub async fn me(&self, token: Option<&str>) -> Value {
+        self.gql("{ me { id email } }", json!({}), token).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+pub fn error_message(body: &Value) -> Option<&str> {
+    body["errors"][0]["message"].as_str()
+}
+
+/// A unique, valid email for one test.
+pub fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+// ---- Postgres: one database per test, cloned from a migrated template ----
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn services_required() -> bool {
+    std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The URL of database `name` on the admin URL's server.
+pub fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(name);
+    url.to_string()
+}
+
+/// Connects to the admin database, or reports why not: a skip on a developer
+/// machine, a failure when services are required.
+async fn admin() -> Option<DatabaseConnection> {
+    let url = admin_url();
+    let attempt = tokio::time::timeout(Duration::from_secs(5), Database::connect(&url)).await;
+    match attempt {
+        Ok(Ok(db)) => Some(db),
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".to_owned(),
+            };
+            if services_required() {
+                panic!("HERALD_REQUIRE_SERVICES=1 but Postgres at {url} is unreachable: {why}");
+            }
+            // Straight to stderr, past the test harness's output capture, so
+            // the skip shows even though the test passes.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPED a Postgres test: {url} is unreachable ({why}).\n!!! Start Postgres or set TEST_DATABASE_URL; HERALD_REQUIRE_SERVICES=1 makes this a failure.\n"
+            );
+            None
+        }
+    }
+}
+
+/// The migrated template every test database is cloned from. Its name
+/// carries the migration list, so adding a migration makes a new template;
+/// it is kept between runs.
+async fn template(admin: &DatabaseConnection) -> String {
+    static NAME: OnceLock<String> = OnceLock::new();
+    let name = NAME
+        .get_or_init(|| {
+            let names: Vec<String> = migration::Migrator::migrations()
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect();
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in names.join(",").bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            format!("herald_template_{hash:016x}")
+        })
+        .clone();
+    let exists = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            admin.get_database_backend(),
+            format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+        ))
+        .await
+        .expect("query pg_database")
+        .is_some();
+    if exists {
+        return name;
+    }
+    // Build under a private name, then publish with one rename, so
+    // concurrent test processes never clone a half-migrated template.
+    let building = format!("herald_building_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {building}"))
+        .await
+        .expect("create template");
+    {
+        let db = Database::connect(database_url(&building))
+            .await
+            .expect("connect template");
+        migration::Migrator::up(&db, None)
+            .await
+            .expect("migrate template");
+        db.close().await.expect("close template");
+    }
+    if admin
+        .execute_unprepared(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+        .await
+        .is_err()
+    {
+        // Another process published it first.
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await;
+    }
+    name
+}
+
+/// A database of its own for one test, dropped on drop.
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<Self> {
+        let admin = admin().await?;
+        let template = template(&admin).await;
+        let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+        // A clone fails while anyone is connected to the template; a
+        // concurrent clone briefly counts, so retry.
+        let mut attempts = 0;
+        loop {
+            match admin
+                .execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if attempts < 50 && e.to_string().contains("being accessed") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("creating {name} from {template}: {e}"),
+            }
+        }
+        let _ = admin.close().await;
+        Some(Self {
+            url: database_url(&name),
+            name,
+        })
+    }
+
+    /// Drops the database now, disconnecting everyone (`/readyz` tests).
+    pub async fn drop_now(name: &str) {
+        let admin = Database::connect(admin_url()).await.expect("admin");
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .expect("drop database");
+        let _ = admin.close().await;
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async; a short-lived runtime on its own thread
+        // does the cleanup.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(PgDatabase::drop_now(&name));
+        })
+        .join();
+    }
+}
+
+impl TestApp {
+    /// The Postgres database name, for tests that break it on purpose.
+    pub fn pg_database(&self) -> Option<&str> {
+        match &self.storage {
+            Storage::Postgres(db) => Some(&db.name),
+            Storage::Sqlite { .. } => None,
+        }
+    }
+}

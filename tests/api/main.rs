@@ -1,0 +1,13 @@
+//! Herald's integration tests: the real server on port 0, a real HTTP client,
+//! on SQLite (embedded mode) and on Postgres.
+//!
+//! Postgres comes from `TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Without it the Postgres
+//! variants print a loud skip notice, unless `HERALD_REQUIRE_SERVICES=1`
+//! (as in CI), where they fail.
+
+mod accounts;
+mod cli;
+mod helpers;
+mod http;
+mod tokens;
