@@ -8,6 +8,13 @@ pub mod users;
 
 pub use db::{DatabaseKind, connect, migrate};
 
+/// The current time as stored: whole milliseconds, so SQLite (nanoseconds)
+/// and Postgres (microseconds) return the same value a JavaScript `Date`
+/// holds.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The unique index `users_email_key` rejected the insert.

@@ -30,7 +30,7 @@ impl AccountMutation {
         let password = Password::parse(&password)?;
         let state = ctx.state();
         let hash = state.hasher.hash(&password).await?;
-        let user = storage::users::insert(&state.db, &email, hash, chrono::Utc::now()).await?;
+        let user = storage::users::insert(&state.db, &email, hash, storage::now()).await?;
         tracing::info!(user_id = user.id, "registered");
         let token = state.jwt.issue(user.id)?;
         Ok(AuthPayload {
