@@ -1,9 +1,15 @@
-//! Wiring: `build` turns a `Config` into a bound, ready `Application`;
-//! `run_until_stopped` serves until the shutdown token fires.
+//! Wiring: `build` turns a `Config` into a ready `Application` (database
+//! migrated, backends chosen, listener bound); `run_until_stopped` runs the
+//! API and the worker until the shutdown token fires.
+//!
+//! This is the one place that picks a backend per concern (DESIGN.md,
+//! invariant 6): Redis when `REDIS_URL` is set, in-process otherwise.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use async_graphql::dataloader::DataLoader;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
@@ -11,78 +17,223 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{JwtKeys, PasswordHasher},
+    cache::{Cache, InProcessCache, RedisCache},
     config::Config,
-    graphql::{ApiState, build_schema},
+    graphql::{ApiState, build_schema, loaders::UserLoader},
     http::{HttpState, router},
-    storage,
+    inbox::Inbox,
+    keys::Keys,
+    mailer::{Mailer, MailerConfig},
+    pubsub::{EventBus, InProcessEventBus, RedisEventBus},
+    queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
+    storage::{self, QueryStats},
+    worker::Delivery,
 };
 
+/// Entries the in-process queue and cache hold at most.
+const IN_PROCESS_CAPACITY: usize = 100_000;
+/// How long in-flight HTTP requests get after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    addr: SocketAddr,
+    http: Option<(TcpListener, axum::Router, SocketAddr)>,
+    delivery: Option<Delivery>,
     db: DatabaseConnection,
+    stats: Arc<QueryStats>,
+    events: Arc<dyn EventBus>,
+    /// Stops background tasks that `build` started (the event subscriber).
+    background: CancellationToken,
 }
 
-/// Connects and migrates the database, builds the schema and binds the
-/// listener (port 0 picks a free port: see `local_addr`).
-pub async fn build(config: Config) -> anyhow::Result<Application> {
-    let db = storage::connect(&config.database_url).await?;
-    if config.migrate_on_start {
-        storage::migrate(&db).await?;
-    }
-    let api = ApiState {
-        db: db.clone(),
-        jwt: Arc::new(JwtKeys::new(
-            config.jwt_secret.expose_secret(),
-            config.jwt_ttl,
-        )),
-        hasher: PasswordHasher::per_core(),
+struct Backends {
+    queue: Arc<dyn Queue>,
+    cache: Arc<dyn Cache>,
+    events: Arc<dyn EventBus>,
+}
+
+fn backends(
+    config: &Config,
+    keys: &Keys,
+    background: &CancellationToken,
+) -> anyhow::Result<Backends> {
+    let Some(redis) = &config.redis else {
+        return Ok(Backends {
+            queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
+            cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
+            events: Arc::new(InProcessEventBus::default()),
+        });
     };
-    let schema = build_schema(api.clone());
-    let router = router(HttpState { schema, api });
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .with_context(|| format!("binding {}", config.bind))?;
-    let addr = listener.local_addr()?;
-    Ok(Application {
-        listener,
-        router,
-        addr,
-        db,
+    let client = redis::Client::open(redis.url.expose_secret()).context("REDIS_URL")?;
+    // Lazy: Herald starts (and takes notifications) while Redis is down;
+    // every Redis use fails fast and falls back until it is back.
+    let manager = ConnectionManager::new_lazy_with_config(
+        client.clone(),
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500)),
+    )
+    .context("creating the Redis connection manager")?;
+    let visibility = config
+        .worker
+        .as_ref()
+        .map_or(Duration::from_secs(60), |w| w.visibility_timeout);
+    Ok(Backends {
+        queue: Arc::new(RedisStreamQueue::new(
+            client.clone(),
+            manager.clone(),
+            keys.clone(),
+            visibility,
+        )),
+        cache: Arc::new(RedisCache::new(manager.clone())),
+        events: Arc::new(RedisEventBus::new(
+            client,
+            manager,
+            keys.events(),
+            background.clone(),
+        )),
     })
 }
 
-/// How long in-flight requests get after shutdown is asked for.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Connects and migrates the database, picks the backends, builds the API
+/// and binds its listener (port 0 picks a free port: see `local_addr`).
+pub async fn build(config: Config) -> anyhow::Result<Application> {
+    let (db, stats) = storage::connect_with_stats(&config.database_url).await?;
+    if config.migrate_on_start {
+        storage::migrate(&db).await?;
+    }
+    let keys = Keys::new(
+        config
+            .redis
+            .as_ref()
+            .map_or("herald:".to_owned(), |r| r.prefix.clone()),
+    );
+    let background = CancellationToken::new();
+    let Backends {
+        queue,
+        cache,
+        events,
+    } = backends(&config, &keys, &background)?;
+    let inbox = Inbox {
+        cache: cache.clone(),
+        events: events.clone(),
+        keys: keys.clone(),
+        ttl: config.cache_ttl,
+    };
+
+    let delivery = match &config.worker {
+        Some(settings) => {
+            let mailer = Mailer::new(MailerConfig {
+                smtp_url: config.mail.smtp_url.clone(),
+                from: config.mail.from.clone(),
+                timeout: config.mail.timeout,
+                outbox: config.data_dir.join("outbox"),
+                pool_size: u32::try_from(settings.concurrency).unwrap_or(u32::MAX),
+            })?;
+            Some(Delivery {
+                db: db.clone(),
+                queue: queue.clone(),
+                mailer: Arc::new(mailer),
+                inbox: inbox.clone(),
+                settings: settings.clone(),
+            })
+        }
+        None => None,
+    };
+
+    let http = match &config.http {
+        Some(settings) => {
+            let users = DataLoader::new(
+                UserLoader {
+                    db: db.clone(),
+                    cache: cache.clone(),
+                    keys: keys.clone(),
+                    ttl: config.cache_ttl,
+                },
+                tokio::spawn,
+            );
+            let api = ApiState {
+                db: db.clone(),
+                jwt: Arc::new(JwtKeys::new(
+                    settings.jwt_secret.expose_secret(),
+                    settings.jwt_ttl,
+                )),
+                hasher: PasswordHasher::per_core(),
+                queue,
+                inbox,
+                users: Arc::new(users),
+            };
+            let schema = build_schema(api.clone());
+            let router = router(HttpState { schema, api, cache });
+            let listener = TcpListener::bind(settings.bind)
+                .await
+                .with_context(|| format!("binding {}", settings.bind))?;
+            let addr = listener.local_addr()?;
+            Some((listener, router, addr))
+        }
+        None => None,
+    };
+    Ok(Application {
+        http,
+        delivery,
+        db,
+        stats,
+        events,
+        background,
+    })
+}
 
 impl Application {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    /// Where the API listens; `None` for a worker-only process.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, _, addr)| *addr)
     }
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests
-    /// finish for up to `SHUTDOWN_GRACE`.
+    /// Statements run so far on this application's database pool.
+    pub fn query_stats(&self) -> Arc<QueryStats> {
+        self.stats.clone()
+    }
+
+    pub fn events(&self) -> Arc<dyn EventBus> {
+        self.events.clone()
+    }
+
+    /// Serves (and delivers) until `shutdown` is cancelled; then in-flight
+    /// requests get `SHUTDOWN_GRACE` and in-flight deliveries the worker's
+    /// grace period.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, "serving GraphQL on http://{}/graphql", self.addr);
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
-        tokio::select! {
-            result = server => result.context("server task")?.context("serving HTTP")?,
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => tracing::warn!("shutdown grace period over; dropping open connections"),
+        let worker = self.delivery.map(|delivery| {
+            tracing::info!(
+                concurrency = delivery.settings.concurrency,
+                "delivery worker started"
+            );
+            tokio::spawn(delivery.run_until_stopped(shutdown.clone()))
+        });
+        if let Some((listener, router, addr)) = self.http {
+            tracing::info!(addr = %addr, "serving GraphQL on http://{addr}/graphql");
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let server = tokio::spawn(async move { server.await });
+            tokio::select! {
+                result = server => result.context("server task")?.context("serving HTTP")?,
+                () = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => tracing::warn!("shutdown grace period over; dropping open connections"),
+            }
         }
+        if let Some(worker) = worker {
+            worker.await.context("worker task")?;
+        }
+        self.background.cancel();
         self.db.close().await.context("closing the database pool")?;
         Ok(())
     }

@@ -14,7 +14,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
-use crate::{auth::jwt::MIN_SECRET_LEN, storage::DatabaseKind};
+use crate::{
+    auth::jwt::MIN_SECRET_LEN,
+    storage::DatabaseKind,
+    worker::{RetryPolicy, WorkerSettings},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,8 +37,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the GraphQL API (the default).
+    /// Serve the GraphQL API, with a delivery worker unless --no-worker (the default).
     Serve(ServeArgs),
+    /// Run a delivery worker (and sweeper) without the API.
+    Worker(WorkerArgs),
     /// Apply database migrations, or show their status.
     Migrate(MigrateArgs),
     /// Print the GraphQL schema (SDL) to standard output.
@@ -74,12 +80,70 @@ pub struct ServeArgs {
     /// embedded mode it defaults to <data dir>/jwt.key, created on first start.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
-    /// Token lifetime: seconds, or a number with s, m, h or d.
+    /// Token lifetime: seconds, or a number with ms, s, m, h or d.
     #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_duration)]
     pub jwt_ttl: Duration,
+    /// Serve the API only; run workers elsewhere (`herald worker`).
+    #[arg(long, env = "HERALD_NO_WORKER")]
+    pub no_worker: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Settings `serve` and `worker` share: backends, delivery, cache.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
     /// Do not apply migrations on start (run `herald migrate` instead).
     #[arg(long, env = "HERALD_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// redis://host:port[/db]: queue (Streams), cache and events (Pub/Sub).
+    /// Unset: in-process backends (embedded mode, one instance).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key, stream and channel Herald uses.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:")]
+    pub redis_prefix: String,
+    /// smtp://[user:pass@]host:port[?tls=starttls] or smtps://…
+    /// Unset: emails are written as .eml files to <data dir>/outbox/.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+    /// The From of every email.
+    #[arg(long, env = "SMTP_FROM", default_value = "Herald <herald@localhost>")]
+    pub smtp_from: String,
+    /// How long one send may take before it counts as a transient failure.
+    #[arg(long, env = "SMTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub smtp_timeout: Duration,
+    /// Deliveries in flight at once, per process.
+    #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+    /// Delivery attempts in all before a notification is FAILED.
+    #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: i32,
+    /// Backoff after the first failed attempt; doubles each time, with jitter.
+    #[arg(long, env = "HERALD_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// The longest backoff.
+    #[arg(long, env = "HERALD_RETRY_MAX", default_value = "15m", value_parser = parse_duration)]
+    pub retry_max: Duration,
+    /// A claim or queue entry older than this is taken to belong to a dead
+    /// worker. Must exceed SMTP_TIMEOUT.
+    #[arg(long, env = "HERALD_VISIBILITY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub visibility_timeout: Duration,
+    /// How often the sweeper looks for lost or due work.
+    #[arg(long, env = "HERALD_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Queue deliveries of one entry before it goes to the dead letters.
+    #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u64,
+    /// How long a cached page of `notifications` lives.
+    #[arg(long, env = "HERALD_CACHE_TTL", default_value = "300s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -98,12 +162,139 @@ pub enum MigrateAction {
 
 /// Everything `app::build` needs, resolved and validated.
 pub struct Config {
-    pub bind: SocketAddr,
     pub database_url: String,
+    pub migrate_on_start: bool,
+    pub data_dir: PathBuf,
+    /// The GraphQL API; `None` for a worker-only process.
+    pub http: Option<HttpSettings>,
+    /// `None`: in-process queue, cache and events.
+    pub redis: Option<RedisSettings>,
+    pub mail: MailSettings,
+    /// `None`: no worker or sweeper in this process.
+    pub worker: Option<WorkerSettings>,
+    pub cache_ttl: Duration,
+}
+
+pub struct HttpSettings {
+    pub bind: SocketAddr,
     /// The HS256 key, at least 32 bytes.
     pub jwt_secret: SecretBox<[u8]>,
     pub jwt_ttl: Duration,
-    pub migrate_on_start: bool,
+}
+
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+}
+
+pub struct MailSettings {
+    /// `None`: `.eml` files in `<data dir>/outbox/`.
+    pub smtp_url: Option<SecretString>,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// Embedded defaults around a database URL, for tests and tools:
+    /// in-process backends, .eml outbox, a worker with the default settings.
+    pub fn embedded(database_url: String, data_dir: PathBuf, jwt_secret: &[u8]) -> Self {
+        Self {
+            database_url,
+            migrate_on_start: true,
+            data_dir,
+            http: Some(HttpSettings {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                jwt_secret: SecretBox::new(jwt_secret.into()),
+                jwt_ttl: Duration::from_secs(3600),
+            }),
+            redis: None,
+            mail: MailSettings {
+                smtp_url: None,
+                from: "Herald <herald@localhost>".to_owned(),
+                timeout: Duration::from_secs(10),
+            },
+            worker: Some(WorkerSettings {
+                concurrency: 16,
+                retry: RetryPolicy {
+                    max_attempts: 5,
+                    base: Duration::from_secs(5),
+                    max_delay: Duration::from_secs(900),
+                },
+                visibility_timeout: Duration::from_secs(60),
+                sweep_interval: Duration::from_secs(2),
+                max_deliveries: 5,
+                shutdown_grace: Duration::from_secs(10),
+            }),
+            cache_ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// Resolves the `serve` settings. Fails with one clear line when a
+    /// Postgres deployment has no (or a short) `JWT_SECRET`.
+    pub fn for_serve(global: &GlobalArgs, serve: ServeArgs) -> anyhow::Result<Self> {
+        let database_url = global.database_url();
+        let kind = DatabaseKind::of(&database_url)?;
+        let jwt_secret = resolve_jwt_secret(serve.jwt_secret, kind, &global.data_dir)?;
+        let mut config = Self::for_runtime(global, serve.runtime, !serve.no_worker)?;
+        config.http = Some(HttpSettings {
+            bind: serve.bind,
+            jwt_secret,
+            jwt_ttl: serve.jwt_ttl,
+        });
+        Ok(config)
+    }
+
+    /// Resolves the `worker` settings: no API, always a worker.
+    pub fn for_worker(global: &GlobalArgs, worker: WorkerArgs) -> anyhow::Result<Self> {
+        Self::for_runtime(global, worker.runtime, true)
+    }
+
+    fn for_runtime(global: &GlobalArgs, rt: RuntimeArgs, worker: bool) -> anyhow::Result<Self> {
+        let database_url = global.database_url();
+        DatabaseKind::of(&database_url)?;
+        anyhow::ensure!(
+            rt.visibility_timeout > rt.smtp_timeout,
+            "HERALD_VISIBILITY_TIMEOUT ({:?}) must be longer than SMTP_TIMEOUT ({:?}), or live deliveries would be taken over",
+            rt.visibility_timeout,
+            rt.smtp_timeout
+        );
+        anyhow::ensure!(
+            rt.max_attempts >= 1,
+            "HERALD_MAX_ATTEMPTS must be at least 1"
+        );
+        anyhow::ensure!(
+            rt.worker_concurrency >= 1,
+            "HERALD_WORKER_CONCURRENCY must be at least 1"
+        );
+        Ok(Self {
+            database_url,
+            migrate_on_start: !rt.no_migrate,
+            data_dir: global.data_dir.clone(),
+            http: None,
+            redis: rt.redis_url.map(|url| RedisSettings {
+                url,
+                prefix: rt.redis_prefix,
+            }),
+            mail: MailSettings {
+                smtp_url: rt.smtp_url,
+                from: rt.smtp_from,
+                timeout: rt.smtp_timeout,
+            },
+            worker: worker.then(|| WorkerSettings {
+                concurrency: rt.worker_concurrency,
+                retry: RetryPolicy {
+                    max_attempts: rt.max_attempts,
+                    base: rt.retry_base,
+                    max_delay: rt.retry_max,
+                },
+                visibility_timeout: rt.visibility_timeout,
+                sweep_interval: rt.sweep_interval,
+                max_deliveries: rt.max_deliveries,
+                shutdown_grace: Duration::from_secs(10),
+            }),
+            cache_ttl: rt.cache_ttl,
+        })
+    }
 }
 
 impl Cli {
@@ -125,23 +316,6 @@ impl GlobalArgs {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("herald.db").display()
             )
-        })
-    }
-}
-
-impl Config {
-    /// Resolves the `serve` settings. Fails with one clear line when a
-    /// Postgres deployment has no (or a short) `JWT_SECRET`.
-    pub fn from_args(global: &GlobalArgs, serve: ServeArgs) -> anyhow::Result<Self> {
-        let database_url = global.database_url();
-        let kind = DatabaseKind::of(&database_url)?;
-        let jwt_secret = resolve_jwt_secret(serve.jwt_secret, kind, &global.data_dir)?;
-        Ok(Self {
-            bind: serve.bind,
-            database_url,
-            jwt_secret,
-            jwt_ttl: serve.jwt_ttl,
-            migrate_on_start: !serve.no_migrate,
         })
     }
 }
@@ -208,7 +382,7 @@ fn load_or_create_key_file(path: &Path) -> anyhow::Result<SecretBox<[u8]>> {
     }
 }
 
-/// Parses `90`, `90s`, `15m`, `1h`, `7d`.
+/// Parses `90`, `250ms`, `90s`, `15m`, `1h`, `7d`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
@@ -218,17 +392,22 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{raw:?} is not a duration (e.g. 3600, 90s, 15m, 1h, 7d)"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("{raw:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => {
+            return Err(format!(
+                "{raw:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
-    if secs == 0 {
+    if duration.is_zero() {
         return Err("a duration must be positive".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -242,6 +421,7 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
@@ -291,7 +471,9 @@ mod tests {
             Some(Command::Serve(args)) => {
                 assert_eq!(args.bind, SocketAddr::from(([0, 0, 0, 0], 9000)));
                 assert_eq!(args.jwt_ttl, Duration::from_secs(3600));
-                assert!(args.no_migrate);
+                assert!(args.runtime.no_migrate);
+                assert_eq!(args.runtime.redis_prefix, "herald:");
+                assert_eq!(args.runtime.worker_concurrency, 16);
             }
             other => panic!("expected serve, got {other:?}"),
         }

@@ -37,6 +37,8 @@ const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=
 pub struct HttpState {
     pub schema: HeraldSchema,
     pub api: crate::graphql::ApiState,
+    /// Checked by `/readyz` (Redis in services mode).
+    pub cache: std::sync::Arc<dyn crate::cache::Cache>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -357,24 +359,29 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" })))
 }
 
-/// 200 when the database answers within two seconds, 503 (naming what
-/// failed) otherwise.
+/// 200 when the database and the cache backend (Redis, when configured)
+/// answer within two seconds; 503 naming what failed otherwise.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    let db_ok = tokio::time::timeout(Duration::from_secs(2), storage::db::ping(&state.api.db))
-        .await
-        .unwrap_or(false);
-    let (status, word, db) = if db_ok {
-        (StatusCode::OK, "ready", "ok")
+    let limit = Duration::from_secs(2);
+    let (db_ok, cache_ok) = tokio::join!(
+        tokio::time::timeout(limit, storage::db::ping(&state.api.db)),
+        tokio::time::timeout(limit, state.cache.ping()),
+    );
+    let db_ok = db_ok.unwrap_or(false);
+    let cache_ok = matches!(cache_ok, Ok(Ok(())));
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let ready = db_ok && cache_ok;
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "unreachable",
-        )
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        axum::Json(json!({ "status": word, "checks": { "database": db } })),
+        axum::Json(json!({
+            "status": if ready { "ready" } else { "unavailable" },
+            "checks": { "database": word(db_ok), state.cache.backend(): word(cache_ok) },
+        })),
     )
 }
 

@@ -5,10 +5,17 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod inbox;
+pub mod keys;
+pub mod mailer;
+pub mod pubsub;
+pub mod queue;
 pub mod storage;
 pub mod telemetry;
+pub mod worker;

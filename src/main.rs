@@ -54,15 +54,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Serve(args)) => {
-            let config = Config::from_args(&cli.global, args)?;
-            let application = app::build(config).await?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
-            application.run_until_stopped(shutdown).await
-        }
+        Some(Command::Serve(args)) => run_app(Config::for_serve(&cli.global, args)?).await,
+        Some(Command::Worker(args)) => run_app(Config::for_worker(&cli.global, args)?).await,
         None => unreachable!("Cli::parse_with_default always picks a subcommand"),
     }
+}
+
+async fn run_app(config: Config) -> anyhow::Result<()> {
+    let application = app::build(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    application.run_until_stopped(shutdown).await
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -2,12 +2,15 @@
 //! for its delivery status (see DESIGN.md, invariant 1).
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// Delivery status, stored as a constrained string (`CHECK (status IN (...))`).
 ///
 /// Transitions: PENDING → PROCESSING → SENT | FAILED, and PROCESSING → PENDING
 /// (a retry or an expired claim). SENT and FAILED are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum Status {
     #[sea_orm(string_value = "PENDING")]
@@ -20,7 +23,8 @@ pub enum Status {
     Failed,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// Serializable so the read cache can hold pages of rows.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "notifications")]
 pub struct Model {
     #[sea_orm(primary_key)]
@@ -39,6 +43,13 @@ pub struct Model {
     pub next_attempt_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// When a worker claimed the row (PROCESSING); a claim older than the
+    /// visibility timeout belongs to a dead worker.
+    pub claimed_at: Option<DateTimeUtc>,
+    /// When the row was last put on the queue; `None` asks the sweeper to
+    /// enqueue it as soon as it is due.
+    pub enqueued_at: Option<DateTimeUtc>,
+    pub sent_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

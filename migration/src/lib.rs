@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_users;
 mod m20261127_000002_create_notifications;
+mod m20261127_000003_delivery_columns;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_users::Migration),
             Box::new(m20261127_000002_create_notifications::Migration),
+            Box::new(m20261127_000003_delivery_columns::Migration),
         ]
     }
 }

@@ -4,9 +4,11 @@
 //! never check again.
 
 mod email;
+pub mod notification;
 pub mod password;
 
 pub use email::Email;
+pub use notification::{Content, Title};
 pub use password::Password;
 
 /// Why a client-supplied value was rejected; the message is shown to the client.

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use async_graphql::Context;
+use async_graphql::{Context, dataloader::DataLoader};
 use sea_orm::DatabaseConnection;
 
+use super::loaders::UserLoader;
 use crate::{
     auth::{AuthUser, JwtKeys, PasswordHasher, TokenError},
     error::{ApiResult, AppError},
+    inbox::Inbox,
+    queue::Queue,
 };
 
 /// Shared by every request; cheap to clone.
@@ -17,6 +20,9 @@ pub struct ApiState {
     pub db: DatabaseConnection,
     pub jwt: Arc<JwtKeys>,
     pub hasher: PasswordHasher,
+    pub queue: Arc<dyn Queue>,
+    pub inbox: Inbox,
+    pub users: Arc<DataLoader<UserLoader>>,
 }
 
 /// The caller as the `Authorization` header described it.

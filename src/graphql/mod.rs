@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod extensions;
+pub mod loaders;
 pub mod mutation;
 pub mod query;
 pub mod schema;

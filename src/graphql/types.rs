@@ -1,9 +1,14 @@
 //! GraphQL output types, converted from storage models at the edge.
 
-use async_graphql::{ID, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
+use entity::notification;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, SimpleObject)]
+use super::context::ContextExt as _;
+use crate::error::{ApiResult, AppError};
+
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject, Serialize, Deserialize)]
 pub struct User {
     pub id: ID,
     pub email: String,
@@ -26,4 +31,98 @@ pub struct AuthPayload {
     /// `connection_init` payload.
     pub token: String,
     pub user: User,
+}
+
+/// Where a notification is on its way to the recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum NotificationStatus {
+    /// Stored and waiting for a worker (also between retries).
+    Pending,
+    /// A worker is sending it.
+    Processing,
+    /// The mail server accepted it.
+    Sent,
+    /// It will not be sent: a permanent error, or every attempt used.
+    Failed,
+}
+
+impl From<notification::Status> for NotificationStatus {
+    fn from(s: notification::Status) -> Self {
+        match s {
+            notification::Status::Pending => Self::Pending,
+            notification::Status::Processing => Self::Processing,
+            notification::Status::Sent => Self::Sent,
+            notification::Status::Failed => Self::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
+pub struct Notification {
+    pub id: ID,
+    pub title: String,
+    pub content: String,
+    pub status: NotificationStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Delivery attempts made so far.
+    pub attempts: i32,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// When the next attempt is due, while a retry is pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the mail server accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
+    pub user_id: i64,
+}
+
+impl From<notification::Model> for Notification {
+    fn from(m: notification::Model) -> Self {
+        Self {
+            id: ID(m.id.to_string()),
+            title: m.title,
+            content: m.content,
+            status: m.status.into(),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            attempts: m.attempts,
+            last_error: m.last_error,
+            next_attempt_at: m.next_attempt_at,
+            sent_at: m.sent_at,
+            user_id: m.user_id,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Notification {
+    /// The user it is addressed to (batched: one query per page).
+    async fn recipient(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        ctx.state()
+            .users
+            .load_one(self.user_id)
+            .await
+            .map_err(AppError::Internal)?
+            .ok_or_else(|| AppError::from(anyhow::anyhow!("recipient {} missing", self.user_id)))
+    }
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NotificationPage {
+    /// Newest first.
+    pub items: Vec<Notification>,
+    pub page: i32,
+    pub page_size: i32,
+    pub total_count: i32,
+    pub has_next_page: bool,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct SendNotificationInput {
+    /// 1..=255 characters after trimming.
+    pub title: String,
+    /// 1..=65536 bytes.
+    pub content: String,
 }

@@ -1,4 +1,12 @@
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait as _};
@@ -29,6 +37,50 @@ impl DatabaseKind {
 
 /// How long a SQLite writer waits for the lock before "database is locked".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts the statements a connection runs (tests assert on it: a cached
+/// read runs none, a page's recipients take one batched query) and logs slow
+/// ones.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    total: AtomicU64,
+    user_reads: AtomicU64,
+}
+
+impl QueryStats {
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Statements that read the `users` table.
+    pub fn user_reads(&self) -> u64 {
+        self.user_reads.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, info: &sea_orm::metric::Info<'_>) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let sql = &info.statement.sql;
+        if sql.starts_with("SELECT") && sql.contains("FROM \"users\"") {
+            self.user_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        if info.elapsed > SLOW_STATEMENT {
+            tracing::warn!(elapsed_ms = info.elapsed.as_millis(), sql, "slow statement");
+        }
+    }
+}
+
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
+/// `connect`, with every statement counted in the returned stats.
+pub async fn connect_with_stats(
+    url: &str,
+) -> anyhow::Result<(DatabaseConnection, Arc<QueryStats>)> {
+    let mut db = connect(url).await?;
+    let stats = Arc::new(QueryStats::default());
+    let recorder = stats.clone();
+    db.set_metric_callback(move |info| recorder.record(info));
+    Ok((db, stats))
+}
 
 /// Connects to the database `url` names. SQLite files are created as needed
 /// (with their folder) and opened in WAL mode with a busy timeout.

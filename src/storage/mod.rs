@@ -4,9 +4,10 @@
 //! `StorageError`; no GraphQL types and no HTTP concerns.
 
 pub mod db;
+pub mod notifications;
 pub mod users;
 
-pub use db::{DatabaseKind, connect, migrate};
+pub use db::{DatabaseKind, QueryStats, connect, connect_with_stats, migrate};
 
 /// The current time as stored: whole milliseconds, so SQLite (nanoseconds)
 /// and Postgres (microseconds) return the same value a JavaScript `Date`

@@ -1,11 +1,20 @@
 //! Starting Herald for a test, one isolated database each, and talking to it.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use herald::{app, config::Config};
+use herald::{
+    app,
+    config::{Config, RedisSettings},
+    pubsub::EventBus,
+    storage::QueryStats,
+};
 use migration::MigratorTrait as _;
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection};
-use secrecy::SecretBox;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -46,13 +55,19 @@ macro_rules! both_backends {
     };
 }
 
-/// A running Herald with its own database, stopped (and its database
-/// dropped) when dropped.
+/// A running Herald with its own database (and, on Postgres, its own Redis
+/// key prefix), stopped when dropped; the database goes with the last user.
 pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
+    pub stats: Arc<QueryStats>,
+    pub events: Arc<dyn EventBus>,
+    pub database_url: String,
+    pub redis: Option<RedisPrefix>,
+    pub data_dir: PathBuf,
     shutdown: CancellationToken,
-    storage: Storage,
+    server: Option<tokio::task::JoinHandle<()>>,
+    storage: Arc<Storage>,
 }
 
 /// What holds the test's database; dropping it deletes the database.
@@ -61,46 +76,108 @@ enum Storage {
     Postgres(PgDatabase),
 }
 
+/// Settings that make delivery observable within a test's time: quick
+/// sweeps and retries, a short visibility timeout.
+pub fn fast_worker(config: &mut Config) {
+    if let Some(w) = config.worker.as_mut() {
+        w.sweep_interval = Duration::from_millis(200);
+        w.visibility_timeout = Duration::from_secs(5);
+        w.retry.base = Duration::from_millis(100);
+        w.retry.max_delay = Duration::from_millis(400);
+        w.shutdown_grace = Duration::from_secs(2);
+    }
+    config.mail.timeout = Duration::from_secs(3);
+}
+
 impl TestApp {
     /// `None` when the backend is unavailable and the test may be skipped.
+    /// SQLite runs embedded (in-process queue, cache, events); Postgres runs
+    /// with Redis under a prefix of its own.
     pub async fn spawn(backend: Backend) -> Option<Self> {
-        let (database_url, storage) = match backend {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (database_url, storage, redis) = match backend {
             Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
                 let url = format!(
                     "sqlite://{}?mode=rwc",
-                    dir.path().join("herald.db").display()
+                    data.path().join("herald.db").display()
                 );
-                (url, Storage::Sqlite { _dir: dir })
+                (url, Storage::Sqlite { _dir: data }, None)
             }
             Backend::Postgres => {
+                let redis = RedisPrefix::new().await?;
                 let db = PgDatabase::create().await?;
-                (db.url.clone(), Storage::Postgres(db))
+                (db.url.clone(), Storage::Postgres(db), Some(redis))
             }
         };
-        let config = Config {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            database_url,
-            jwt_secret: SecretBox::new(TEST_SECRET.into()),
-            jwt_ttl: Duration::from_secs(3600),
-            migrate_on_start: true,
+        let data_dir = match &storage {
+            Storage::Sqlite { _dir } => _dir.path().to_path_buf(),
+            Storage::Postgres(_) => {
+                std::env::temp_dir().join(format!("herald-test-{}", uuid::Uuid::new_v4().simple()))
+            }
         };
+        let mut config = Config::embedded(database_url, data_dir, TEST_SECRET);
+        config.redis = redis.as_ref().map(RedisPrefix::settings);
+        fast_worker(&mut config);
+        tweak(&mut config);
+        Some(Self::start(config, Arc::new(storage), redis).await)
+    }
+
+    /// Another instance on this one's database and Redis prefix (services
+    /// mode), configured by `tweak`.
+    pub async fn spawn_sibling(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::embedded(
+            self.database_url.clone(),
+            self.data_dir.clone(),
+            TEST_SECRET,
+        );
+        config.redis = self.redis.as_ref().map(RedisPrefix::settings);
+        fast_worker(&mut config);
+        tweak(&mut config);
+        Self::start(config, self.storage.clone(), self.redis.clone()).await
+    }
+
+    async fn start(config: Config, storage: Arc<Storage>, redis: Option<RedisPrefix>) -> Self {
+        let database_url = config.database_url.clone();
+        let data_dir = config.data_dir.clone();
         let application = app::build(config).await.expect("app builds");
-        let url = format!("http://{}", application.local_addr());
+        let url = application
+            .local_addr()
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default();
+        let stats = application.query_stats();
+        let events = application.events();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             application
                 .run_until_stopped(token)
                 .await
                 .expect("server runs");
         });
-        Some(Self {
+        Self {
             url,
             client: reqwest::Client::new(),
+            stats,
+            events,
+            database_url,
+            redis,
+            data_dir,
             shutdown,
+            server: Some(server),
             storage,
-        })
+        }
+    }
+
+    /// Stops the server (and worker) and waits until it has.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
     }
 
     pub fn graphql_url(&self) -> String {
@@ -163,6 +240,94 @@ impl Drop for TestApp {
     }
 }
 
+// ---- Redis: a key prefix per test, its keys deleted afterwards ----
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A Redis key prefix of one test's own. Never FLUSHDB: on drop, the keys
+/// under the prefix are deleted (the last clone does it).
+#[derive(Clone)]
+pub struct RedisPrefix {
+    pub prefix: String,
+    _cleanup: Arc<RedisCleanup>,
+}
+
+struct RedisCleanup(String);
+
+impl RedisPrefix {
+    async fn new() -> Option<Self> {
+        let url = redis_url();
+        let reachable = async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(5), reachable)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            skip_or_fail(&format!("Redis at {url}"), "no PONG");
+            return None;
+        }
+        let prefix = format!("herald-test-{}:", uuid::Uuid::new_v4().simple());
+        Some(Self {
+            _cleanup: Arc::new(RedisCleanup(prefix.clone())),
+            prefix,
+        })
+    }
+
+    pub fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: SecretString::from(redis_url()),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+impl Drop for RedisCleanup {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        })
+        .join();
+    }
+}
+
+/// A missing service: a loud skip on a developer machine, a failure when
+/// `HERALD_REQUIRE_SERVICES=1`.
+fn skip_or_fail(what: &str, why: &str) {
+    if services_required() {
+        panic!("HERALD_REQUIRE_SERVICES=1 but {what} is unreachable: {why}");
+    }
+    // Straight to stderr, past the test harness's output capture, so the
+    // skip shows even though the test passes.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!! SKIPPED a services test: {what} is unreachable ({why}).\n!!! Start it, or set TEST_DATABASE_URL / TEST_REDIS_URL; HERALD_REQUIRE_SERVICES=1 makes this a failure.\n"
+    );
+}
+
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
@@ -207,16 +372,7 @@ async fn admin() -> Option<DatabaseConnection> {
                 Ok(Err(e)) => e.to_string(),
                 _ => "timed out".to_owned(),
             };
-            if services_required() {
-                panic!("HERALD_REQUIRE_SERVICES=1 but Postgres at {url} is unreachable: {why}");
-            }
-            // Straight to stderr, past the test harness's output capture, so
-            // the skip shows even though the test passes.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED a Postgres test: {url} is unreachable ({why}).\n!!! Start Postgres or set TEST_DATABASE_URL; HERALD_REQUIRE_SERVICES=1 makes this a failure.\n"
-            );
+            skip_or_fail(&format!("Postgres at {url}"), &why);
             None
         }
     }
@@ -346,9 +502,75 @@ impl Drop for PgDatabase {
 impl TestApp {
     /// The Postgres database name, for tests that break it on purpose.
     pub fn pg_database(&self) -> Option<&str> {
-        match &self.storage {
+        match self.storage.as_ref() {
             Storage::Postgres(db) => Some(&db.name),
             Storage::Sqlite { .. } => None,
+        }
+    }
+}
+
+// ---- Notifications ----
+
+pub const NOTIFICATION_FIELDS: &str = "id title content status attempts lastError nextAttemptAt sentAt createdAt updatedAt recipient { id email }";
+
+impl TestApp {
+    /// Sends a notification to the caller; returns the response body.
+    pub async fn send(&self, token: &str, title: &str, content: &str) -> Value {
+        self.gql(
+            &format!("mutation($t: String!, $c: String!) {{ sendNotification(input: {{title: $t, content: $c}}) {{ {NOTIFICATION_FIELDS} }} }}"),
+            json!({ "t": title, "c": content }),
+            Some(token),
+        )
+        .await
+    }
+
+    /// Sends and returns the new notification's id.
+    pub async fn send_ok(&self, token: &str, title: &str, content: &str) -> String {
+        let body = self.send(token, title, content).await;
+        body["data"]["sendNotification"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sendNotification failed: {body}"))
+            .to_owned()
+    }
+
+    pub async fn notification(&self, token: &str, id: &str) -> Value {
+        self.gql(
+            &format!("query($id: ID!) {{ notification(id: $id) {{ {NOTIFICATION_FIELDS} }} }}"),
+            json!({ "id": id }),
+            Some(token),
+        )
+        .await
+    }
+
+    pub async fn page(&self, token: &str, page: i64, page_size: i64) -> Value {
+        self.gql(
+            &format!("query($p: Int!, $s: Int!) {{ notifications(page: $p, pageSize: $s) {{ page pageSize totalCount hasNextPage items {{ {NOTIFICATION_FIELDS} }} }} }}"),
+            json!({ "p": page, "s": page_size }),
+            Some(token),
+        )
+        .await
+    }
+
+    /// Polls `notification(id)` until its status is `status`; panics after
+    /// `within`, showing the last state.
+    pub async fn wait_for_status(
+        &self,
+        token: &str,
+        id: &str,
+        status: &str,
+        within: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let body = self.notification(token, id).await;
+            let n = &body["data"]["notification"];
+            if n["status"] == status {
+                return n.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("notification {id} did not reach {status} within {within:?}: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

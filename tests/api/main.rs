@@ -8,6 +8,8 @@
 
 mod accounts;
 mod cli;
+mod delivery;
 mod helpers;
 mod http;
+mod smtp_sink;
 mod tokens;

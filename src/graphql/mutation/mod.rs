@@ -1,9 +1,10 @@
 //! Mutation root: one `MergedObject` part per domain.
 
 mod account;
+mod notification;
 
 use async_graphql::MergedObject;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(account::AccountMutation);
+pub struct MutationRoot(account::AccountMutation, notification::NotificationMutation);

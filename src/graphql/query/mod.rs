@@ -1,9 +1,10 @@
 //! Query root: one `MergedObject` part per domain.
 
 mod account;
+pub mod notification;
 
 use async_graphql::MergedObject;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(account::AccountQuery);
+pub struct QueryRoot(account::AccountQuery, notification::NotificationQuery);

@@ -1,0 +1,46 @@
+use async_graphql::{Context, Object};
+
+use crate::{
+    domain::{Content, Title},
+    error::ApiResult,
+    graphql::{
+        context::ContextExt as _,
+        types::{Notification, SendNotificationInput},
+    },
+    storage,
+};
+
+#[derive(Default)]
+pub struct NotificationMutation;
+
+#[Object]
+impl NotificationMutation {
+    /// Stores a notification to the caller (PENDING) and queues its delivery.
+    async fn send_notification(
+        &self,
+        ctx: &Context<'_>,
+        input: SendNotificationInput,
+    ) -> ApiResult<Notification> {
+        let caller = ctx.require_user()?;
+        let title = Title::parse(&input.title)?;
+        let content = Content::parse(input.content)?;
+        let state = ctx.state();
+        let row = storage::notifications::insert(
+            &state.db,
+            caller.user_id,
+            &title,
+            &content,
+            storage::now(),
+        )
+        .await?;
+        // The row is committed: from here on nothing may fail the request.
+        if let Err(e) = state.queue.enqueue(row.id).await {
+            tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
+            if let Err(e) = storage::notifications::mark_unqueued(&state.db, row.id).await {
+                tracing::warn!(error = ?e, notification_id = row.id, "could not flag for the sweeper");
+            }
+        }
+        state.inbox.changed(None, &row).await;
+        Ok(row.into())
+    }
+}

@@ -1,0 +1,70 @@
+use async_graphql::{Context, ID, Object};
+
+use crate::{
+    error::{ApiResult, AppError},
+    graphql::{
+        context::ContextExt as _,
+        types::{Notification, NotificationPage},
+    },
+    storage,
+};
+
+pub const MAX_PAGE_SIZE: i32 = 100;
+/// Pages past this are refused: an offset that deep is a scan, not a read.
+pub const MAX_PAGE: i32 = 1_000_000;
+
+#[derive(Default)]
+pub struct NotificationQuery;
+
+#[Object]
+impl NotificationQuery {
+    /// The caller's notifications, newest first. `pageSize`: 1..=100.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1)] page: i32,
+        #[graphql(default = 10)] page_size: i32,
+    ) -> ApiResult<NotificationPage> {
+        let caller = ctx.require_user()?;
+        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(AppError::BadUserInput(format!(
+                "pageSize must be between 1 and {MAX_PAGE_SIZE} (got {page_size})"
+            )));
+        }
+        if !(1..=MAX_PAGE).contains(&page) {
+            return Err(AppError::BadUserInput(format!(
+                "page must be between 1 and {MAX_PAGE} (got {page})"
+            )));
+        }
+        let state = ctx.state();
+        let (page_u, size_u) = (page as u64, page_size as u64);
+        let found = state
+            .inbox
+            .page(&state.db, caller.user_id, page_u, size_u)
+            .await?;
+        Ok(NotificationPage {
+            has_next_page: page_u * size_u < found.total,
+            total_count: i32::try_from(found.total).unwrap_or(i32::MAX),
+            items: found.items.into_iter().map(Notification::from).collect(),
+            page,
+            page_size,
+        })
+    }
+
+    /// One of the caller's notifications.
+    async fn notification(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Notification> {
+        let caller = ctx.require_user()?;
+        let not_found =
+            || AppError::BadUserInput(format!("notification {} not found", id.as_str()));
+        let Ok(numeric) = id.parse::<i64>() else {
+            return Err(not_found());
+        };
+        let row = storage::notifications::find(&ctx.state().db, numeric)
+            .await?
+            .ok_or_else(not_found)?;
+        if row.user_id != caller.user_id {
+            return Err(AppError::Forbidden);
+        }
+        Ok(row.into())
+    }
+}

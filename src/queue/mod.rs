@@ -1,0 +1,41 @@
+//! The delivery queue: a hint that a notification is waiting. The row is
+//! the truth; a lost entry only delays delivery until the sweeper re-enqueues
+//! it (DESIGN.md, invariant 1).
+//!
+//! Two implementations, chosen once in `app.rs`: Redis Streams (`REDIS_URL`)
+//! and an in-process channel (embedded mode).
+
+pub mod in_process;
+pub mod redis_streams;
+
+use std::time::Duration;
+
+/// One queue entry handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub notification_id: i64,
+    /// The backend's handle for `ack` (the stream entry id).
+    pub receipt: String,
+    /// How many times this entry has been handed out, this time included.
+    pub deliveries: u64,
+}
+
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync + 'static {
+    async fn enqueue(&self, notification_id: i64) -> anyhow::Result<()>;
+
+    /// Up to `max` jobs, waiting at most about `wait` for the first one.
+    /// Includes entries reclaimed from consumers that went silent.
+    async fn next(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Job>>;
+
+    /// The job's outcome is stored: forget the entry.
+    async fn ack(&self, job: &Job) -> anyhow::Result<()>;
+
+    /// Moves the entry to the dead-letter store with `reason`, and acks it.
+    async fn dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()>;
+
+    /// Whether entries outlive this process. When they do not, whatever was
+    /// queued before a restart is gone, and the sweeper's first pass
+    /// re-enqueues every due row.
+    fn survives_restart(&self) -> bool;
+}

@@ -1,0 +1,288 @@
+//! Notification rows and every status transition, each a compare-and-set
+//! (`UPDATE … WHERE status = <expected>`): the caller acts only if it won.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::notification::{self, Column, Status};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, EntityTrait, ExprTrait as _,
+    PaginatorTrait as _, QueryFilter, QueryOrder as _, QuerySelect as _, sea_query::Expr,
+};
+
+use super::StorageError;
+use crate::domain::{Content, Title};
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+/// Inserts a PENDING notification for `user_id`, marked as enqueued now (the
+/// caller enqueues it next; if that fails it calls `mark_unqueued`).
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    title: &Title,
+    content: &Content,
+    now: DateTime<Utc>,
+) -> Result<notification::Model> {
+    let row = notification::ActiveModel {
+        user_id: Set(user_id),
+        title: Set(title.as_str().to_owned()),
+        content: Set(content.as_str().to_owned()),
+        status: Set(Status::Pending),
+        attempts: Set(0),
+        last_error: Set(None),
+        next_attempt_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        claimed_at: Set(None),
+        enqueued_at: Set(Some(now)),
+        sent_at: Set(None),
+        ..Default::default()
+    };
+    Ok(notification::Entity::insert(row)
+        .exec_with_returning(db)
+        .await?)
+}
+
+pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notification::Model>> {
+    Ok(notification::Entity::find_by_id(id).one(db).await?)
+}
+
+/// One page of a user's notifications, newest first, and their total count.
+/// `page` counts from 1.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    page: u64,
+    page_size: u64,
+) -> Result<(Vec<notification::Model>, u64)> {
+    let base = notification::Entity::find().filter(Column::UserId.eq(user_id));
+    let total = base.clone().count(db).await?;
+    let offset = page.saturating_sub(1).saturating_mul(page_size);
+    let items = if offset >= total {
+        Vec::new()
+    } else {
+        base.order_by_desc(Column::CreatedAt)
+            .order_by_desc(Column::Id)
+            .limit(page_size)
+            .offset(offset)
+            .all(db)
+            .await?
+    };
+    Ok((items, total))
+}
+
+/// The enqueue failed: let the sweeper enqueue the row as soon as it is due.
+pub async fn mark_unqueued(db: &impl ConnectionTrait, id: i64) -> Result<()> {
+    notification::Entity::update_many()
+        .col_expr(
+            Column::EnqueuedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(Status::Pending))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+fn due(now: DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(Column::NextAttemptAt.is_null())
+        .add(Column::NextAttemptAt.lte(now))
+}
+
+/// PENDING → PROCESSING, only if still PENDING and due. Counts the attempt
+/// and stamps the claim. `None`: someone else has it, or it is not due.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<notification::Model>> {
+    let rows = notification::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Processing))
+        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+        .col_expr(Column::ClaimedAt, Expr::value(Some(now)))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(Status::Pending))
+        .filter(due(now))
+        .exec_with_returning(db)
+        .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// What a delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Back to PENDING, due again at `retry_at`.
+    Retry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// PROCESSING → SENT | PENDING | FAILED, only if the row is still the claim
+/// `attempt` made: a worker whose claim expired and was taken over finds the
+/// row moved, and `None` tells it to stop.
+pub async fn record(
+    db: &impl ConnectionTrait,
+    id: i64,
+    attempt: i32,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<Option<notification::Model>> {
+    let none = Option::<DateTime<Utc>>::None;
+    let update = notification::Entity::update_many()
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .col_expr(Column::ClaimedAt, Expr::value(none));
+    let update = match outcome {
+        Outcome::Sent => update
+            .col_expr(Column::Status, Expr::value(Status::Sent))
+            .col_expr(Column::SentAt, Expr::value(Some(now)))
+            .col_expr(Column::LastError, Expr::value(Option::<String>::None))
+            .col_expr(Column::NextAttemptAt, Expr::value(none)),
+        Outcome::Retry { error, retry_at } => update
+            .col_expr(Column::Status, Expr::value(Status::Pending))
+            .col_expr(Column::LastError, Expr::value(Some(error.clone())))
+            .col_expr(Column::NextAttemptAt, Expr::value(Some(*retry_at)))
+            .col_expr(Column::EnqueuedAt, Expr::value(none)),
+        Outcome::Failed { error } => update
+            .col_expr(Column::Status, Expr::value(Status::Failed))
+            .col_expr(Column::LastError, Expr::value(Some(error.clone())))
+            .col_expr(Column::NextAttemptAt, Expr::value(none)),
+    };
+    let rows = update
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(Status::Processing))
+        .filter(Column::Attempts.eq(attempt))
+        .exec_with_returning(db)
+        .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Fails a row that is not final yet (PENDING or PROCESSING), e.g. a queue
+/// entry that went to the dead-letter stream.
+pub async fn fail_unfinished(
+    db: &impl ConnectionTrait,
+    id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(Status, notification::Model)>> {
+    let Some(before) = find(db, id).await? else {
+        return Ok(None);
+    };
+    if !matches!(before.status, Status::Pending | Status::Processing) {
+        return Ok(None);
+    }
+    let none = Option::<DateTime<Utc>>::None;
+    let rows = notification::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Failed))
+        .col_expr(Column::LastError, Expr::value(Some(error.to_owned())))
+        .col_expr(Column::NextAttemptAt, Expr::value(none))
+        .col_expr(Column::ClaimedAt, Expr::value(none))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(before.status))
+        .filter(Column::Attempts.eq(before.attempts))
+        .exec_with_returning(db)
+        .await?;
+    Ok(rows.into_iter().next().map(|row| (before.status, row)))
+}
+
+/// PROCESSING rows whose claim is older than `visibility` belong to a worker
+/// that died: back to PENDING (to be enqueued at once), or FAILED once they
+/// have used every attempt. Returns the rows it moved.
+pub async fn release_expired_claims(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    visibility: Duration,
+    max_attempts: i32,
+    limit: u64,
+) -> Result<Vec<notification::Model>> {
+    let cutoff = now - chrono::Duration::from_std(visibility).unwrap_or(chrono::Duration::MAX);
+    let expired: Vec<notification::Model> = notification::Entity::find()
+        .filter(Column::Status.eq(Status::Processing))
+        .filter(Column::ClaimedAt.lt(cutoff))
+        .limit(limit)
+        .all(db)
+        .await?;
+    let mut moved = Vec::with_capacity(expired.len());
+    for row in expired {
+        let outcome = if row.attempts >= max_attempts {
+            Outcome::Failed {
+                error: format!(
+                    "the worker stopped without an outcome, {} attempts used",
+                    row.attempts
+                ),
+            }
+        } else {
+            Outcome::Retry {
+                error: "the worker stopped without an outcome; retrying".to_owned(),
+                retry_at: now,
+            }
+        };
+        // A compare-and-set on the claim's attempt number: a worker that
+        // finished meanwhile, or a newer claim, wins over the sweeper.
+        if let Some(updated) = record(db, row.id, row.attempts, &outcome, now).await? {
+            moved.push(updated);
+        }
+    }
+    Ok(moved)
+}
+
+/// PENDING rows that are due and whose queue entry may be lost (never
+/// enqueued, or enqueued longer ago than `requeue_after`), re-stamped as
+/// enqueued now. Stamping is a compare-and-set, so of several sweepers only
+/// one re-enqueues a row.
+pub async fn take_for_enqueue(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    requeue_after: Option<Duration>,
+    limit: u64,
+) -> Result<Vec<i64>> {
+    let stale = match requeue_after {
+        Some(after) => {
+            let cutoff = now - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+            Condition::any()
+                .add(Column::EnqueuedAt.is_null())
+                .add(Column::EnqueuedAt.lt(cutoff))
+        }
+        // Nothing can be on the queue (an in-process queue after a restart).
+        None => Condition::all(),
+    };
+    let candidates: Vec<(i64, Option<DateTime<Utc>>)> = notification::Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::EnqueuedAt)
+        .filter(Column::Status.eq(Status::Pending))
+        .filter(due(now))
+        .filter(stale)
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut taken = Vec::with_capacity(candidates.len());
+    for (id, enqueued_at) in candidates {
+        let same_stamp = match enqueued_at {
+            Some(at) => Column::EnqueuedAt.eq(at),
+            None => Column::EnqueuedAt.is_null(),
+        };
+        let result = notification::Entity::update_many()
+            .col_expr(Column::EnqueuedAt, Expr::value(Some(now)))
+            .filter(Column::Id.eq(id))
+            .filter(Column::Status.eq(Status::Pending))
+            .filter(same_stamp)
+            .exec(db)
+            .await?;
+        if result.rows_affected == 1 {
+            taken.push(id);
+        }
+    }
+    Ok(taken)
+}

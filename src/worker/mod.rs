@@ -1,0 +1,243 @@
+//! The delivery worker and the sweeper.
+//!
+//! Worker, per job: claim the row (PENDING → PROCESSING, compare-and-set),
+//! send the email, record the outcome (compare-and-set on the claim), then
+//! announce the change and ack the queue entry. Sweeper: put back what the
+//! queue lost, and release the claims of workers that died.
+
+mod retry;
+mod sweeper;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use entity::notification::Status;
+use sea_orm::DatabaseConnection;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub use retry::RetryPolicy;
+pub use sweeper::{SweepReport, sweep};
+
+use crate::{
+    inbox::Inbox,
+    mailer::{Mailer, SendError},
+    queue::{Job, Queue},
+    storage::{
+        self,
+        notifications::{self, Outcome},
+    },
+};
+
+/// Everything a worker and a sweeper act on.
+#[derive(Clone)]
+pub struct Delivery {
+    pub db: DatabaseConnection,
+    pub queue: Arc<dyn Queue>,
+    pub mailer: Arc<Mailer>,
+    pub inbox: Inbox,
+    pub settings: WorkerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Jobs in flight at once.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// A claim (PROCESSING) or a queue entry older than this belongs to a
+    /// worker that died. Must exceed the SMTP timeout.
+    pub visibility_timeout: Duration,
+    pub sweep_interval: Duration,
+    /// A queue entry handed out more often than this goes to the dead
+    /// letters and its notification fails.
+    pub max_deliveries: u64,
+    /// How long in-flight jobs get to finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+/// Jobs taken from the queue per read, at most.
+const READ_BATCH: usize = 64;
+
+impl Delivery {
+    /// Runs the worker and the sweeper until `shutdown`; then lets in-flight
+    /// jobs finish within the grace period and releases the rest.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let sweeper = tokio::spawn(sweeper::run_until_stopped(self.clone(), shutdown.clone()));
+        self.work_until_stopped(shutdown).await;
+        let _ = sweeper.await;
+    }
+
+    async fn work_until_stopped(&self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let in_flight: InFlight = Arc::default();
+        let mut tasks = JoinSet::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let mut held = vec![first];
+            while held.len() < READ_BATCH {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
+                }
+            }
+            let jobs = tokio::select! {
+                () = shutdown.cancelled() => break,
+                jobs = self.queue.next(held.len(), Duration::from_secs(1)) => jobs,
+            };
+            match jobs {
+                Ok(jobs) => {
+                    backoff = Duration::from_millis(100);
+                    for (job, permit) in jobs.into_iter().zip(held) {
+                        let this = self.clone();
+                        let in_flight = in_flight.clone();
+                        tasks.spawn(async move {
+                            this.process(job, &in_flight).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "reading the queue failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let grace = self.settings.shutdown_grace;
+        let finished =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            self.release(&in_flight).await;
+        }
+    }
+
+    /// After an aborted shutdown: put the rows we still held back to PENDING
+    /// so another worker takes them now rather than after the claim expires.
+    async fn release(&self, in_flight: &InFlight) {
+        let held: Vec<(i64, i32)> = lock(in_flight).drain().collect();
+        for (id, attempt) in held {
+            let outcome = Outcome::Retry {
+                error: "the worker shut down during delivery".to_owned(),
+                retry_at: storage::now(),
+            };
+            match notifications::record(&self.db, id, attempt, &outcome, storage::now()).await {
+                Ok(Some(row)) => self.inbox.changed(Some(Status::Processing), &row).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = ?e, notification_id = id, "release failed"),
+            }
+        }
+    }
+
+    /// One job, start to finish. Errors are logged; an entry that is not
+    /// acked comes back after the visibility timeout.
+    #[tracing::instrument(skip_all, fields(notification_id = job.notification_id))]
+    pub async fn process(&self, job: Job, in_flight: &InFlight) {
+        let id = job.notification_id;
+        if job.deliveries > self.settings.max_deliveries {
+            self.dead_letter(&job).await;
+            return;
+        }
+        let claimed = match notifications::claim(&self.db, id, storage::now()).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                // Already taken, finished, not due yet, or gone: nothing to do.
+                self.ack(&job).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "claiming failed");
+                return;
+            }
+        };
+        lock(in_flight).insert(id, claimed.attempts);
+        self.inbox.changed(Some(Status::Pending), &claimed).await;
+
+        let result = match storage::users::find_by_id(&self.db, claimed.user_id).await {
+            Ok(Some(user)) => self.mailer.send(&claimed, &user.email).await,
+            Ok(None) => Err(SendError::Permanent(
+                "the recipient no longer exists".into(),
+            )),
+            Err(e) => Err(SendError::Transient(format!("loading the recipient: {e}"))),
+        };
+        let outcome = self
+            .settings
+            .retry
+            .outcome(result, claimed.attempts, storage::now());
+        match &outcome {
+            Outcome::Sent => tracing::info!(attempt = claimed.attempts, "sent"),
+            Outcome::Retry { error, retry_at } => {
+                tracing::warn!(attempt = claimed.attempts, %retry_at, error, "will retry");
+            }
+            Outcome::Failed { error } => {
+                tracing::warn!(attempt = claimed.attempts, error, "failed");
+            }
+        }
+        let recorded =
+            notifications::record(&self.db, id, claimed.attempts, &outcome, storage::now()).await;
+        lock(in_flight).remove(&id);
+        match recorded {
+            Ok(Some(row)) => {
+                self.inbox.changed(Some(Status::Processing), &row).await;
+                self.ack(&job).await;
+            }
+            Ok(None) => {
+                tracing::warn!("the claim expired and was taken over; this outcome is dropped");
+                self.ack(&job).await;
+            }
+            Err(e) => {
+                // Not acked: the entry is reclaimed, and the sweeper releases
+                // the claim once it expires.
+                tracing::error!(error = ?e, "recording the outcome failed");
+            }
+        }
+    }
+
+    async fn dead_letter(&self, job: &Job) {
+        let reason = format!(
+            "queue entry delivered {} times without an outcome",
+            job.deliveries
+        );
+        if let Err(e) = self.queue.dead_letter(job, &reason).await {
+            tracing::error!(error = ?e, "dead-lettering failed");
+            return;
+        }
+        match notifications::fail_unfinished(&self.db, job.notification_id, &reason, storage::now())
+            .await
+        {
+            Ok(Some((previous, row))) => self.inbox.changed(Some(previous), &row).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),
+        }
+    }
+
+    async fn ack(&self, job: &Job) {
+        if let Err(e) = self.queue.ack(job).await {
+            tracing::warn!(error = ?e, "ack failed; the entry will come back and find the row moved");
+        }
+    }
+}
+
+/// Rows this worker holds a claim on: id → the claim's attempt number.
+pub type InFlight = Arc<Mutex<HashMap<i64, i32>>>;
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<i64, i32>> {
+    in_flight
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

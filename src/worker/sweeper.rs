@@ -1,0 +1,80 @@
+//! The sweeper: the queue is a hint, the rows are the truth. Every interval
+//! it releases claims whose worker died (PROCESSING past the visibility
+//! timeout) and enqueues PENDING rows that are due and whose queue entry may
+//! be lost.
+
+use std::time::Duration;
+
+use entity::notification::Status;
+use tokio_util::sync::CancellationToken;
+
+use super::Delivery;
+use crate::storage::{self, notifications};
+
+/// Rows looked at per pass, at most.
+const SWEEP_BATCH: u64 = 1000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub released: usize,
+    pub enqueued: usize,
+}
+
+pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: CancellationToken) {
+    // A queue that forgets on restart holds nothing of what the rows say is
+    // queued: the first pass takes every due row.
+    let mut everything = !delivery.queue.survives_restart();
+    let mut tick = tokio::time::interval(delivery.settings.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match sweep(&delivery, everything).await {
+            Ok(report) => {
+                everything = false;
+                if report != SweepReport::default() {
+                    tracing::info!(?report, "swept");
+                }
+            }
+            Err(e) => tracing::warn!(error = ?e, "sweep failed"),
+        }
+    }
+}
+
+/// One pass. `everything`: ignore enqueue stamps (nothing is on the queue).
+pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<SweepReport> {
+    let settings = &delivery.settings;
+    let now = storage::now();
+    let released = notifications::release_expired_claims(
+        &delivery.db,
+        now,
+        settings.visibility_timeout,
+        settings.retry.max_attempts,
+        SWEEP_BATCH,
+    )
+    .await?;
+    for row in &released {
+        delivery.inbox.changed(Some(Status::Processing), row).await;
+    }
+    let requeue_after: Option<Duration> = (!everything).then_some(settings.visibility_timeout);
+    let due =
+        notifications::take_for_enqueue(&delivery.db, now, requeue_after, SWEEP_BATCH).await?;
+    let mut enqueued = 0;
+    for (i, id) in due.iter().enumerate() {
+        if let Err(e) = delivery.queue.enqueue(*id).await {
+            // The queue is down: leave this row and the rest to the next pass.
+            tracing::warn!(error = ?e, notification_id = id, "enqueue failed; the next sweep retries");
+            for id in &due[i..] {
+                notifications::mark_unqueued(&delivery.db, *id).await?;
+            }
+            break;
+        }
+        enqueued += 1;
+    }
+    Ok(SweepReport {
+        released: released.len(),
+        enqueued,
+    })
+}

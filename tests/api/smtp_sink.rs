@@ -1,0 +1,220 @@
+//! A small SMTP server for tests: speaks enough SMTP over TCP for lettre,
+//! records every message, and can be told how to answer the next ones
+//! (4xx, 5xx), to hold replies until released, or to hang.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// How the sink answers one message (or one connection, for `Hang`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Accept,
+    /// `451 4.3.0 try again later`
+    Transient,
+    /// `550 5.1.1 no such mailbox`
+    Permanent,
+    /// Accept the connection and never say a word.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub rcpt_to: Vec<String>,
+    /// The message as sent (headers and body), dot-unstuffed.
+    pub data: String,
+}
+
+impl Received {
+    /// A header's value (first occurrence, unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next()?;
+        let mut value: Option<String> = None;
+        for line in head.split("\r\n") {
+            if let Some(v) = value.as_mut() {
+                if line.starts_with([' ', '\t']) {
+                    v.push_str(line.trim_start());
+                    continue;
+                }
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case(name) {
+                    value = Some(v.trim().to_owned());
+                }
+            }
+        }
+        value
+    }
+
+    pub fn body(&self) -> &str {
+        self.data.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    script: VecDeque<Reply>,
+    received: Vec<Received>,
+    /// Messages answered with 4xx/5xx.
+    rejected: usize,
+}
+
+#[derive(Clone)]
+pub struct SmtpSink {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    /// While false, replies to DATA wait.
+    open: watch::Sender<bool>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let (open, _) = watch::channel(true);
+        let sink = Self { port, state, open };
+        let server = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let conn = server.clone();
+                tokio::spawn(async move {
+                    let _ = conn.serve(stream).await;
+                });
+            }
+        });
+        sink
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The next replies, in order; after them, `Accept`.
+    pub fn script(&self, replies: &[Reply]) {
+        self.lock().script.extend(replies.iter().copied());
+    }
+
+    /// Hold every DATA reply until `release`.
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    pub fn rejected(&self) -> usize {
+        self.lock().rejected
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn next_reply(&self) -> Reply {
+        self.lock().script.pop_front().unwrap_or(Reply::Accept)
+    }
+
+    async fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
+        // A Hang at the head of the script takes the whole connection.
+        let hang = {
+            let mut state = self.lock();
+            if state.script.front() == Some(&Reply::Hang) {
+                state.script.pop_front();
+                true
+            } else {
+                false
+            }
+        };
+        if hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read);
+        write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+        let mut rcpt_to = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let verb = line.trim_end().to_ascii_uppercase();
+            if verb.starts_with("EHLO") {
+                write
+                    .write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                    .await?;
+            } else if verb.starts_with("HELO")
+                || verb.starts_with("NOOP")
+                || verb.starts_with("RSET")
+            {
+                if verb.starts_with("RSET") {
+                    rcpt_to.clear();
+                }
+                write.write_all(b"250 ok\r\n").await?;
+            } else if verb.starts_with("MAIL FROM") {
+                rcpt_to.clear();
+                write.write_all(b"250 ok\r\n").await?;
+            } else if verb.starts_with("RCPT TO") {
+                let addr = line.trim_end()[8..].trim().trim_start_matches(':').trim();
+                rcpt_to.push(addr.trim_matches(['<', '>']).to_owned());
+                write.write_all(b"250 ok\r\n").await?;
+            } else if verb == "DATA" {
+                write.write_all(b"354 go ahead\r\n").await?;
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                    let unstuffed = line.strip_prefix('.').unwrap_or(&line);
+                    data.push_str(unstuffed);
+                }
+                let mut open = self.open.subscribe();
+                let _ = open.wait_for(|open| *open).await;
+                match self.next_reply() {
+                    Reply::Accept | Reply::Hang => {
+                        self.lock().received.push(Received {
+                            rcpt_to: std::mem::take(&mut rcpt_to),
+                            data,
+                        });
+                        write.write_all(b"250 2.0.0 queued\r\n").await?;
+                    }
+                    Reply::Transient => {
+                        self.lock().rejected += 1;
+                        write.write_all(b"451 4.3.0 try again later\r\n").await?;
+                    }
+                    Reply::Permanent => {
+                        self.lock().rejected += 1;
+                        write.write_all(b"550 5.1.1 no such mailbox\r\n").await?;
+                    }
+                }
+            } else if verb.starts_with("QUIT") {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            } else {
+                write.write_all(b"502 not implemented\r\n").await?;
+            }
+        }
+    }
+}
