@@ -73,7 +73,7 @@ async fn arrives(app: &TestApp, sink: &SmtpSink) {
     let mail = sink.received();
     assert_eq!(mail.len(), 1);
     let mail = &mail[0];
-    assert_eq!(mail.rcpt_to, [email.clone()]);
+    assert_eq!(mail.rcpt_to, std::slice::from_ref(&email));
     assert_eq!(
         mail.header("Subject").as_deref(),
         Some("Your order shipped")

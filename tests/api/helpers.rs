@@ -172,14 +172,6 @@ impl TestApp {
         }
     }
 
-    /// Stops the server (and worker) and waits until it has.
-    pub async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
-        }
-    }
-
     pub fn graphql_url(&self) -> String {
         format!("{}/graphql", self.url)
     }
@@ -235,14 +227,27 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Stops the server and its worker before the database and the Redis
+    /// prefix are cleaned up, so nothing writes behind the cleanup.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| {
+                let _ = handle.block_on(tokio::time::timeout(Duration::from_secs(15), server));
+            });
+        }
     }
 }
 
 // ---- Redis: a key prefix per test, its keys deleted afterwards ----
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 

@@ -11,5 +11,7 @@ mod cli;
 mod delivery;
 mod helpers;
 mod http;
+mod notifications;
+mod resilience;
 mod smtp_sink;
 mod tokens;

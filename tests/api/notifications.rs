@@ -1,0 +1,294 @@
+//! Reading notifications: pages, the never-stale cache, authorization, the
+//! batched recipient, and status events.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, error_code, unique_email};
+use crate::smtp_sink::SmtpSink;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+fn statuses(body: &Value) -> Vec<String> {
+    body["data"]["notifications"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {body}"))
+        .iter()
+        .map(|n| n["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["data"]["notifications"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {body}"))
+        .iter()
+        .map(|n| n["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+both_backends!(pages_are_newest_first_with_exact_edges, pagination);
+async fn pagination(app: &TestApp) {
+    let token = app.token_for(&unique_email("pages")).await;
+    // Empty.
+    let empty = app.page(&token, 1, 10).await;
+    let page = &empty["data"]["notifications"];
+    assert_eq!(page["totalCount"], 0, "{empty}");
+    assert_eq!(page["hasNextPage"], false);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0));
+
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.push(app.send_ok(&token, &format!("n{i}"), "body").await);
+    }
+    let newest_first: Vec<String> = sent.iter().rev().cloned().collect();
+    // An exact multiple of the page size: two full pages, then nothing.
+    let p1 = app.page(&token, 1, 3).await;
+    let p2 = app.page(&token, 2, 3).await;
+    let p3 = app.page(&token, 3, 3).await;
+    assert_eq!(ids(&p1), newest_first[..3]);
+    assert_eq!(ids(&p2), newest_first[3..]);
+    assert!(ids(&p3).is_empty());
+    assert_eq!(p1["data"]["notifications"]["hasNextPage"], true);
+    assert_eq!(
+        p2["data"]["notifications"]["hasNextPage"], false,
+        "the last page"
+    );
+    assert_eq!(p2["data"]["notifications"]["totalCount"], 6);
+    // A partial last page.
+    let p = app.page(&token, 2, 4).await;
+    assert_eq!(ids(&p), newest_first[4..]);
+    assert_eq!(p["data"]["notifications"]["hasNextPage"], false);
+    // The defaults: page 1, pageSize 10.
+    let d = app
+        .gql(
+            "{ notifications { page pageSize totalCount } }",
+            serde_json::json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(d["data"]["notifications"]["page"], 1, "{d}");
+    assert_eq!(d["data"]["notifications"]["pageSize"], 10);
+    // Out of bounds.
+    for (page, size) in [(1, 0), (1, 101), (0, 10), (-1, 10), (1, -5)] {
+        let body = app.page(&token, page, size).await;
+        assert_eq!(
+            error_code(&body),
+            Some("BAD_USER_INPUT"),
+            "page {page} size {size}: {body}"
+        );
+    }
+    assert!(app.page(&token, 1, 100).await["data"]["notifications"].is_object());
+}
+
+both_backends!(nobody_sees_another_users_notifications, authorization);
+async fn authorization(app: &TestApp) {
+    let alice = app.token_for(&unique_email("alice")).await;
+    let bob = app.token_for(&unique_email("bob")).await;
+    let id = app.send_ok(&alice, "For Alice", "private").await;
+    app.send_ok(&bob, "For Bob", "his own").await;
+
+    let list = app.page(&bob, 1, 100).await;
+    assert_eq!(list["data"]["notifications"]["totalCount"], 1, "{list}");
+    assert!(!ids(&list).contains(&id));
+
+    let by_id = app.notification(&bob, &id).await;
+    assert_eq!(error_code(&by_id), Some("FORBIDDEN"), "{by_id}");
+    assert!(by_id["data"].is_null());
+    assert_eq!(
+        app.notification(&alice, &id).await["data"]["notification"]["title"],
+        "For Alice"
+    );
+
+    for missing in ["999999999", "not-a-number"] {
+        let body = app.notification(&alice, missing).await;
+        assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not found")
+        );
+    }
+    let anon = app
+        .gql(
+            "{ notifications { totalCount } }",
+            serde_json::json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(error_code(&anon), Some("UNAUTHENTICATED"));
+}
+
+/// No worker: the rows stay as sent, and only the test changes them.
+fn no_worker(c: &mut herald::config::Config) {
+    c.worker = None;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_100_resolves_recipients_with_one_batched_query_sqlite() {
+    recipients_in_one_query(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_100_resolves_recipients_with_one_batched_query_postgres() {
+    recipients_in_one_query(Backend::Postgres).await;
+}
+
+async fn recipients_in_one_query(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, no_worker).await else {
+        return;
+    };
+    let email = unique_email("hundred");
+    let token = app.token_for(&email).await;
+    // Sent without asking for `recipient`, so no user is cached yet.
+    for i in 0..100 {
+        let body = app
+            .gql(
+                "mutation($t: String!) { sendNotification(input: {title: $t, content: \"b\"}) { id } }",
+                serde_json::json!({ "t": format!("n{i}") }),
+                Some(&token),
+            )
+            .await;
+        assert!(body["data"]["sendNotification"]["id"].is_string(), "{body}");
+    }
+    let before = app.stats.user_reads();
+    let page = app.page(&token, 1, 100).await;
+    let items = page["data"]["notifications"]["items"]
+        .as_array()
+        .expect("items");
+    assert_eq!(items.len(), 100);
+    assert!(
+        items
+            .iter()
+            .all(|n| n["recipient"]["email"] == email.as_str())
+    );
+    assert_eq!(
+        app.stats.user_reads() - before,
+        1,
+        "one batched users query for 100 recipients"
+    );
+    // And the next read takes the recipient from the cache.
+    app.page(&token, 2, 50).await;
+    assert_eq!(app.stats.user_reads() - before, 1);
+}
+
+/// Every cached page of every size shows a status change on the next read,
+/// and an unchanged page is read again without the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_never_stale_and_spares_the_database_sqlite() {
+    never_stale(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_never_stale_and_spares_the_database_postgres() {
+    never_stale(Backend::Postgres).await;
+}
+
+async fn never_stale(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.mail.smtp_url = Some(SecretString::from(url));
+        c.mail.timeout = Duration::from_secs(15);
+        if let Some(w) = c.worker.as_mut() {
+            // No background sweeps: the statement count stays exact.
+            w.sweep_interval = Duration::from_secs(3600);
+            w.visibility_timeout = Duration::from_secs(30);
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    sink.hold();
+    let token = app.token_for(&unique_email("cache")).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(app.send_ok(&token, &format!("c{i}"), "body").await);
+    }
+    for id in &sent {
+        app.wait_for_status(&token, id, "PROCESSING", WITHIN).await;
+    }
+    let shapes = [
+        (1, 1),
+        (2, 1),
+        (5, 1),
+        (1, 2),
+        (2, 2),
+        (3, 2),
+        (1, 5),
+        (1, 10),
+    ];
+    for (page, size) in shapes {
+        let body = app.page(&token, page, size).await;
+        assert!(statuses(&body).iter().all(|s| s == "PROCESSING"), "{body}");
+    }
+    // Unchanged: served from the cache, no statement at all.
+    let before = app.stats.total();
+    for (page, size) in shapes {
+        let body = app.page(&token, page, size).await;
+        assert!(statuses(&body).iter().all(|s| s == "PROCESSING"), "{body}");
+    }
+    assert_eq!(
+        app.stats.total(),
+        before,
+        "cached pages touched the database"
+    );
+
+    sink.release();
+    for id in &sent {
+        app.wait_for_status(&token, id, "SENT", WITHIN).await;
+    }
+    // Every page of every size shows SENT on the very next read.
+    for (page, size) in shapes {
+        let body = app.page(&token, page, size).await;
+        let s = statuses(&body);
+        assert!(!s.is_empty() || page > 1, "{body}");
+        assert!(
+            s.iter().all(|s| s == "SENT"),
+            "page {page} size {size} is stale: {body}"
+        );
+    }
+    // A new notification shows at once too.
+    app.send_ok(&token, "newest", "body").await;
+    let body = app.page(&token, 1, 10).await;
+    assert_eq!(body["data"]["notifications"]["totalCount"], 6, "{body}");
+    assert_eq!(body["data"]["notifications"]["items"][0]["title"], "newest");
+}
+
+both_backends!(every_status_change_is_published_in_order, events);
+async fn events(app: &TestApp) {
+    let mut rx = app.events.subscribe();
+    // Let the Redis subscriber attach before the first publish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = app.token_for(&unique_email("events")).await;
+    let id: i64 = app
+        .send_ok(&token, "Watch me", "go")
+        .await
+        .parse()
+        .expect("numeric id");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while seen.len() < 3 {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("events within the deadline")
+            .expect("receiver open");
+        if event.notification.id == id {
+            seen.push((event.previous, event.status()));
+        }
+    }
+    use entity::notification::Status::*;
+    assert_eq!(
+        seen,
+        [
+            (None, Pending),
+            (Some(Pending), Processing),
+            (Some(Processing), Sent)
+        ]
+    );
+}
