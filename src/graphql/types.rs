@@ -76,6 +76,10 @@ pub struct Notification {
     pub sent_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub user_id: i64,
+    /// The recipient, when the resolver that made this value loaded it
+    /// already (a page loads all of its recipients in one batch).
+    #[graphql(skip)]
+    pub preloaded_recipient: Option<User>,
 }
 
 impl From<notification::Model> for Notification {
@@ -92,6 +96,7 @@ impl From<notification::Model> for Notification {
             next_attempt_at: m.next_attempt_at,
             sent_at: m.sent_at,
             user_id: m.user_id,
+            preloaded_recipient: None,
         }
     }
 }
@@ -100,6 +105,9 @@ impl From<notification::Model> for Notification {
 impl Notification {
     /// The user it is addressed to (batched: one query per page).
     async fn recipient(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        if let Some(user) = &self.preloaded_recipient {
+            return Ok(user.clone());
+        }
         ctx.state()
             .users
             .load_one(self.user_id)

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use entity::notification::{self, Column, Status};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, EntityTrait, ExprTrait as _,
-    PaginatorTrait as _, QueryFilter, QueryOrder as _, QuerySelect as _, sea_query::Expr,
+    PaginatorTrait as _, QueryFilter, QueryOrder as _, QuerySelect as _, QueryTrait as _,
+    sea_query::Expr,
 };
 
 use super::StorageError;
@@ -236,53 +237,37 @@ pub async fn release_expired_claims(
 }
 
 /// PENDING rows that are due and whose queue entry may be lost (never
-/// enqueued, or enqueued longer ago than `requeue_after`), re-stamped as
-/// enqueued now. Stamping is a compare-and-set, so of several sweepers only
-/// one re-enqueues a row.
+/// enqueued, or enqueued before `stamped_before`), re-stamped as enqueued
+/// `now`, in one statement. Of several sweepers running it at once, each row
+/// goes to one: the others find it re-stamped and skip it.
 pub async fn take_for_enqueue(
     db: &impl ConnectionTrait,
     now: DateTime<Utc>,
-    requeue_after: Option<Duration>,
+    stamped_before: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<i64>> {
-    let stale = match requeue_after {
-        Some(after) => {
-            let cutoff = now - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
-            Condition::any()
-                .add(Column::EnqueuedAt.is_null())
-                .add(Column::EnqueuedAt.lt(cutoff))
-        }
-        // Nothing can be on the queue (an in-process queue after a restart).
-        None => Condition::all(),
+    let stale = || {
+        Condition::any()
+            .add(Column::EnqueuedAt.is_null())
+            .add(Column::EnqueuedAt.lt(stamped_before))
     };
-    let candidates: Vec<(i64, Option<DateTime<Utc>>)> = notification::Entity::find()
+    let candidates = notification::Entity::find()
         .select_only()
         .column(Column::Id)
-        .column(Column::EnqueuedAt)
         .filter(Column::Status.eq(Status::Pending))
         .filter(due(now))
-        .filter(stale)
+        .filter(stale())
         .order_by_asc(Column::Id)
         .limit(limit)
-        .into_tuple()
-        .all(db)
+        .into_query();
+    let rows = notification::Entity::update_many()
+        .col_expr(Column::EnqueuedAt, Expr::value(Some(now)))
+        .filter(Column::Id.in_subquery(candidates))
+        .filter(Column::Status.eq(Status::Pending))
+        .filter(stale())
+        .exec_with_returning(db)
         .await?;
-    let mut taken = Vec::with_capacity(candidates.len());
-    for (id, enqueued_at) in candidates {
-        let same_stamp = match enqueued_at {
-            Some(at) => Column::EnqueuedAt.eq(at),
-            None => Column::EnqueuedAt.is_null(),
-        };
-        let result = notification::Entity::update_many()
-            .col_expr(Column::EnqueuedAt, Expr::value(Some(now)))
-            .filter(Column::Id.eq(id))
-            .filter(Column::Status.eq(Status::Pending))
-            .filter(same_stamp)
-            .exec(db)
-            .await?;
-        if result.rows_affected == 1 {
-            taken.push(id);
-        }
-    }
-    Ok(taken)
+    let mut ids: Vec<i64> = rows.into_iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    Ok(ids)
 }

@@ -3,8 +3,6 @@
 //! timeout) and enqueues PENDING rows that are due and whose queue entry may
 //! be lost.
 
-use std::time::Duration;
-
 use entity::notification::Status;
 use tokio_util::sync::CancellationToken;
 
@@ -58,20 +56,38 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
     for row in &released {
         delivery.inbox.changed(Some(Status::Processing), row).await;
     }
-    let requeue_after: Option<Duration> = (!everything).then_some(settings.visibility_timeout);
-    let due =
-        notifications::take_for_enqueue(&delivery.db, now, requeue_after, SWEEP_BATCH).await?;
+    // Entries stamped within the visibility timeout may still be on the
+    // queue; with `everything`, only this pass's own stamps count.
+    let stamped_before = if everything {
+        now
+    } else {
+        now - chrono::Duration::from_std(settings.visibility_timeout)
+            .unwrap_or(chrono::Duration::MAX)
+    };
     let mut enqueued = 0;
-    for (i, id) in due.iter().enumerate() {
-        if let Err(e) = delivery.queue.enqueue(*id).await {
-            // The queue is down: leave this row and the rest to the next pass.
-            tracing::warn!(error = ?e, notification_id = id, "enqueue failed; the next sweep retries");
-            for id in &due[i..] {
-                notifications::mark_unqueued(&delivery.db, *id).await?;
+    // Batch after batch while there is a backlog (after an outage, say),
+    // so recovery is not paced by the sweep interval.
+    loop {
+        let due =
+            notifications::take_for_enqueue(&delivery.db, now, stamped_before, SWEEP_BATCH).await?;
+        let full = due.len() as u64 == SWEEP_BATCH;
+        for (i, id) in due.iter().enumerate() {
+            if let Err(e) = delivery.queue.enqueue(*id).await {
+                // The queue is down: leave this row and the rest to the next pass.
+                tracing::warn!(error = ?e, notification_id = id, "enqueue failed; the next sweep retries");
+                for id in &due[i..] {
+                    notifications::mark_unqueued(&delivery.db, *id).await?;
+                }
+                return Ok(SweepReport {
+                    released: released.len(),
+                    enqueued,
+                });
             }
+            enqueued += 1;
+        }
+        if !full {
             break;
         }
-        enqueued += 1;
     }
     Ok(SweepReport {
         released: released.len(),

@@ -149,7 +149,10 @@ delivery_test!(
     a_hanging_mail_server_times_out_and_other_mail_keeps_flowing,
     hangs,
     |c: &mut herald::config::Config| {
-        c.mail.timeout = Duration::from_secs(2);
+        c.mail.timeout = Duration::from_secs(5);
+        if let Some(w) = c.worker.as_mut() {
+            w.visibility_timeout = Duration::from_secs(10);
+        }
     }
 );
 async fn hangs(app: &TestApp, sink: &SmtpSink) {

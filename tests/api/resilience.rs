@@ -251,3 +251,33 @@ async fn a_queue_entry_delivered_too_often_is_dead_lettered_and_fails() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].get::<String>("id").as_deref(), Some(id.as_str()));
 }
+
+/// Embedded mode keeps its queue in memory: after a restart the sweeper
+/// finds what the old process had queued but never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_restart_delivers_what_was_queued_before_it() {
+    let before = TestApp::spawn_with(Backend::Sqlite, |c| c.worker = None)
+        .await
+        .expect("sqlite");
+    let token = before.token_for(&unique_email("restart")).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(before.send_ok(&token, &format!("queued {i}"), "body").await);
+    }
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let after = before
+        .spawn_sibling(|c| {
+            c.mail.smtp_url = Some(SecretString::from(url));
+            if let Some(w) = c.worker.as_mut() {
+                // Far longer than the test: only the start-up pass can find them.
+                w.visibility_timeout = Duration::from_secs(3600);
+            }
+        })
+        .await;
+    drop(before);
+    for id in &ids {
+        after.wait_for_status(&token, id, "SENT", WITHIN).await;
+    }
+    assert_eq!(sink.received().len(), 3);
+}
