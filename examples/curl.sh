@@ -30,3 +30,12 @@ gql '{ me { id email createdAt } }' '{}' "$token"
 echo "# me over GET (queries only)"
 curl -fsS -G "$url" --data-urlencode 'query={ me { email } }' -H "Authorization: Bearer $token"
 echo
+
+echo "# send a notification to yourself"
+gql 'mutation($t: String!, $c: String!) { sendNotification(input: {title: $t, content: $c}) { id status } }' \
+  '{"t": "Hello from curl", "c": "Delivered by the worker."}' "$token"
+
+sleep 1
+echo "# list (newest first); the status moves PENDING -> PROCESSING -> SENT"
+gql '{ notifications(page: 1, pageSize: 5) { totalCount hasNextPage items { id title status attempts sentAt lastError } } }' \
+  '{}' "$token"

@@ -129,7 +129,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 from: config.mail.from.clone(),
                 timeout: config.mail.timeout,
                 outbox: config.data_dir.join("outbox"),
-                pool_size: u32::try_from(settings.concurrency).unwrap_or(u32::MAX),
+                pool_size: settings.concurrency,
             })?;
             Some(Delivery {
                 db: db.clone(),

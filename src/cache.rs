@@ -22,6 +22,8 @@ const VERSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[async_trait::async_trait]
 pub trait Cache: Send + Sync + 'static {
     async fn get(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Several keys in one round trip, in order.
+    async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<Option<String>>>;
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()>;
     /// The counter at `key` (0 when there is none).
     async fn version(&self, key: &str) -> anyhow::Result<u64>;
@@ -51,6 +53,15 @@ impl Cache for RedisCache {
             .query_async(&mut conn)
             .await
             .context("cache GET")
+    }
+
+    async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<Option<String>>> {
+        let mut conn = self.manager.clone();
+        redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .context("cache MGET")
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
@@ -111,10 +122,11 @@ pub struct InProcessCache {
     inner: Mutex<InProcess>,
 }
 
+/// Counters live among the values (as decimal strings), as in Redis, so
+/// `get_many` reads both alike.
 #[derive(Default)]
 struct InProcess {
     values: HashMap<String, (Instant, String)>,
-    versions: HashMap<String, u64>,
 }
 
 impl InProcessCache {
@@ -148,6 +160,14 @@ impl Cache for InProcessCache {
         }
     }
 
+    async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<Option<String>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
         let mut inner = self.lock();
         if inner.values.len() >= self.max_entries {
@@ -165,14 +185,25 @@ impl Cache for InProcessCache {
     }
 
     async fn version(&self, key: &str) -> anyhow::Result<u64> {
-        Ok(self.lock().versions.get(key).copied().unwrap_or(0))
+        Ok(self
+            .get(key)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     async fn bump(&self, key: &str) -> anyhow::Result<u64> {
         let mut inner = self.lock();
-        let v = inner.versions.entry(key.to_owned()).or_insert(0);
-        *v += 1;
-        Ok(*v)
+        let now = Instant::now();
+        let current = match inner.values.get(key) {
+            Some((expires, v)) if *expires > now => v.parse::<u64>().unwrap_or(0),
+            _ => 0,
+        };
+        let next = current + 1;
+        inner
+            .values
+            .insert(key.to_owned(), (now + VERSION_TTL, next.to_string()));
+        Ok(next)
     }
 
     fn backend(&self) -> &'static str {
@@ -202,6 +233,31 @@ mod tests {
         assert_eq!(cache.bump("v").await.expect("bump"), 1);
         assert_eq!(cache.bump("v").await.expect("bump"), 2);
         assert_eq!(cache.version("v").await.expect("v"), 2);
+    }
+
+    #[tokio::test]
+    async fn counters_read_back_through_get_many() {
+        let cache = InProcessCache::new(10);
+        cache.bump("v").await.expect("bump");
+        cache.bump("v").await.expect("bump");
+        let got = cache.get_many(&["v".to_owned()]).await.expect("get_many");
+        assert_eq!(got, [Some("2".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn get_many_answers_in_order() {
+        let cache = InProcessCache::new(10);
+        cache
+            .set("a", "1", Duration::from_secs(60))
+            .await
+            .expect("set");
+        cache
+            .set("c", "3", Duration::from_secs(60))
+            .await
+            .expect("set");
+        let keys = ["a", "b", "c"].map(String::from);
+        let got = cache.get_many(&keys).await.expect("get_many");
+        assert_eq!(got, [Some("1".into()), None, Some("3".into())]);
     }
 
     #[tokio::test]

@@ -141,6 +141,10 @@ pub struct RuntimeArgs {
     /// Queue deliveries of one entry before it goes to the dead letters.
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: u64,
+    /// After SIGTERM/SIGINT: how long in-flight requests and deliveries get
+    /// before deliveries are put back for another worker.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
     /// How long a cached page of `notifications` lives.
     #[arg(long, env = "HERALD_CACHE_TTL", default_value = "300s", value_parser = parse_duration)]
     pub cache_ttl: Duration,
@@ -290,7 +294,7 @@ impl Config {
                 visibility_timeout: rt.visibility_timeout,
                 sweep_interval: rt.sweep_interval,
                 max_deliveries: rt.max_deliveries,
-                shutdown_grace: Duration::from_secs(10),
+                shutdown_grace: rt.shutdown_grace,
             }),
             cache_ttl: rt.cache_ttl,
         })

@@ -53,8 +53,9 @@ impl Inbox {
         }
     }
 
-    /// One page of `user_id`'s notifications, from the cache when it holds
-    /// the current version's copy.
+    /// One page of `user_id`'s notifications, from the cache when its copy
+    /// was read at the current inbox version (one round trip: the version and
+    /// the page together), else from the database.
     pub async fn page(
         &self,
         db: &DatabaseConnection,
@@ -62,30 +63,45 @@ impl Inbox {
         page: u64,
         page_size: u64,
     ) -> Result<Page, StorageError> {
-        let version = match self.cache.version(&self.keys.inbox_version(user_id)).await {
-            Ok(v) => Some(v),
+        let page_key = self.keys.inbox_page(user_id, page, page_size);
+        let cached = self
+            .cache
+            .get_many(&[self.keys.inbox_version(user_id), page_key.clone()])
+            .await;
+        let version = match cached {
+            Ok(values) => {
+                let mut values = values.into_iter();
+                let version = values
+                    .next()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if let Some(json) = values.next().flatten() {
+                    match serde_json::from_str::<Versioned>(&json) {
+                        Ok(entry) if entry.version == version => return Ok(entry.page),
+                        Ok(_) => {} // an older version's copy: stale, ignore
+                        Err(e) => tracing::warn!(error = %e, page_key, "unreadable cache entry"),
+                    }
+                }
+                Some(version)
+            }
             Err(e) => {
                 tracing::warn!(error = ?e, "cache unavailable; reading the database");
                 None
             }
         };
-        let key = version.map(|v| self.keys.inbox_page(user_id, v, page, page_size));
-        if let Some(key) = &key {
-            match self.cache.get(key).await {
-                Ok(Some(json)) => match serde_json::from_str::<Page>(&json) {
-                    Ok(page) => return Ok(page),
-                    Err(e) => tracing::warn!(error = %e, key, "unreadable cache entry"),
-                },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = ?e, "cache unavailable; reading the database"),
-            }
-        }
         let (items, total) = storage::notifications::page(db, user_id, page, page_size).await?;
         let fresh = Page { items, total };
-        if let Some(key) = key {
-            match serde_json::to_string(&fresh) {
+        // Stored under the version read *before* the query: if a change
+        // landed meanwhile, the version has moved on and this copy never counts.
+        if let Some(version) = version {
+            let entry = Versioned {
+                version,
+                page: fresh.clone(),
+            };
+            match serde_json::to_string(&entry) {
                 Ok(json) => {
-                    if let Err(e) = self.cache.set(&key, &json, self.ttl).await {
+                    if let Err(e) = self.cache.set(&page_key, &json, self.ttl).await {
                         tracing::warn!(error = ?e, "cache write failed");
                     }
                 }
@@ -94,4 +110,11 @@ impl Inbox {
         }
         Ok(fresh)
     }
+}
+
+/// A cached page and the inbox version it was read at.
+#[derive(Serialize, Deserialize)]
+struct Versioned {
+    version: u64,
+    page: Page,
 }

@@ -38,15 +38,16 @@ impl Keys {
         format!("{}events", self.prefix)
     }
 
-    /// A user's inbox version: part of every cached page key, bumped on
-    /// every change, so one increment hides every cached page at once.
+    /// A user's inbox version, bumped on every change. A cached page holds
+    /// the version it was read at and counts only while that is current, so
+    /// one increment hides every cached page at once.
     pub fn inbox_version(&self, user_id: i64) -> String {
         format!("{}inbox:{user_id}:version", self.prefix)
     }
 
-    pub fn inbox_page(&self, user_id: i64, version: u64, page: u64, page_size: u64) -> String {
+    pub fn inbox_page(&self, user_id: i64, page: u64, page_size: u64) -> String {
         format!(
-            "{}inbox:{user_id}:v{version}:page:{page}:size:{page_size}",
+            "{}inbox:{user_id}:page:{page}:size:{page_size}",
             self.prefix
         )
     }
@@ -70,7 +71,7 @@ mod tests {
             keys.dead_letters(),
             keys.events(),
             keys.inbox_version(7),
-            keys.inbox_page(7, 3, 2, 10),
+            keys.inbox_page(7, 2, 10),
             keys.user(7),
         ] {
             assert!(name.starts_with("t1:"), "{name}");
@@ -78,12 +79,11 @@ mod tests {
     }
 
     #[test]
-    fn page_keys_differ_by_version_page_and_size() {
+    fn page_keys_differ_by_user_page_and_size() {
         let keys = Keys::new("h:");
-        let a = keys.inbox_page(1, 1, 1, 10);
-        assert_ne!(a, keys.inbox_page(1, 2, 1, 10));
-        assert_ne!(a, keys.inbox_page(1, 1, 2, 10));
-        assert_ne!(a, keys.inbox_page(1, 1, 1, 20));
-        assert_ne!(a, keys.inbox_page(2, 1, 1, 10));
+        let a = keys.inbox_page(1, 1, 10);
+        assert_ne!(a, keys.inbox_page(1, 2, 10));
+        assert_ne!(a, keys.inbox_page(1, 1, 20));
+        assert_ne!(a, keys.inbox_page(2, 1, 10));
     }
 }

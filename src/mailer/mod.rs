@@ -5,19 +5,22 @@
 //! Every message carries a `Message-ID` derived from the notification id, so
 //! a receiver can drop the copy that an at-least-once redelivery may send.
 
+mod smtp;
+
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use entity::notification;
 use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+    AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
-    transport::smtp::PoolConfig,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
+pub use smtp::{SmtpTarget, TlsMode};
+
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(smtp::SmtpPool),
     File(AsyncFileTransport<Tokio1Executor>),
 }
 
@@ -47,7 +50,7 @@ pub struct MailerConfig {
     /// Where `.eml` files go when there is no SMTP URL.
     pub outbox: PathBuf,
     /// SMTP connections kept open at most.
-    pub pool_size: u32,
+    pub pool_size: usize,
 }
 
 impl Mailer {
@@ -60,11 +63,11 @@ impl Mailer {
             .with_context(|| format!("SMTP_FROM {:?} is not a mailbox", config.from))?;
         let id_domain = from.email.domain().to_owned();
         let transport = match &config.smtp_url {
-            Some(url) => Transport::Smtp(smtp_transport(
-                url.expose_secret(),
+            Some(url) => Transport::Smtp(smtp::SmtpPool::new(
+                SmtpTarget::parse(url.expose_secret())?,
                 config.timeout,
                 config.pool_size,
-            )?),
+            )),
             None => {
                 std::fs::create_dir_all(&config.outbox)
                     .with_context(|| format!("creating {}", config.outbox.display()))?;
@@ -102,7 +105,7 @@ impl Mailer {
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
         let sent = tokio::time::timeout(self.timeout, async {
             match &self.transport {
-                Transport::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(classify),
+                Transport::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
                 Transport::File(file) => file
                     .send(message)
                     .await
@@ -121,75 +124,9 @@ impl Mailer {
     }
 }
 
-fn classify(e: lettre::transport::smtp::Error) -> SendError {
-    let text = match e.status() {
-        Some(code) => format!("SMTP {code}: {e}"),
-        None => format!("SMTP: {e}"),
-    };
-    if e.is_permanent() {
-        SendError::Permanent(text)
-    } else {
-        SendError::Transient(text)
-    }
-}
-
-/// `smtp://host:port` (plain), `smtp://…?tls=starttls` (or `required`,
-/// `opportunistic`), `smtps://…` (implicit TLS); `user:password@` for AUTH.
-fn smtp_transport(
-    url: &str,
-    timeout: Duration,
-    pool_size: u32,
-) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let mut parsed = url::Url::parse(url).context("SMTP_URL is not a URL")?;
-    let pairs: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(k, v)| {
-            let v = if k == "tls" && v == "starttls" {
-                "required".to_owned()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
-    if pairs.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(parsed.as_str())
-        .context("SMTP_URL: use smtp://host:port, smtp://host?tls=starttls or smtps://host")?;
-    Ok(builder
-        .timeout(Some(timeout))
-        .pool_config(
-            PoolConfig::new()
-                .max_size(pool_size.max(1))
-                // Below the usual server idle limits (Postfix: 300 s).
-                .idle_timeout(Duration::from_secs(30)),
-        )
-        .build())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn smtp_urls_of_every_documented_form_build() {
-        for url in [
-            "smtp://127.0.0.1:2525",
-            "smtp://user:p%40ss@mail.example.com:587?tls=starttls",
-            "smtp://mail.example.com?tls=opportunistic",
-            "smtps://user:pass@mail.example.com",
-        ] {
-            assert!(
-                smtp_transport(url, Duration::from_secs(5), 4).is_ok(),
-                "{url}"
-            );
-        }
-        assert!(smtp_transport("http://example.com", Duration::from_secs(5), 4).is_err());
-        assert!(smtp_transport("smtp://h?tls=bogus", Duration::from_secs(5), 4).is_err());
-    }
 
     #[tokio::test]
     async fn the_message_id_is_stable_per_notification() {

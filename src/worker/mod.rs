@@ -149,6 +149,7 @@ impl Delivery {
     #[tracing::instrument(skip_all, fields(notification_id = job.notification_id))]
     pub async fn process(&self, job: Job, in_flight: &InFlight) {
         let id = job.notification_id;
+        let started = std::time::Instant::now();
         if job.deliveries > self.settings.max_deliveries {
             self.dead_letter(&job).await;
             return;
@@ -165,22 +166,32 @@ impl Delivery {
                 return;
             }
         };
+        let claimed_after = started.elapsed();
         lock(in_flight).insert(id, claimed.attempts);
         self.inbox.changed(Some(Status::Pending), &claimed).await;
 
-        let result = match storage::users::find_by_id(&self.db, claimed.user_id).await {
+        let recipient = storage::users::find_by_id(&self.db, claimed.user_id).await;
+        let send_started = std::time::Instant::now();
+        let result = match recipient {
             Ok(Some(user)) => self.mailer.send(&claimed, &user.email).await,
             Ok(None) => Err(SendError::Permanent(
                 "the recipient no longer exists".into(),
             )),
             Err(e) => Err(SendError::Transient(format!("loading the recipient: {e}"))),
         };
+        let send_time = send_started.elapsed();
         let outcome = self
             .settings
             .retry
             .outcome(result, claimed.attempts, storage::now());
         match &outcome {
-            Outcome::Sent => tracing::info!(attempt = claimed.attempts, "sent"),
+            Outcome::Sent => tracing::info!(
+                attempt = claimed.attempts,
+                claim_ms = claimed_after.as_secs_f64() * 1e3,
+                send_ms = send_time.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                "sent"
+            ),
             Outcome::Retry { error, retry_at } => {
                 tracing::warn!(attempt = claimed.attempts, %retry_at, error, "will retry");
             }

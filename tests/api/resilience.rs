@@ -281,3 +281,62 @@ async fn an_embedded_restart_delivers_what_was_queued_before_it() {
     }
     assert_eq!(sink.received().len(), 3);
 }
+
+/// SIGTERM while a delivery hangs on the mail server: the worker exits 0
+/// within its grace period and puts the notification back for another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_in_flight_deliveries_and_exits_cleanly() {
+    let Some(api) = TestApp::spawn_with(Backend::Postgres, |c| c.worker = None).await else {
+        return;
+    };
+    let sink = SmtpSink::start().await;
+    sink.hold();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_herald"));
+    let redis = api.redis.as_ref().expect("services mode");
+    worker
+        .arg("worker")
+        .env("DATABASE_URL", &api.database_url)
+        .env("REDIS_URL", redis_url())
+        .env("HERALD_REDIS_PREFIX", &redis.prefix)
+        .env("SMTP_URL", sink.url())
+        .env("SMTP_TIMEOUT", "30s")
+        .env("HERALD_VISIBILITY_TIMEOUT", "60s")
+        .env("HERALD_SHUTDOWN_GRACE", "1s")
+        .env("HERALD_NO_MIGRATE", "true")
+        .env("HERALD_DATA_DIR", &api.data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = worker.spawn().expect("herald worker starts");
+    let token = api.token_for(&unique_email("sigterm")).await;
+    let id = api.send_ok(&token, "In flight", "body").await;
+    api.wait_for_status(&token, &id, "PROCESSING", WITHIN).await;
+
+    let started = std::time::Instant::now();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let row = api.notification(&token, &id).await;
+    let n = &row["data"]["notification"];
+    assert_eq!(n["status"], "PENDING", "released for another worker: {row}");
+    assert!(
+        n["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shut down"),
+        "{row}"
+    );
+    sink.release();
+}

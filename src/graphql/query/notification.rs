@@ -1,4 +1,4 @@
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, ID, Object, dataloader::Loader as _};
 
 use crate::{
     error::{ApiResult, AppError},
@@ -51,9 +51,12 @@ impl NotificationQuery {
             let mut ids: Vec<i64> = items.iter().map(|n| n.user_id).collect();
             ids.sort_unstable();
             ids.dedup();
+            // Straight to the loader: one batch already, no need to wait
+            // for the DataLoader's batching window.
             let users = state
                 .users
-                .load_many(ids)
+                .loader()
+                .load(&ids)
                 .await
                 .map_err(AppError::Internal)?;
             for item in &mut items {

@@ -1,0 +1,406 @@
+//! `herald-bench`: measures a running Herald (release build, Postgres +
+//! Redis + a fast SMTP sink) and prints a Markdown table.
+//!
+//! Every figure comes with a baseline measured in the same run, because the
+//! machine is noisy: API figures against a `{ __typename }` query, the
+//! worker against Postfix's `smtp-source` into the same sink.
+//!
+//! Phases (closed loop, `--concurrency` clients, `--duration` each):
+//! 1. `{ __typename }` (baseline)
+//! 2. `sendNotification`
+//! 3. `notifications(page: 1, pageSize: 10)`, cached (the same page again)
+//! 4. the same, uncached (the user's inbox version is bumped in Redis
+//!    before each request, outside the timed part)
+//! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
+//! 6. `smtp-source` into the same sink (baseline for 5)
+
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", about = "Benchmark a running Herald")]
+struct Args {
+    /// The GraphQL endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8000/graphql")]
+    url: String,
+    /// The database Herald uses (for the worker phase).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// The Redis Herald uses (to bump the inbox version for the uncached phase).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Herald's key prefix.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:")]
+    redis_prefix: String,
+    /// Concurrent clients per API phase.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Length of each API phase, in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Rows for the worker phase.
+    #[arg(long, default_value_t = 5000)]
+    notifications: u64,
+    /// host:port of the SMTP sink Herald sends to; runs `smtp-source` into it
+    /// as the worker's baseline.
+    #[arg(long)]
+    smtp_sink: Option<String>,
+    /// Parallel SMTP sessions for `smtp-source` (match HERALD_WORKER_CONCURRENCY).
+    #[arg(long, default_value_t = 16)]
+    smtp_sessions: u32,
+    /// Run only the delivery phases (worker and smtp-source).
+    #[arg(long)]
+    delivery_only: bool,
+}
+
+/// Latencies of one phase.
+struct Phase {
+    name: &'static str,
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i].as_secs_f64() * 1000.0
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    async fn gql(
+        &self,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let body: Value = req.send().await?.error_for_status()?.json().await?;
+        if let Some(errors) = body.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(body)
+    }
+}
+
+/// Runs `op` from `concurrency` clients for `duration`; `prepare` runs
+/// before each timed call, outside the timing.
+async fn closed_loop<P, PF, O, OF>(
+    name: &'static str,
+    concurrency: usize,
+    duration: Duration,
+    prepare: P,
+    op: O,
+) -> Phase
+where
+    P: Fn() -> PF + Send + Sync + 'static,
+    PF: Future<Output = ()> + Send,
+    O: Fn(u64) -> OF + Send + Sync + 'static,
+    OF: Future<Output = anyhow::Result<()>> + Send,
+{
+    let prepare = Arc::new(prepare);
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (prepare, op) = (prepare.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut seq = worker as u64 * 1_000_000;
+            while Instant::now() < deadline {
+                prepare().await;
+                let t = Instant::now();
+                match op(seq).await {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                seq += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut phase = Phase {
+        name,
+        latencies: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        if let Ok((l, e)) = task.await {
+            phase.latencies.extend(l);
+            phase.errors += e;
+        }
+    }
+    phase.elapsed = start.elapsed();
+    phase
+}
+
+async fn scalar_i64(db: &DatabaseConnection, sql: String) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await?
+        .context("no row")?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+async fn scalar_f64(db: &DatabaseConnection, sql: String) -> anyhow::Result<f64> {
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await?
+        .context("no row")?;
+    Ok(row.try_get_by_index::<f64>(0)?)
+}
+
+/// Inserts `n` PENDING rows at once and waits until all are SENT; returns
+/// notifications/s between the first and the last `sent_at`.
+async fn worker_phase(
+    db: &DatabaseConnection,
+    user_id: i64,
+    n: u64,
+) -> anyhow::Result<(f64, Duration)> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    db.execute_unprepared(&format!(
+        "INSERT INTO notifications (user_id, title, content, status, attempts, created_at, updated_at)
+         SELECT {user_id}, 'bench {tag} ' || g, 'benchmark body', 'PENDING', 0, now(), now()
+         FROM generate_series(1, {n}) AS g"
+    ))
+    .await
+    .context("inserting bench rows (the worker phase needs Postgres)")?;
+    let start = Instant::now();
+    let pending = format!(
+        "SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status IN ('PENDING', 'PROCESSING')"
+    );
+    loop {
+        if scalar_i64(db, pending.clone()).await? == 0 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("the worker did not finish {n} notifications in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = start.elapsed();
+    let failed = scalar_i64(
+        db,
+        format!("SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status = 'FAILED'"),
+    )
+    .await?;
+    if failed > 0 {
+        eprintln!("warning: {failed} bench notifications FAILED (is the SMTP sink up?)");
+    }
+    let spread = scalar_f64(
+        db,
+        format!(
+            "SELECT EXTRACT(EPOCH FROM (max(sent_at) - min(sent_at)))::float8 FROM notifications WHERE title LIKE 'bench {tag} %' AND status = 'SENT'"
+        ),
+    )
+    .await?;
+    Ok(((n as f64 - 1.0) / spread.max(1e-3), wall))
+}
+
+/// `smtp-source` sending `n` messages over `sessions` sessions into `sink`.
+fn smtp_source(sink: &str, n: u64, sessions: u32) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let status = Command::new("smtp-source")
+        .args([
+            "-s",
+            &sessions.to_string(),
+            "-m",
+            &n.to_string(),
+            "-l",
+            "200",
+        ])
+        .args(["-f", "bench@localhost", "-t", "sink@localhost", sink])
+        .status()
+        .context("running smtp-source (apt-get install postfix)")?;
+    if !status.success() {
+        bail!("smtp-source failed: {status}");
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let client = Arc::new(Client {
+        http,
+        url: args.url.clone(),
+    });
+    let duration = Duration::from_secs(args.duration);
+    let db = Database::connect(&args.database_url).await?;
+
+    // A user of the bench's own, with a page worth reading.
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let body = client
+        .gql(
+            "mutation($e: String!) { register(email: $e, password: \"benchmark password\") { token user { id } } }",
+            json!({ "e": email }),
+            None,
+        )
+        .await?;
+    let token: Arc<str> = body["data"]["register"]["token"]
+        .as_str()
+        .context("token")?
+        .into();
+    let user_id: i64 = body["data"]["register"]["user"]["id"]
+        .as_str()
+        .context("id")?
+        .parse()?;
+
+    if args.delivery_only {
+        return delivery_table(&args, &db, user_id).await;
+    }
+
+    let c = client.clone();
+    let typename = closed_loop(
+        "`{ __typename }` (baseline)",
+        args.concurrency,
+        duration,
+        || async {},
+        move |_| {
+            let c = c.clone();
+            async move { c.gql("{ __typename }", json!({}), None).await.map(drop) }
+        },
+    )
+    .await;
+
+    let (c, t) = (client.clone(), token.clone());
+    let send = closed_loop("sendNotification", args.concurrency, duration, || async {}, move |seq| {
+        let (c, t) = (c.clone(), t.clone());
+        async move {
+            c.gql(
+                "mutation($t: String!) { sendNotification(input: {title: $t, content: \"bench\"}) { id status } }",
+                json!({ "t": format!("load {seq}") }),
+                Some(&t),
+            )
+            .await
+            .map(drop)
+        }
+    })
+    .await;
+
+    // Let the worker finish the sends, so statuses stop changing.
+    let settle = format!(
+        "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
+    );
+    let settle_start = Instant::now();
+    while scalar_i64(&db, settle.clone()).await? > 0
+        && settle_start.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    const LIST: &str = "{ notifications(page: 1, pageSize: 10) { totalCount hasNextPage items { id title status updatedAt recipient { email } } } }";
+    let (c, t) = (client.clone(), token.clone());
+    let cached = closed_loop(
+        "notifications, cached",
+        args.concurrency,
+        duration,
+        || async {},
+        move |_| {
+            let (c, t) = (c.clone(), t.clone());
+            async move { c.gql(LIST, json!({}), Some(&t)).await.map(drop) }
+        },
+    )
+    .await;
+
+    let redis = redis::Client::open(args.redis_url.as_str())?;
+    let conn = redis.get_multiplexed_async_connection().await?;
+    let version_key: Arc<str> = format!("{}inbox:{user_id}:version", args.redis_prefix).into();
+    let (c, t) = (client.clone(), token.clone());
+    let uncached = closed_loop(
+        "notifications, uncached",
+        args.concurrency,
+        duration,
+        move || {
+            let (mut conn, key) = (conn.clone(), version_key.clone());
+            async move {
+                let _: redis::RedisResult<i64> =
+                    redis::cmd("INCR").arg(&*key).query_async(&mut conn).await;
+            }
+        },
+        move |_| {
+            let (c, t) = (c.clone(), t.clone());
+            async move { c.gql(LIST, json!({}), Some(&t)).await.map(drop) }
+        },
+    )
+    .await;
+
+    println!("| phase | requests | errors | req/s | p50 ms | p99 ms | vs `{{ __typename }}` |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for phase in [&typename, &send, &cached, &uncached] {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% |",
+            phase.name,
+            phase.latencies.len(),
+            phase.errors,
+            phase.rate(),
+            phase.percentile(0.50),
+            phase.percentile(0.99),
+            100.0 * phase.rate() / typename.rate()
+        );
+    }
+    println!();
+    delivery_table(&args, &db, user_id).await
+}
+
+async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
+    let (worker_rate, worker_wall) = worker_phase(db, user_id, args.notifications).await?;
+    let source_rate = match &args.smtp_sink {
+        Some(sink) => Some(smtp_source(sink, args.notifications, args.smtp_sessions)?),
+        None => None,
+    };
+    println!("| delivery | notifications | per second | vs smtp-source |");
+    println!("|---|---:|---:|---:|");
+    let ratio = source_rate.map_or("n/a".to_owned(), |s| {
+        format!("{:.0}%", 100.0 * worker_rate / s)
+    });
+    println!(
+        "| worker, PENDING → SENT ({:.1} s wall) | {} | {:.0} | {} |",
+        worker_wall.as_secs_f64(),
+        args.notifications,
+        worker_rate,
+        ratio
+    );
+    if let Some(rate) = source_rate {
+        println!(
+            "| smtp-source -s {} into the same sink (baseline) | {} | {:.0} | 100% |",
+            args.smtp_sessions, args.notifications, rate
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! A small pool of SMTP connections on sockets with `TCP_NODELAY`.
+//!
+//! lettre 0.11.23 leaves Nagle's algorithm on: it writes a message's body
+//! and its final `.` in two writes, so every message waits for the server's
+//! delayed ACK (40 ms on Linux; lettre PR #1159 fixes it upstream, not yet
+//! released). Herald opens the TCP connection itself, turns Nagle off, and
+//! hands the socket to lettre's `AsyncSmtpConnection`, which speaks the
+//! protocol (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA). Implicit TLS
+//! (`smtps://`) goes through lettre's own connect, so it keeps the stall.
+
+use std::{sync::Mutex, time::Duration};
+
+use anyhow::Context as _;
+use lettre::{
+    address::Envelope,
+    transport::smtp::{
+        Error as SmtpError,
+        authentication::{Credentials, Mechanism},
+        client::{AsyncSmtpConnection, TlsParameters},
+        extension::ClientId,
+    },
+};
+use tokio::time::Instant;
+
+use super::SendError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text (`smtp://`).
+    None,
+    /// STARTTLS, and fail if the server does not offer it (`?tls=starttls`).
+    StartTls,
+    /// STARTTLS when offered (`?tls=opportunistic`).
+    Opportunistic,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+#[derive(Clone)]
+pub struct SmtpTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub credentials: Option<Credentials>,
+}
+
+impl std::fmt::Debug for SmtpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl SmtpTarget {
+    /// `smtp://[user:pass@]host[:port][?tls=starttls|required|opportunistic]`
+    /// or `smtps://[user:pass@]host[:port]`.
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let url = url::Url::parse(raw).context("SMTP_URL is not a URL")?;
+        let tls_param = url
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let tls = match (url.scheme(), tls_param.as_deref()) {
+            ("smtp", None | Some("none")) => TlsMode::None,
+            ("smtp", Some("starttls" | "required")) => TlsMode::StartTls,
+            ("smtp", Some("opportunistic")) => TlsMode::Opportunistic,
+            ("smtps", None) => TlsMode::Implicit,
+            (scheme, tls) => anyhow::bail!(
+                "SMTP_URL: unsupported scheme {scheme:?} or tls={tls:?} (use smtp://, smtp://…?tls=starttls or smtps://)"
+            ),
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .context("SMTP_URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = url.port().unwrap_or(match tls {
+            TlsMode::None => 25,
+            TlsMode::StartTls | TlsMode::Opportunistic => 587,
+            TlsMode::Implicit => 465,
+        });
+        let decode = |s: &str| {
+            percent_decode(s)
+                .with_context(|| "SMTP_URL: credentials are not valid percent-encoded UTF-8")
+        };
+        let credentials = match url.password() {
+            Some(password) => Some(Credentials::new(decode(url.username())?, decode(password)?)),
+            None => None,
+        };
+        Ok(Self {
+            host,
+            port,
+            tls,
+            credentials,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> anyhow::Result<String> {
+    let bytes: Vec<u8> =
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned().into_bytes())
+            .unwrap_or_default();
+    Ok(String::from_utf8(bytes)?)
+}
+
+/// Idle connections older than this are closed rather than reused (servers
+/// drop idle sessions: Postfix after 300 s).
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+pub struct SmtpPool {
+    target: SmtpTarget,
+    hello: ClientId,
+    connect_timeout: Duration,
+    max_idle_connections: usize,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+impl SmtpPool {
+    pub fn new(target: SmtpTarget, connect_timeout: Duration, max_idle_connections: usize) -> Self {
+        Self {
+            target,
+            hello: ClientId::default(),
+            connect_timeout,
+            max_idle_connections: max_idle_connections.max(1),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < MAX_IDLE && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < self.max_idle_connections {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+        self.connect().await.map_err(|e| match e {
+            Connect::Tcp(message) => SendError::Transient(format!("SMTP: connecting: {message}")),
+            Connect::Smtp(e) => classify(&e),
+        })
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Connect> {
+        let t = &self.target;
+        let tls = || TlsParameters::new(t.host.clone());
+        let mut conn = if t.tls == TlsMode::Implicit {
+            AsyncSmtpConnection::connect_tokio1(
+                (t.host.as_str(), t.port),
+                Some(self.connect_timeout),
+                &self.hello,
+                Some(tls()?),
+                None,
+            )
+            .await?
+        } else {
+            let tcp = tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
+            )
+            .await
+            .map_err(|_| Connect::Tcp("timed out".to_owned()))?
+            .map_err(|e| Connect::Tcp(e.to_string()))?;
+            // The point of this module: no Nagle, no delayed-ACK stall.
+            tcp.set_nodelay(true)
+                .map_err(|e| Connect::Tcp(e.to_string()))?;
+            let mut conn =
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?;
+            let upgrade = match t.tls {
+                TlsMode::StartTls => true,
+                TlsMode::Opportunistic => conn.can_starttls(),
+                TlsMode::None | TlsMode::Implicit => false,
+            };
+            if upgrade {
+                conn.starttls(tls()?, &self.hello).await?;
+            }
+            conn
+        };
+        if let Some(credentials) = &t.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends one message. A reused connection that turns out to be dead
+    /// (closed by the server while idle) is replaced once, at once.
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
+        if let Some(mut conn) = self.take_idle() {
+            match conn.send(envelope, message).await {
+                Ok(_) => {
+                    self.put_back(conn);
+                    return Ok(());
+                }
+                Err(e) if e.status().is_some() => {
+                    conn.abort().await;
+                    return Err(classify(&e));
+                }
+                Err(_) => conn.abort().await,
+            }
+        }
+        let mut conn = self.open().await?;
+        match conn.send(envelope, message).await {
+            Ok(_) => {
+                self.put_back(conn);
+                Ok(())
+            }
+            Err(e) => {
+                conn.abort().await;
+                Err(classify(&e))
+            }
+        }
+    }
+}
+
+/// Why a connection could not be opened.
+enum Connect {
+    /// The TCP connect itself (refused, unreachable, timed out).
+    Tcp(String),
+    /// The SMTP greeting, EHLO, STARTTLS or AUTH.
+    Smtp(SmtpError),
+}
+
+impl From<SmtpError> for Connect {
+    fn from(e: SmtpError) -> Self {
+        Self::Smtp(e)
+    }
+}
+
+/// 5xx and client-side refusals are permanent; 4xx, network trouble and
+/// everything else are worth another attempt.
+pub fn classify(e: &SmtpError) -> SendError {
+    let text = match e.status() {
+        Some(code) => format!("SMTP {code}: {e}"),
+        None => format!("SMTP: {e}"),
+    };
+    if e.is_permanent() {
+        SendError::Permanent(text)
+    } else {
+        SendError::Transient(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_url_form_parses() {
+        let t = SmtpTarget::parse("smtp://127.0.0.1:2525").expect("plain");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("127.0.0.1", 2525, TlsMode::None)
+        );
+        assert!(t.credentials.is_none());
+        let t = SmtpTarget::parse("smtp://user:p%40ss@mail.example.com?tls=starttls")
+            .expect("starttls");
+        assert_eq!((t.port, t.tls), (587, TlsMode::StartTls));
+        assert!(t.credentials.is_some());
+        let t =
+            SmtpTarget::parse("smtp://mail.example.com?tls=opportunistic").expect("opportunistic");
+        assert_eq!(t.tls, TlsMode::Opportunistic);
+        let t = SmtpTarget::parse("smtps://user:pass@mail.example.com").expect("smtps");
+        assert_eq!((t.port, t.tls), (465, TlsMode::Implicit));
+        for bad in [
+            "http://example.com",
+            "smtp://h?tls=bogus",
+            "smtps://h?tls=starttls",
+            "smtp://",
+        ] {
+            assert!(SmtpTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded_and_never_printed() {
+        assert_eq!(percent_decode("p%40ss%2Bword").expect("utf-8"), "p@ss+word");
+        assert_eq!(percent_decode("a+b").expect("utf-8"), "a+b");
+        let t = SmtpTarget::parse("smtp://u:secret@h").expect("ok");
+        assert!(!format!("{t:?}").contains("secret"));
+    }
+}
