@@ -284,7 +284,7 @@ impl Config {
                 from: rt.smtp_from,
                 timeout: rt.smtp_timeout,
             },
-            worker: worker.then(|| WorkerSettings {
+            worker: worker.then_some(WorkerSettings {
                 concurrency: rt.worker_concurrency,
                 retry: RetryPolicy {
                     max_attempts: rt.max_attempts,
