@@ -19,6 +19,7 @@ use crate::{
     auth::{JwtKeys, PasswordHasher},
     cache::{Cache, InProcessCache, RedisCache},
     config::Config,
+    directory::Directory,
     graphql::{ApiState, build_schema, loaders::UserLoader},
     http::{HttpState, router},
     inbox::Inbox,
@@ -115,6 +116,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         cache,
         events,
     } = backends(&config, &keys, &background)?;
+    let directory = Arc::new(Directory::new(
+        db.clone(),
+        cache.clone(),
+        keys.clone(),
+        config.cache_ttl,
+    ));
     let inbox = Inbox {
         cache: cache.clone(),
         events: events.clone(),
@@ -136,6 +143,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 queue: queue.clone(),
                 mailer: Arc::new(mailer),
                 inbox: inbox.clone(),
+                directory: directory.clone(),
                 settings: settings.clone(),
             })
         }
@@ -144,15 +152,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
 
     let http = match &config.http {
         Some(settings) => {
-            let users = DataLoader::new(
-                UserLoader {
-                    db: db.clone(),
-                    cache: cache.clone(),
-                    keys: keys.clone(),
-                    ttl: config.cache_ttl,
-                },
-                tokio::spawn,
-            );
+            let users = DataLoader::new(UserLoader(directory.clone()), tokio::spawn);
             let api = ApiState {
                 db: db.clone(),
                 jwt: Arc::new(JwtKeys::new(

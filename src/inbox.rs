@@ -38,11 +38,14 @@ impl Inbox {
     /// or event is logged; the row stays the truth.
     pub async fn changed(&self, previous: Option<Status>, row: &notification::Model) {
         let key = self.keys.inbox_version(row.user_id);
-        if let Err(e) = self.cache.bump(&key).await {
+        let bumped = self.cache.bump(&key).await;
+        if let Err(e) = bumped {
             // Pages of this user cached under the old version could now be
             // served stale until their TTL: say so loudly.
             tracing::error!(error = ?e, user_id = row.user_id, "inbox version bump failed");
         }
+        // Published after the bump: a client that refetches on the event
+        // never reads the page as it was before the change.
         let event = StatusEvent {
             notification: row.clone(),
             previous,

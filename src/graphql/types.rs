@@ -3,16 +3,25 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::notification;
-use serde::{Deserialize, Serialize};
 
 use super::context::ContextExt as _;
 use crate::error::{ApiResult, AppError};
 
-#[derive(Debug, Clone, PartialEq, Eq, SimpleObject, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
 pub struct User {
     pub id: ID,
     pub email: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<crate::directory::Profile> for User {
+    fn from(p: crate::directory::Profile) -> Self {
+        Self {
+            id: ID(p.id.to_string()),
+            email: p.email,
+            created_at: p.created_at,
+        }
+    }
 }
 
 impl From<entity::user::Model> for User {

@@ -23,6 +23,7 @@ pub use retry::RetryPolicy;
 pub use sweeper::{SweepReport, sweep};
 
 use crate::{
+    directory::Directory,
     inbox::Inbox,
     mailer::{Mailer, SendError},
     queue::{Job, Queue},
@@ -39,6 +40,8 @@ pub struct Delivery {
     pub queue: Arc<dyn Queue>,
     pub mailer: Arc<Mailer>,
     pub inbox: Inbox,
+    /// Recipients' addresses (users never change: cached in process).
+    pub directory: Arc<Directory>,
     pub settings: WorkerSettings,
 }
 
@@ -170,7 +173,7 @@ impl Delivery {
         lock(in_flight).insert(id, claimed.attempts);
         self.inbox.changed(Some(Status::Pending), &claimed).await;
 
-        let recipient = storage::users::find_by_id(&self.db, claimed.user_id).await;
+        let recipient = self.directory.get(claimed.user_id).await;
         let send_started = std::time::Instant::now();
         let result = match recipient {
             Ok(Some(user)) => self.mailer.send(&claimed, &user.email).await,

@@ -1,0 +1,131 @@
+//! Users' public profiles (id, email, created_at) by id, for `recipient`
+//! and for the worker's `To:`.
+//!
+//! Users never change once registered, so every copy is good forever: a
+//! bounded map in this process, then the shared cache, then one batched
+//! `WHERE id IN (…)` for the rest.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use entity::user;
+use sea_orm::{ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _};
+use serde::{Deserialize, Serialize};
+
+use crate::{cache::Cache, keys::Keys};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub id: i64,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for Profile {
+    fn from(m: user::Model) -> Self {
+        Self {
+            id: m.id,
+            email: m.email,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Profiles kept in this process at most.
+const LOCAL_CAPACITY: usize = 50_000;
+
+pub struct Directory {
+    db: DatabaseConnection,
+    cache: Arc<dyn Cache>,
+    keys: Keys,
+    ttl: Duration,
+    local: Mutex<HashMap<i64, Profile>>,
+}
+
+impl Directory {
+    pub fn new(db: DatabaseConnection, cache: Arc<dyn Cache>, keys: Keys, ttl: Duration) -> Self {
+        Self {
+            db,
+            cache,
+            keys,
+            ttl,
+            local: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Profile>> {
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, profile: &Profile) {
+        let mut local = self.local();
+        if local.len() >= LOCAL_CAPACITY {
+            local.clear();
+        }
+        local.insert(profile.id, profile.clone());
+    }
+
+    pub async fn get(&self, id: i64) -> anyhow::Result<Option<Profile>> {
+        Ok(self.get_many(&[id]).await?.remove(&id))
+    }
+
+    /// The profiles of `ids` that exist.
+    pub async fn get_many(&self, ids: &[i64]) -> anyhow::Result<HashMap<i64, Profile>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let local = self.local();
+            for &id in ids {
+                match local.get(&id) {
+                    Some(p) => {
+                        found.insert(id, p.clone());
+                    }
+                    None => missing.push(id),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let keys: Vec<String> = missing.iter().map(|id| self.keys.user(*id)).collect();
+        let cached = self.cache.get_many(&keys).await.unwrap_or_else(|e| {
+            tracing::warn!(error = ?e, "cache unavailable; reading users from the database");
+            vec![None; keys.len()]
+        });
+        let mut from_db = Vec::new();
+        for (id, json) in missing.into_iter().zip(cached) {
+            match json.and_then(|j| serde_json::from_str::<Profile>(&j).ok()) {
+                Some(p) => {
+                    self.remember(&p);
+                    found.insert(id, p);
+                }
+                None => from_db.push(id),
+            }
+        }
+        if from_db.is_empty() {
+            return Ok(found);
+        }
+        let rows = user::Entity::find()
+            .filter(user::Column::Id.is_in(from_db))
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            let profile = Profile::from(row);
+            if let Ok(json) = serde_json::to_string(&profile) {
+                let _ = self
+                    .cache
+                    .set(&self.keys.user(profile.id), &json, self.ttl)
+                    .await;
+            }
+            self.remember(&profile);
+            found.insert(profile.id, profile);
+        }
+        Ok(found)
+    }
+}
