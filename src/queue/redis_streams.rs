@@ -33,6 +33,9 @@ pub struct RedisStreamQueue {
     /// The blocking-read connection, made on first use and again after an error.
     reader: Mutex<Option<MultiplexedConnection>>,
     group_ready: std::sync::atomic::AtomicBool,
+    /// When this consumer last looked for entries to reclaim: a few times
+    /// per visibility timeout is enough, not once per read.
+    last_reclaim: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl RedisStreamQueue {
@@ -56,6 +59,7 @@ impl RedisStreamQueue {
             visibility,
             reader: Mutex::new(None),
             group_ready: std::sync::atomic::AtomicBool::new(false),
+            last_reclaim: std::sync::Mutex::new(None),
         }
     }
 
@@ -103,6 +107,17 @@ impl RedisStreamQueue {
     /// Entries other consumers took and never acked within the visibility
     /// timeout, now ours, with how often each has been handed out.
     async fn reclaim(&self, max: usize) -> anyhow::Result<Vec<Job>> {
+        {
+            let mut last = self
+                .last_reclaim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let every = (self.visibility / 4).max(Duration::from_millis(200));
+            if last.is_some_and(|at| at.elapsed() < every) {
+                return Ok(Vec::new());
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
         let mut conn = self.manager.clone();
         let idle_ms = u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX);
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")

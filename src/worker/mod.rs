@@ -9,7 +9,7 @@ mod retry;
 mod sweeper;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -61,7 +61,7 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// Jobs taken from the queue per read, at most.
+/// Jobs read from the queue at once, at most.
 const READ_BATCH: usize = 64;
 
 impl Delivery {
@@ -78,47 +78,53 @@ impl Delivery {
         let in_flight: InFlight = Arc::default();
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(100);
+        // Jobs read ahead, up to one per permit: one queue read serves many
+        // jobs under load instead of one read per freed permit.
+        let mut buffered: VecDeque<Job> = VecDeque::new();
+        let read_ahead = self.settings.concurrency.clamp(1, READ_BATCH);
         loop {
             while tasks.try_join_next().is_some() {}
-            let first = tokio::select! {
+            let permit = tokio::select! {
                 () = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => break,
                 },
             };
-            let mut held = vec![first];
-            while held.len() < READ_BATCH {
-                match permits.clone().try_acquire_owned() {
-                    Ok(p) => held.push(p),
-                    Err(_) => break,
+            if buffered.is_empty() {
+                let jobs = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    jobs = self.queue.next(read_ahead, Duration::from_secs(1)) => jobs,
+                };
+                match jobs {
+                    Ok(jobs) => {
+                        backoff = Duration::from_millis(100);
+                        buffered.extend(jobs);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "reading the queue failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
             }
-            let jobs = tokio::select! {
-                () = shutdown.cancelled() => break,
-                jobs = self.queue.next(held.len(), Duration::from_secs(1)) => jobs,
+            let Some(job) = buffered.pop_front() else {
+                continue;
             };
-            match jobs {
-                Ok(jobs) => {
-                    backoff = Duration::from_millis(100);
-                    for (job, permit) in jobs.into_iter().zip(held) {
-                        let this = self.clone();
-                        let in_flight = in_flight.clone();
-                        tasks.spawn(async move {
-                            this.process(job, &in_flight).await;
-                            drop(permit);
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = ?e, "reading the queue failed; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+            let this = self.clone();
+            let in_flight = in_flight.clone();
+            tasks.spawn(async move {
+                this.process(job, &in_flight).await;
+                drop(permit);
+            });
+        }
+        // Read but never started: their entries come back to another worker
+        // after the visibility timeout, and the rows are still PENDING.
+        if !buffered.is_empty() {
+            tracing::info!(jobs = buffered.len(), "leaving read-ahead jobs to other workers");
         }
         let grace = self.settings.shutdown_grace;
         let finished =
