@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs herald-bench against a release build of Herald on Postgres + Redis,
+# delivering to Postfix's smtp-sink, with smtp-source as the worker baseline.
+# Needs: Postgres and Redis on 127.0.0.1 (as in CI), `apt-get install postfix`.
+# Usage: bench/run.sh [herald-bench flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+admin=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+db=herald_bench
+sink_port=${SINK_PORT:-2525}
+prefix="bench-$(date +%s):"
+
+command -v smtp-sink >/dev/null || { echo "smtp-sink missing: apt-get install postfix" >&2; exit 1; }
+cargo build --release -p herald -p herald-bench
+psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+
+smtp-sink -u nobody "127.0.0.1:$sink_port" 2000 &
+sink=$!
+DATABASE_URL="${admin%/*}/$db" REDIS_URL=redis://127.0.0.1:6379 HERALD_REDIS_PREFIX="$prefix" \
+SMTP_URL="smtp://127.0.0.1:$sink_port" JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+RUST_LOG=warn HERALD_BIND=127.0.0.1:8000 target/release/herald serve &
+herald=$!
+trap 'kill $herald $sink 2>/dev/null || true; redis-cli --scan --pattern "$prefix*" | xargs -r redis-cli del >/dev/null' EXIT
+for _ in $(seq 1 50); do curl -fsS http://127.0.0.1:8000/readyz >/dev/null 2>&1 && break; sleep 0.2; done
+
+DATABASE_URL="${admin%/*}/$db" HERALD_REDIS_PREFIX="$prefix" \
+  target/release/herald-bench --smtp-sink "127.0.0.1:$sink_port" "$@"
