@@ -116,7 +116,12 @@ impl Client {
     /// For timed calls: the body is checked for an `errors` entry without
     /// being parsed, so the client spends its share of the two cores on
     /// sending requests, not on decoding answers.
-    async fn gql_ok(&self, query: &str, variables: Value, token: Option<&str>) -> anyhow::Result<()> {
+    async fn gql_ok(
+        &self,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut req = self
             .http
             .post(&self.url)

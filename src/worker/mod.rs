@@ -124,7 +124,10 @@ impl Delivery {
         // Read but never started: their entries come back to another worker
         // after the visibility timeout, and the rows are still PENDING.
         if !buffered.is_empty() {
-            tracing::info!(jobs = buffered.len(), "leaving read-ahead jobs to other workers");
+            tracing::info!(
+                jobs = buffered.len(),
+                "leaving read-ahead jobs to other workers"
+            );
         }
         let grace = self.settings.shutdown_grace;
         let finished =
