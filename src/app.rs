@@ -44,6 +44,9 @@ pub struct Application {
     events: Arc<dyn EventBus>,
     /// Stops background tasks that `build` started (the event subscriber).
     background: CancellationToken,
+    /// Closes open websockets when shutdown starts (the HTTP server does not
+    /// wait for upgraded connections).
+    sockets: CancellationToken,
 }
 
 struct Backends {
@@ -111,6 +114,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             .map_or("herald:".to_owned(), |r| r.prefix.clone()),
     );
     let background = CancellationToken::new();
+    let sockets = CancellationToken::new();
     let Backends {
         queue,
         cache,
@@ -165,7 +169,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 users: Arc::new(users),
             };
             let schema = build_schema(api.clone());
-            let router = router(HttpState { schema, api, cache });
+            let router = router(HttpState {
+                schema,
+                api,
+                cache,
+                shutdown: sockets.clone(),
+            });
             let listener = TcpListener::bind(settings.bind)
                 .await
                 .with_context(|| format!("binding {}", settings.bind))?;
@@ -181,6 +190,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         stats,
         events,
         background,
+        sockets,
     })
 }
 
@@ -213,6 +223,12 @@ impl Application {
                 "delivery worker started"
             );
             tokio::spawn(delivery.run_until_stopped(shutdown.clone()))
+        });
+        let sockets = self.sockets.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            sockets.cancel();
         });
         if let Some((listener, router, addr)) = self.http {
             tracing::info!(addr = %addr, "serving GraphQL on http://{addr}/graphql");

@@ -25,6 +25,9 @@ pub enum AppError {
     Conflict(&'static str),
     /// Too many attempts; retry after this many seconds.
     RateLimited { retry_after: u64 },
+    /// A subscription fell behind and missed events (code INTERNAL, with
+    /// `extensions.reason = "LAGGED"`): refetch, then subscribe again.
+    Lagged { missed: u64 },
     /// Anything else: logged, shown as "internal error".
     Internal(Arc<anyhow::Error>),
 }
@@ -39,7 +42,7 @@ impl AppError {
             Self::BadUserInput(_) => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Internal(_) => "INTERNAL",
+            Self::Lagged { .. } | Self::Internal(_) => "INTERNAL",
         }
     }
 
@@ -52,6 +55,9 @@ impl AppError {
             Self::RateLimited { retry_after } => {
                 format!("too many attempts, retry in {retry_after} s")
             }
+            Self::Lagged { missed } => format!(
+                "this subscription fell behind and missed {missed} events: refetch notifications, then subscribe again"
+            ),
             Self::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -94,10 +100,14 @@ impl From<AppError> for async_graphql::Error {
             AppError::RateLimited { retry_after } => Some(retry_after),
             _ => None,
         };
+        let lagged = matches!(e, AppError::Lagged { .. });
         async_graphql::Error::new(e.message()).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(secs) = retry_after {
                 ext.set("retryAfter", secs);
+            }
+            if lagged {
+                ext.set("reason", "LAGGED");
             }
         })
     }

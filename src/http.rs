@@ -12,7 +12,10 @@ use async_graphql::{BatchRequest, Request, Variables, parser::types::OperationTy
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{RawQuery, State},
+    extract::{
+        RawQuery, State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -39,12 +42,15 @@ pub struct HttpState {
     pub api: crate::graphql::ApiState,
     /// Checked by `/readyz` (Redis in services mode).
     pub cache: std::sync::Arc<dyn crate::cache::Cache>,
+    /// Cancelled when shutdown starts: open websockets close (1001).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -166,11 +172,24 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
     }
 }
 
+async fn graphql_ws(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    crate::ws::upgrade(state, &headers, ws)
+}
+
 async fn graphql_get(
     State(state): State<HttpState>,
     headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // Many clients point their websocket at /graphql itself.
+    if let Ok(ws) = ws {
+        return crate::ws::upgrade(state, &headers, ws);
+    }
     let query = query.unwrap_or_default();
     let has_query = url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "query");
     if !has_query {

@@ -20,3 +20,4 @@ pub mod queue;
 pub mod storage;
 pub mod telemetry;
 pub mod worker;
+pub mod ws;

@@ -1,16 +1,19 @@
 //! Building the schema, for serving and for `herald schema`.
 
-use async_graphql::{EmptySubscription, SDLExportOptions, Schema, SchemaBuilder};
+use async_graphql::{SDLExportOptions, Schema, SchemaBuilder};
 
-use super::{ApiState, extensions::ErrorCodes, mutation::MutationRoot, query::QueryRoot};
+use super::{
+    ApiState, extensions::ErrorCodes, mutation::MutationRoot, query::QueryRoot,
+    subscription::SubscriptionRoot,
+};
 
-pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type HeraldSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .extension(ErrorCodes)
 }

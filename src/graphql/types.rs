@@ -136,6 +136,28 @@ pub struct NotificationPage {
     pub has_next_page: bool,
 }
 
+/// One status change of one notification.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NotificationStatusEvent {
+    /// The notification as it is after the change.
+    pub notification: Notification,
+    /// `null` when the notification was just created.
+    pub previous_status: Option<NotificationStatus>,
+    pub status: NotificationStatus,
+    pub at: DateTime<Utc>,
+}
+
+impl From<crate::pubsub::StatusEvent> for NotificationStatusEvent {
+    fn from(e: crate::pubsub::StatusEvent) -> Self {
+        Self {
+            previous_status: e.previous.map(Into::into),
+            status: e.notification.status.into(),
+            at: e.at,
+            notification: e.notification.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, InputObject)]
 pub struct SendNotificationInput {
     /// 1..=255 characters after trimming.

@@ -172,6 +172,14 @@ impl TestApp {
         }
     }
 
+    /// Stops the server (and its worker) and waits until it has.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
     pub fn graphql_url(&self) -> String {
         format!("{}/graphql", self.url)
     }

@@ -14,4 +14,5 @@ mod http;
 mod notifications;
 mod resilience;
 mod smtp_sink;
+mod subscriptions;
 mod tokens;

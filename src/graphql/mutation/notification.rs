@@ -34,13 +34,15 @@ impl NotificationMutation {
         )
         .await?;
         // The row is committed: from here on nothing may fail the request.
+        // Announce it before it is queued, so its PENDING event always comes
+        // before the worker's PROCESSING.
+        state.inbox.changed(None, &row).await;
         if let Err(e) = state.queue.enqueue(row.id).await {
             tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
             if let Err(e) = storage::notifications::mark_unqueued(&state.db, row.id).await {
                 tracing::warn!(error = ?e, notification_id = row.id, "could not flag for the sweeper");
             }
         }
-        state.inbox.changed(None, &row).await;
         Ok(row.into())
     }
 }

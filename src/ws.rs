@@ -1,0 +1,191 @@
+//! GraphQL over websocket: `graphql-transport-ws` and the legacy
+//! `graphql-ws` (subscriptions-transport-ws) subprotocols, at `/graphql/ws`
+//! and as an upgrade of `GET /graphql`.
+//!
+//! async-graphql speaks the protocol; this module authenticates the
+//! `connection_init` payload and gives the closes the codes the
+//! graphql-transport-ws spec defines (async-graphql uses 1002/1011):
+//! 4403 bad or missing token, 4401 subscribe before the ack, 4400 an invalid
+//! message, 4408 no `connection_init` within 10 s, 4429 a second init;
+//! and 4403 again when the token expires (its subscriptions complete first).
+
+use std::{
+    str::FromStr as _,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use async_graphql::{
+    Data,
+    http::{ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphQLWebSocket, WebSocketProtocols, WsMessage},
+};
+use axum::{
+    extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures_util::{SinkExt as _, StreamExt as _, future};
+use serde_json::Value;
+
+use crate::{auth::JwtKeys, graphql::RequestAuth, http::HttpState};
+
+/// How long a client has to send `connection_init`.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle socket gets a ping frame, so proxies keep it open.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Largest websocket message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+const FORBIDDEN: &str =
+    "Forbidden: connection_init needs {\"authorization\": \"Bearer <token>\"} with a valid token";
+
+/// Upgrades to a GraphQL websocket, or refuses a request without a
+/// GraphQL subprotocol.
+pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        });
+    let Some(protocol) = protocol else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must offer graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
+    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        // Idle sockets hold little: small buffers (the default read buffer
+        // is 128 KiB per connection).
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| serve(socket, state, protocol))
+}
+
+/// `{"authorization": "Bearer <token>"}` (any case of the key) or
+/// `{"token": "<token>"}`.
+fn authenticate(payload: &Value, jwt: &JwtKeys) -> Option<RequestAuth> {
+    let map = payload.as_object()?;
+    let header = map
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| v.as_str().map(str::to_owned))
+        .or_else(|| {
+            map.get("token")
+                .and_then(Value::as_str)
+                .map(|t| format!("Bearer {t}"))
+        })?;
+    match RequestAuth::from_authorization(Some(&header), jwt) {
+        auth @ RequestAuth::User(_) => Some(auth),
+        _ => None,
+    }
+}
+
+async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols) {
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|msg| future::ready(msg.is_ok()))
+        .filter_map(|msg| {
+            future::ready(match msg {
+                Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+        });
+    let jwt = state.api.jwt.clone();
+    // The token's expiry, once connection_init has been accepted.
+    let expires_at = Arc::new(Mutex::new(None::<i64>));
+    let expiry_cell = expires_at.clone();
+    let protocol_messages = GraphQLWebSocket::new(state.schema.clone(), input, protocol)
+        .on_connection_init(move |payload| {
+            let auth = authenticate(&payload, &jwt);
+            if let Some(RequestAuth::User(user)) = &auth {
+                *expiry_cell.lock().unwrap_or_else(PoisonError::into_inner) = Some(user.claims.exp);
+            }
+            async move {
+                let auth = auth.ok_or_else(|| async_graphql::Error::new(FORBIDDEN))?;
+                let mut data = Data::default();
+                data.insert(auth);
+                Ok(data)
+            }
+        })
+        .keepalive_timeout(None);
+    futures_util::pin_mut!(protocol_messages);
+
+    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+    tokio::pin!(init_deadline);
+    let mut pings =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut acked = false;
+    // Until the ack, a deadline far away; then the token's expiry.
+    let token_expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(token_expiry);
+    loop {
+        let next = tokio::select! {
+            () = &mut token_expiry, if acked => {
+                let _ = sink.send(close(4403, "Forbidden: token expired")).await;
+                break;
+            }
+            () = state.shutdown.cancelled() => {
+                let _ = sink.send(close(1001, "server shutting down")).await;
+                break;
+            }
+            () = &mut init_deadline, if !acked => {
+                let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
+                break;
+            }
+            _ = pings.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            next = protocol_messages.next() => next,
+        };
+        let sent = match next {
+            Some(WsMessage::Text(text)) => {
+                if !acked && text.contains("\"connection_ack\"") {
+                    acked = true;
+                    let exp = *expires_at.lock().unwrap_or_else(PoisonError::into_inner);
+                    let left = exp.map_or(0, |exp| exp - chrono::Utc::now().timestamp());
+                    // A second after the subscriptions complete at expiry.
+                    let left = Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1);
+                    token_expiry
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + left);
+                }
+                sink.send(Message::Text(text.into())).await
+            }
+            Some(WsMessage::Close(code, reason)) => {
+                let code = match code {
+                    1002 if reason.starts_with("Forbidden") => 4403,
+                    1002 => 4400,
+                    1011 => 4401,
+                    other => other,
+                };
+                let _ = sink.send(close(code, &reason)).await;
+                break;
+            }
+            None => break,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let mut reason = reason.to_owned();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}

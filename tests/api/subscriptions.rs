@@ -1,0 +1,312 @@
+//! notificationStatusChanged over websocket: both subprotocols, auth in
+//! connection_init, isolation between users, and events across instances.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, unique_email};
+use crate::smtp_sink::SmtpSink;
+
+const WITHIN: Duration = Duration::from_secs(20);
+const SUBSCRIPTION: &str = "subscription { notificationStatusChanged { previousStatus status at notification { id title status recipient { email } } } }";
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, path: &str, protocol: &str) -> Socket {
+    let url = format!("{}{path}", app.url.replace("http://", "ws://"));
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        protocol,
+        "the server speaks the offered subprotocol"
+    );
+    socket
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// The next JSON text message, skipping pings and keep-alives.
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WITHIN, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("socket open")
+            .expect("no socket error");
+        if let Message::Text(text) = msg {
+            let value: Value = serde_json::from_str(&text).expect("json");
+            if value["type"] != "ka" && value["type"] != "ping" && value["type"] != "pong" {
+                return value;
+            }
+        }
+    }
+}
+
+/// The close code the server ends with.
+async fn close_code(socket: &mut Socket, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) | Err(_) => return None,
+        }
+    }
+}
+
+/// A graphql-transport-ws subscription, acknowledged and started.
+async fn subscribe_modern(app: &TestApp, path: &str, token: &str) -> Socket {
+    let mut socket = connect(app, path, "graphql-transport-ws").await;
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    socket
+}
+
+/// (previousStatus, status) of the events for `id`, until SENT.
+async fn statuses_until_sent(
+    socket: &mut Socket,
+    id: &str,
+    data_type: &str,
+) -> Vec<(Value, Value)> {
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .is_none_or(|(_, s): &(Value, Value)| s != "SENT")
+    {
+        let msg = next_json(socket).await;
+        assert_eq!(msg["type"], data_type, "{msg}");
+        let event = &msg["payload"]["data"]["notificationStatusChanged"];
+        assert!(msg["payload"]["errors"].is_null(), "{msg}");
+        if event["notification"]["id"] == id {
+            assert_eq!(event["notification"]["status"], event["status"]);
+            assert!(event["at"].is_string());
+            seen.push((event["previousStatus"].clone(), event["status"].clone()));
+        }
+    }
+    seen
+}
+
+fn expected() -> Vec<(Value, Value)> {
+    vec![
+        (Value::Null, json!("PENDING")),
+        (json!("PENDING"), json!("PROCESSING")),
+        (json!("PROCESSING"), json!("SENT")),
+    ]
+}
+
+both_backends!(graphql_transport_ws_streams_every_status_in_order, modern);
+async fn modern(app: &TestApp) {
+    let email = unique_email("live");
+    let token = app.token_for(&email).await;
+    let mut socket = subscribe_modern(app, "/graphql/ws", &token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = app.send_ok(&token, "Live", "watch").await;
+    assert_eq!(
+        statuses_until_sent(&mut socket, &id, "next").await,
+        expected()
+    );
+    // Complete from the client side: the server answers nothing more.
+    send(&mut socket, json!({ "id": "1", "type": "complete" })).await;
+}
+
+both_backends!(legacy_graphql_ws_streams_every_status_in_order, legacy);
+async fn legacy(app: &TestApp) {
+    let token = app.token_for(&unique_email("legacy")).await;
+    // Many clients point at /graphql itself.
+    let mut socket = connect(app, "/graphql", "graphql-ws").await;
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "token": token } }),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "7", "type": "start", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = app.send_ok(&token, "Legacy", "watch").await;
+    assert_eq!(
+        statuses_until_sent(&mut socket, &id, "data").await,
+        expected()
+    );
+}
+
+both_backends!(a_subscriber_sees_only_its_own_notifications, isolation);
+async fn isolation(app: &TestApp) {
+    let alice = app.token_for(&unique_email("alice")).await;
+    let bob = app.token_for(&unique_email("bob")).await;
+    let mut alice_socket = subscribe_modern(app, "/graphql/ws", &alice).await;
+    let mut bob_socket = subscribe_modern(app, "/graphql/ws", &bob).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = app.send_ok(&alice, "Private", "for alice").await;
+    statuses_until_sent(&mut alice_socket, &id, "next").await;
+    let leaked = tokio::time::timeout(Duration::from_millis(500), bob_socket.next()).await;
+    assert!(leaked.is_err(), "bob received something: {leaked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_closes_with_4403_and_subscribe_before_ack_with_4401() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    for payload in [
+        json!({ "authorization": "Bearer nope" }),
+        json!({}),
+        json!(null),
+    ] {
+        let mut socket = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
+        send(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        assert_eq!(
+            close_code(&mut socket, WITHIN).await,
+            Some(4403),
+            "{payload}"
+        );
+    }
+    let mut socket = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket, WITHIN).await, Some(4401));
+    // A second init is refused with 4429.
+    let token = app.token_for(&unique_email("twice")).await;
+    let mut socket = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    send(&mut socket, init.clone()).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    send(&mut socket, init).await;
+    assert_eq!(close_code(&mut socket, WITHIN).await, Some(4429));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connection_init_within_10_s_closes_with_4408() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let mut socket = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(15)).await,
+        Some(4408)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_without_a_graphql_subprotocol_is_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let url = format!("{}/graphql/ws", app.url.replace("http://", "ws://"));
+    let err = tokio_tungstenite::connect_async(url)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("400"), "{err}");
+}
+
+/// Two instances on one Postgres and Redis: the worker runs on one, the
+/// subscriber sits on the other, and every event of a burst arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_instances_through_redis() {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let Some(worker_instance) = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.mail.smtp_url = Some(SecretString::from(url));
+    })
+    .await
+    else {
+        return;
+    };
+    let api_instance = worker_instance.spawn_sibling(|c| c.worker = None).await;
+    let token = api_instance.token_for(&unique_email("cross")).await;
+    let mut socket = subscribe_modern(&api_instance, "/graphql/ws", &token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const BURST: usize = 50;
+    for i in 0..BURST {
+        api_instance
+            .send_ok(&token, &format!("burst {i}"), "body")
+            .await;
+    }
+    let mut sent_events = 0;
+    let mut events = 0;
+    while sent_events < BURST {
+        let msg = next_json(&mut socket).await;
+        assert_eq!(msg["type"], "next", "{msg}");
+        events += 1;
+        if msg["payload"]["data"]["notificationStatusChanged"]["status"] == "SENT" {
+            sent_events += 1;
+        }
+    }
+    assert_eq!(events, 3 * BURST, "PENDING, PROCESSING and SENT for each");
+}
+
+/// When the token expires the subscription completes and the socket closes
+/// with 4403, so the client logs in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_token_completes_the_subscription_and_closes_4403() {
+    use herald::auth::{Claims, JwtKeys};
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("expiring")).await;
+    let me = app.me(Some(&token)).await;
+    let now = chrono::Utc::now().timestamp();
+    let short = JwtKeys::new(crate::helpers::TEST_SECRET, Duration::from_secs(60))
+        .sign(&Claims {
+            sub: me["data"]["me"]["id"].as_str().expect("id").to_owned(),
+            iat: now,
+            exp: now + 2,
+            jti: "short-lived".into(),
+            iss: "herald".into(),
+        })
+        .expect("sign");
+    let mut socket = subscribe_modern(&app, "/graphql/ws", &short).await;
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("complete"), Some("1")),
+        "{msg}"
+    );
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(5)).await,
+        Some(4403)
+    );
+}
+
+/// Shutdown closes open sockets (1001) instead of leaving them hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_open_sockets() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("bye")).await;
+    let mut socket = subscribe_modern(&app, "/graphql/ws", &token).await;
+    app.stop().await;
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(5)).await,
+        Some(1001)
+    );
+}
