@@ -17,7 +17,7 @@ use axum::{
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::{Value, json};
@@ -51,6 +51,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .route("/graphql/ws", get(graphql_ws))
+        .route("/graphiql/{file}", get(crate::graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -194,7 +195,7 @@ async fn graphql_get(
     let has_query = url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "query");
     if !has_query {
         if accepts_html(&headers) {
-            return Html(PLACEHOLDER_PAGE).into_response();
+            return crate::graphiql::page();
         }
         let media = MediaType::negotiate(&headers).unwrap_or(MediaType::Json);
         return request_error(
@@ -412,17 +413,6 @@ async fn not_found() -> impl IntoResponse {
         ),
     )
 }
-
-const PLACEHOLDER_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Herald GraphQL</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>Herald</h1>
-<p>This is Herald's GraphQL endpoint. Send queries with <code>POST /graphql</code>
-(<code>Content-Type: application/json</code>) or <code>GET /graphql?query=...</code>.</p>
-<pre>curl -s localhost:8000/graphql -H 'Content-Type: application/json' \
-  -d '{"query":"{ __typename }"}'</pre>
-</body></html>
-"#;
 
 #[cfg(test)]
 mod tests {

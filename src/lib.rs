@@ -10,6 +10,7 @@ pub mod config;
 pub mod directory;
 pub mod domain;
 pub mod error;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod inbox;

@@ -55,12 +55,12 @@ async fn get_refuses_mutations_with_405() {
 }
 
 #[tokio::test]
-async fn get_without_a_query_shows_a_page_to_browsers() {
+async fn browsers_get_graphiql_served_entirely_by_herald() {
     let app = app().await;
     let res = app
         .client
         .get(app.graphql_url())
-        .header("accept", "text/html")
+        .header("accept", "text/html,application/xhtml+xml")
         .send()
         .await
         .expect("request");
@@ -71,6 +71,53 @@ async fn get_without_a_query_shows_a_page_to_browsers() {
             .unwrap_or_default()
             .starts_with("text/html")
     );
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let page = res.text().await.expect("body");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "external reference in {page}"
+    );
+    // Every script and stylesheet the page names is served, with its type.
+    let mut assets = 0;
+    for (attr, kind) in [("src=\"", "javascript"), ("href=\"", "css")] {
+        for part in page.split(attr).skip(1) {
+            let path = part.split('"').next().unwrap_or_default();
+            let res = app
+                .client
+                .get(format!("{}{path}", app.url))
+                .send()
+                .await
+                .expect("asset");
+            assert_eq!(res.status(), 200, "{path}");
+            let ct = res.headers()["content-type"]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(ct.contains(kind), "{path}: {ct}");
+            let body = res.bytes().await.expect("asset body");
+            assert!(body.len() > 100, "{path} is empty");
+            assets += 1;
+        }
+    }
+    assert_eq!(
+        assets, 5,
+        "react, react-dom, graphiql, init.js and the stylesheet"
+    );
+    let missing = app
+        .client
+        .get(format!("{}/graphiql/nope.js", app.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 404);
+    // Without a browser's Accept, a GET without a query is a GraphQL error.
     let res = app
         .client
         .get(app.graphql_url())
