@@ -52,6 +52,7 @@ pub fn router(state: HttpState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(crate::graphiql::asset))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
