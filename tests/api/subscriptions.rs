@@ -248,7 +248,7 @@ async fn events_cross_instances_through_redis() {
     let token = api_instance.token_for(&unique_email("cross")).await;
     let mut socket = subscribe_modern(&api_instance, "/graphql/ws", &token).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    const BURST: usize = 50;
+    const BURST: usize = 1000;
     for i in 0..BURST {
         api_instance
             .send_ok(&token, &format!("burst {i}"), "body")
@@ -309,4 +309,67 @@ async fn shutdown_closes_open_sockets() {
         close_code(&mut socket, Duration::from_secs(5)).await,
         Some(1001)
     );
+}
+
+/// A thousand sockets on one instance, one user each: every socket gets the
+/// three events of its own notification and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_each_receive_their_own_events() {
+    use herald::auth::JwtKeys;
+    use sea_orm::{ConnectionTrait as _, Database};
+    const SOCKETS: usize = 1000;
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    // Users straight into the database (a thousand argon2 hashes would be
+    // the slow part), with tokens signed by the test secret.
+    let db = Database::connect(&app.database_url).await.expect("db");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let values: Vec<String> = (0..SOCKETS)
+        .map(|i| format!("('many-{tag}-{i}@example.com', 'x', CURRENT_TIMESTAMP)"))
+        .collect();
+    db.execute_unprepared(&format!(
+        "INSERT INTO users (email, password_hash, created_at) VALUES {}",
+        values.join(",")
+    ))
+    .await
+    .expect("users");
+    let ids: Vec<i64> = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT id FROM users WHERE email LIKE 'many-{tag}-%' ORDER BY id"),
+        ))
+        .await
+        .expect("ids")
+        .iter()
+        .map(|row| row.try_get_by_index::<i64>(0).expect("id"))
+        .collect();
+    assert_eq!(ids.len(), SOCKETS);
+    let keys = JwtKeys::new(crate::helpers::TEST_SECRET, Duration::from_secs(3600));
+    let tokens: Vec<String> = ids
+        .iter()
+        .map(|id| keys.issue(*id).expect("token"))
+        .collect();
+
+    let mut sockets = Vec::with_capacity(SOCKETS);
+    for token in &tokens {
+        sockets.push(subscribe_modern(&app, "/graphql/ws", token).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sent = Vec::with_capacity(SOCKETS);
+    for token in &tokens {
+        sent.push(app.send_ok(token, "one each", "body").await);
+    }
+    let mut received = 0;
+    for (socket, id) in sockets.iter_mut().zip(&sent) {
+        // Exactly three messages, all about this socket's own notification.
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            let msg = next_json(socket).await;
+            let event = &msg["payload"]["data"]["notificationStatusChanged"];
+            assert_eq!(event["notification"]["id"], id.as_str(), "{msg}");
+            events.push((event["previousStatus"].clone(), event["status"].clone()));
+        }
+        assert_eq!(events, expected());
+        received += events.len();
+    }
+    assert_eq!(received, 3 * SOCKETS);
 }
