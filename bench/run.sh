@@ -2,7 +2,7 @@
 # Runs herald-bench against a release build of Herald on Postgres + Redis,
 # delivering to Postfix's smtp-sink, with smtp-source as the worker baseline.
 # Needs: Postgres and Redis on 127.0.0.1 (as in CI), `apt-get install postfix`.
-# Usage: bench/run.sh [herald-bench flags...]
+# Usage: bench/run.sh [herald-bench flags...]   (--live-only for the live path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -24,4 +24,4 @@ trap 'kill $herald $sink 2>/dev/null || true; redis-cli --scan --pattern "$prefi
 for _ in $(seq 1 50); do curl -fsS http://127.0.0.1:8000/readyz >/dev/null 2>&1 && break; sleep 0.2; done
 
 DATABASE_URL="${admin%/*}/$db" HERALD_REDIS_PREFIX="$prefix" \
-  target/release/herald-bench --smtp-sink "127.0.0.1:$sink_port" "$@"
+  target/release/herald-bench --smtp-sink "127.0.0.1:$sink_port" --pid "$herald" "$@"

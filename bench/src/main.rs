@@ -59,6 +59,19 @@ struct Args {
     /// Run only the delivery phases (worker and smtp-source).
     #[arg(long)]
     delivery_only: bool,
+    /// Run only the live phases: send → SENT event latency at `--rate`, and
+    /// the server's memory per idle subscriber (`--pid`, `--sockets`).
+    #[arg(long)]
+    live_only: bool,
+    /// Sends per second for the live latency phase.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Herald's process id, to read its memory (VmRSS) for the socket phase.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Idle subscribers to open for the memory phase (comma-separated counts).
+    #[arg(long, default_value = "1000,10000")]
+    sockets: String,
 }
 
 /// Latencies of one phase.
@@ -309,6 +322,9 @@ async fn main() -> anyhow::Result<()> {
     if args.delivery_only {
         return delivery_table(&args, &db, user_id).await;
     }
+    if args.live_only {
+        return live_table(&args, &client, &token).await;
+    }
 
     let c = client.clone();
     let typename = closed_loop(
@@ -425,6 +441,160 @@ async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> a
             "| smtp-source -s {} into the same sink (baseline) | {} | {:.0} | 100% |",
             args.smtp_sessions, args.notifications, rate
         );
+    }
+    Ok(())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A graphql-transport-ws subscription to notificationStatusChanged.
+async fn subscribe(url: &str, token: &str) -> anyhow::Result<Socket> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let ws_url = format!("{}/ws", url.replacen("http", "ws", 1));
+    let mut request = ws_url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    socket.send(Message::Text(init.to_string().into())).await?;
+    match socket.next().await {
+        Some(Ok(Message::Text(t))) if t.contains("connection_ack") => {}
+        other => bail!("no connection_ack: {other:?}"),
+    }
+    let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query":
+        "subscription { notificationStatusChanged { status notification { id } } }" } });
+    socket.send(Message::Text(sub.to_string().into())).await?;
+    Ok(socket)
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+async fn live_table(args: &Args, client: &Arc<Client>, token: &str) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    use std::collections::HashMap;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Latency: send at a steady rate; time from the request to the SENT event.
+    let mut socket = subscribe(&args.url, token).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = args.rate * args.duration;
+    let sender = {
+        let (client, token, started) = (client.clone(), token.to_owned(), started.clone());
+        let rate = args.rate;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            let mut inflight = Vec::new();
+            for i in 0..total {
+                tick.tick().await;
+                let (client, token, started) = (client.clone(), token.clone(), started.clone());
+                inflight.push(tokio::spawn(async move {
+                    let t = Instant::now();
+                    let body = client
+                        .gql(
+                            "mutation($t: String!) { sendNotification(input: {title: $t, content: \"live\"}) { id } }",
+                            json!({ "t": format!("live {i}") }),
+                            Some(&token),
+                        )
+                        .await;
+                    if let Ok(body) = body
+                        && let Some(id) = body["data"]["sendNotification"]["id"].as_str()
+                    {
+                        started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), t);
+                    }
+                }));
+            }
+            for task in inflight {
+                let _ = task.await;
+            }
+        })
+    };
+    let mut latencies = Vec::new();
+    let mut early: HashMap<String, Instant> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(args.duration + 60);
+    while (latencies.len() as u64) < total && Instant::now() < deadline {
+        let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+        else {
+            break;
+        };
+        let msg: Value = serde_json::from_str(&text)?;
+        let event = &msg["payload"]["data"]["notificationStatusChanged"];
+        if event["status"] != "SENT" {
+            continue;
+        }
+        let id = event["notification"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        early.insert(id, Instant::now());
+        let mut started = started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        early.retain(|id, at| match started.remove(id) {
+            Some(t) => {
+                latencies.push(at.duration_since(t));
+                false
+            }
+            None => true,
+        });
+    }
+    let _ = sender.await;
+    let phase = Phase {
+        name: "send → SENT event",
+        errors: total.saturating_sub(latencies.len() as u64),
+        latencies,
+        elapsed: Duration::from_secs(args.duration),
+    };
+    println!("| live | events | per second | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| {} at {}/s offered | {} of {} | {:.0} | {:.2} | {:.2} |",
+        phase.name,
+        args.rate,
+        phase.latencies.len(),
+        total,
+        phase.rate(),
+        phase.percentile(0.50),
+        phase.percentile(0.99)
+    );
+    drop(socket);
+
+    // Memory per idle subscriber.
+    let Some(pid) = args.pid else {
+        return Ok(());
+    };
+    println!();
+    println!("| idle subscribers | server RSS before | after | per socket |");
+    println!("|---:|---:|---:|---:|");
+    for n in args
+        .sockets
+        .split(',')
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = rss_kib(pid)?;
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            sockets.push(subscribe(&args.url, token).await?);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss_kib(pid)?;
+        println!(
+            "| {n} | {before} KiB | {after} KiB | {:.1} KiB |",
+            (after.saturating_sub(before)) as f64 / n as f64
+        );
+        drop(sockets);
     }
     Ok(())
 }
