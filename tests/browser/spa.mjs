@@ -1,0 +1,57 @@
+// The example SPA (examples/web) in Debian's chromium: log in, send a
+// notification, and see its status reach SENT on screen through the
+// subscription; then again with the websocket blocked, through polling.
+// Usage: node spa.mjs http://127.0.0.1:4173 [screenshot-prefix]
+import { chromium } from 'playwright-core';
+
+const base = process.argv[2] ?? 'http://127.0.0.1:4173';
+const shots = process.argv[3] ?? 'spa';
+let passed = 0;
+const check = (ok, what) => {
+  if (!ok) throw new Error(`failed: ${what}`);
+  passed += 1;
+  console.log(`ok   ${what}`);
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+async function scenario(name, blockWebsocket) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  const page = await context.newPage();
+  if (blockWebsocket) {
+    // Every websocket to /graphql/ws is refused at once.
+    await page.routeWebSocket(/\/graphql\/ws/, (ws) => ws.close({ code: 1006, reason: 'blocked by the test' }));
+  }
+  await page.goto(base);
+  await page.fill('#email', `spa-${name}-${Date.now()}@example.com`);
+  await page.fill('#password', 'correct horse battery');
+  await page.click('#login');
+  await page.waitForSelector('#app:not([hidden])', { timeout: 20000 });
+  check(true, `${name}: signed in`);
+
+  const mode = blockWebsocket ? 'polling' : 'websocket';
+  await page.waitForSelector(`#mode[data-mode="${mode}"]`, { timeout: 20000 });
+  check(true, `${name}: live updates by ${mode}`);
+
+  await page.fill('#title', `Hello via ${mode}`);
+  await page.fill('#content', 'from the browser test');
+  await page.click('#send button');
+  await page.waitForSelector('#rows td[data-status="SENT"]', { timeout: 30000 });
+  const row = await page.textContent('#rows tr');
+  check(row.includes(`Hello via ${mode}`) && row.includes('SENT'), `${name}: the status reaches SENT on screen`);
+  check(await page.getAttribute('#mode', 'data-mode') === mode, `${name}: still on ${mode}`);
+  await page.screenshot({ path: `${shots}-${name}.png` });
+  await context.close();
+}
+
+try {
+  await scenario('subscription', false);
+  await scenario('polling', true);
+} finally {
+  await browser.close();
+}
+console.log(`spa: ${passed} passed, 0 failed`);
