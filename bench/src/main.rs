@@ -104,28 +104,37 @@ struct Client {
 }
 
 impl Client {
+    fn request(
+        &self,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends and decodes; fails on GraphQL errors.
     async fn gql(
         &self,
         query: &str,
         variables: Value,
         token: Option<&str>,
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.request(query, variables, token);
         let body: Value = req.send().await?.error_for_status()?.json().await?;
         if let Some(errors) = body.get("errors") {
             bail!("GraphQL errors: {errors}");
         }
         Ok(body)
     }
-}
 
-impl Client {
     /// For timed calls: the body is checked for an `errors` entry without
     /// being parsed, so the client spends its share of the two cores on
     /// sending requests, not on decoding answers.
@@ -135,13 +144,7 @@ impl Client {
         variables: Value,
         token: Option<&str>,
     ) -> anyhow::Result<()> {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.request(query, variables, token);
         let body = req.send().await?.error_for_status()?.bytes().await?;
         if body.windows(8).any(|w| w == b"\"errors\"") {
             bail!("GraphQL errors: {}", String::from_utf8_lossy(&body));

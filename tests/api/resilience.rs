@@ -16,10 +16,12 @@ use crate::smtp_sink::SmtpSink;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-/// A `herald worker` child process on the app's database and Redis prefix.
-fn worker_process(app: &TestApp, smtp: &str) -> Child {
+/// A `herald worker` child process on the app's database and Redis prefix,
+/// with quick settings; `overrides` replace any of them.
+fn worker_process(app: &TestApp, smtp: &str, overrides: &[(&str, &str)]) -> Child {
     let redis = app.redis.as_ref().expect("services mode");
-    Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
         .arg("worker")
         .env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", redis_url())
@@ -34,9 +36,11 @@ fn worker_process(app: &TestApp, smtp: &str) -> Child {
         .env("HERALD_DATA_DIR", &app.data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("herald worker starts")
+        .stderr(Stdio::null());
+    for (key, value) in overrides {
+        command.env(key, value);
+    }
+    command.spawn().expect("herald worker starts")
 }
 
 async fn count_status(app: &TestApp, token: &str, status: &str) -> usize {
@@ -55,7 +59,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     };
     let sink = SmtpSink::start().await;
     sink.hold();
-    let mut first = worker_process(&api, &sink.url());
+    let mut first = worker_process(&api, &sink.url(), &[]);
     let token = api.token_for(&unique_email("crash")).await;
     const SENDS: usize = 40;
     for i in 0..SENDS {
@@ -74,7 +78,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     first.wait().expect("reaped");
     sink.release();
 
-    let mut second = worker_process(&api, &sink.url());
+    let mut second = worker_process(&api, &sink.url(), &[]);
     let deadline = tokio::time::Instant::now() + WITHIN;
     while count_status(&api, &token, "SENT").await < SENDS {
         assert!(
@@ -291,22 +295,15 @@ async fn sigterm_releases_in_flight_deliveries_and_exits_cleanly() {
     };
     let sink = SmtpSink::start().await;
     sink.hold();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_herald"));
-    let redis = api.redis.as_ref().expect("services mode");
-    worker
-        .arg("worker")
-        .env("DATABASE_URL", &api.database_url)
-        .env("REDIS_URL", redis_url())
-        .env("HERALD_REDIS_PREFIX", &redis.prefix)
-        .env("SMTP_URL", sink.url())
-        .env("SMTP_TIMEOUT", "30s")
-        .env("HERALD_VISIBILITY_TIMEOUT", "60s")
-        .env("HERALD_SHUTDOWN_GRACE", "1s")
-        .env("HERALD_NO_MIGRATE", "true")
-        .env("HERALD_DATA_DIR", &api.data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = worker.spawn().expect("herald worker starts");
+    let mut child = worker_process(
+        &api,
+        &sink.url(),
+        &[
+            ("SMTP_TIMEOUT", "30s"),
+            ("HERALD_VISIBILITY_TIMEOUT", "60s"),
+            ("HERALD_SHUTDOWN_GRACE", "1s"),
+        ],
+    );
     let token = api.token_for(&unique_email("sigterm")).await;
     let id = api.send_ok(&token, "In flight", "body").await;
     api.wait_for_status(&token, &id, "PROCESSING", WITHIN).await;

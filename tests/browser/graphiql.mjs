@@ -2,23 +2,14 @@
 // leaves the server, registers through the IDE, subscribes to live status
 // changes there, sends a notification and waits for SENT on screen.
 // Usage: node graphiql.mjs http://127.0.0.1:8000 [screenshot.png]
-import { chromium } from 'playwright-core';
+import { checker, launch } from './lib.mjs';
 
 const base = process.argv[2] ?? 'http://127.0.0.1:8000';
 const screenshot = process.argv[3] ?? 'graphiql.png';
 const origin = new URL(base);
-let passed = 0;
-const check = (ok, what) => {
-  if (!ok) throw new Error(`failed: ${what}`);
-  passed += 1;
-  console.log(`ok   ${what}`);
-};
+const { check, summary } = checker();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const foreign = [];
@@ -93,4 +84,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log(`graphiql: ${passed} passed, 0 failed`);
+summary('graphiql');

@@ -2,22 +2,13 @@
 // notification, and see its status reach SENT on screen through the
 // subscription; then again with the websocket blocked, through polling.
 // Usage: node spa.mjs http://127.0.0.1:4173 [screenshot-prefix]
-import { chromium } from 'playwright-core';
+import { checker, launch } from './lib.mjs';
 
 const base = process.argv[2] ?? 'http://127.0.0.1:4173';
 const shots = process.argv[3] ?? 'spa';
-let passed = 0;
-const check = (ok, what) => {
-  if (!ok) throw new Error(`failed: ${what}`);
-  passed += 1;
-  console.log(`ok   ${what}`);
-};
+const { check, summary } = checker();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 
 async function scenario(name, blockWebsocket) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
@@ -54,4 +45,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log(`spa: ${passed} passed, 0 failed`);
+summary('spa');
