@@ -168,12 +168,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 inbox,
                 users: Arc::new(users),
             };
-            let schema = build_schema(api.clone());
+            let schema = build_schema(api.clone(), &settings.schema);
             let router = router(HttpState {
                 schema,
                 api,
                 cache,
                 shutdown: sockets.clone(),
+                limits: settings.schema.limits.clone(),
             });
             let listener = TcpListener::bind(settings.bind)
                 .await

@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use crate::{
     auth::jwt::MIN_SECRET_LEN,
+    graphql::{SchemaOptions, limits::QueryLimits},
     storage::DatabaseKind,
     worker::{RetryPolicy, WorkerSettings},
 };
@@ -86,8 +87,67 @@ pub struct ServeArgs {
     /// Serve the API only; run workers elsewhere (`herald worker`).
     #[arg(long, env = "HERALD_NO_WORKER")]
     pub no_worker: bool,
+    /// `production` turns off field suggestions and (unless
+    /// HERALD_INTROSPECTION=true) introspection.
+    #[arg(long = "env", env = "HERALD_ENV", value_enum, default_value_t = Environment::Development)]
+    pub environment: Environment,
+    /// Allow introspection queries; default: on, off in production.
+    #[arg(long, env = "HERALD_INTROSPECTION")]
+    pub introspection: Option<bool>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Bounds on one request (see README, Security).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Deepest selection nesting.
+    #[arg(long, env = "HERALD_MAX_DEPTH", default_value_t = 10)]
+    pub max_depth: usize,
+    /// Query complexity: each field costs 1, a page of notifications its pageSize.
+    #[arg(long, env = "HERALD_MAX_COMPLEXITY", default_value_t = 1000)]
+    pub max_complexity: usize,
+    /// Aliases in one operation document.
+    #[arg(long, env = "HERALD_MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+    /// Directives on one field.
+    #[arg(long, env = "HERALD_MAX_DIRECTIVES", default_value_t = 50)]
+    pub max_directives: usize,
+    /// Recursive depth of the document (fragments included).
+    #[arg(long, env = "HERALD_MAX_RECURSIVE_DEPTH", default_value_t = 32)]
+    pub max_recursive_depth: usize,
+    /// Query text, in bytes.
+    #[arg(long, env = "HERALD_MAX_QUERY_BYTES", default_value_t = 16 * 1024)]
+    pub max_query_bytes: usize,
+    /// Operations in one batched request.
+    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 10)]
+    pub max_batch: usize,
+    /// Execution time of one operation.
+    #[arg(long, env = "HERALD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl From<LimitArgs> for QueryLimits {
+    fn from(a: LimitArgs) -> Self {
+        Self {
+            max_depth: a.max_depth,
+            max_complexity: a.max_complexity,
+            max_aliases: a.max_aliases,
+            max_directives: a.max_directives,
+            max_recursive_depth: a.max_recursive_depth,
+            max_query_bytes: a.max_query_bytes,
+            max_batch: a.max_batch,
+            timeout: a.request_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +244,8 @@ pub struct HttpSettings {
     /// The HS256 key, at least 32 bytes.
     pub jwt_secret: SecretBox<[u8]>,
     pub jwt_ttl: Duration,
+    /// Limits, introspection, suggestions.
+    pub schema: SchemaOptions,
 }
 
 pub struct RedisSettings {
@@ -210,6 +272,7 @@ impl Config {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 jwt_secret: SecretBox::new(jwt_secret.into()),
                 jwt_ttl: Duration::from_secs(3600),
+                schema: SchemaOptions::default(),
             }),
             redis: None,
             mail: MailSettings {
@@ -240,10 +303,16 @@ impl Config {
         let kind = DatabaseKind::of(&database_url)?;
         let jwt_secret = resolve_jwt_secret(serve.jwt_secret, kind, &global.data_dir)?;
         let mut config = Self::for_runtime(global, serve.runtime, !serve.no_worker)?;
+        let production = serve.environment == Environment::Production;
         config.http = Some(HttpSettings {
             bind: serve.bind,
             jwt_secret,
             jwt_ttl: serve.jwt_ttl,
+            schema: SchemaOptions {
+                limits: serve.limits.into(),
+                introspection: serve.introspection.unwrap_or(!production),
+                suggestions: !production,
+            },
         });
         Ok(config)
     }

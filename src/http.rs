@@ -24,14 +24,15 @@ use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
-    graphql::{HeraldSchema, RequestAuth},
+    graphql::{
+        HeraldSchema, RequestAuth,
+        limits::{Census, QueryLimits},
+    },
     storage,
 };
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Largest batch (a JSON array of operations) accepted in one request.
-pub const MAX_BATCH: usize = 10;
 
 const JSON: &str = "application/json; charset=utf-8";
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
@@ -44,6 +45,8 @@ pub struct HttpState {
     pub cache: std::sync::Arc<dyn crate::cache::Cache>,
     /// Cancelled when shutdown starts: open websockets close (1001).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Query size, batch size and execution time.
+    pub limits: QueryLimits,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -156,7 +159,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Ok(bytes) => bytes,
         Err(response) => return response.with_media(media),
     };
-    let batch = match parse_body(&bytes) {
+    let batch = match parse_body(&bytes, &state.limits) {
         Ok(batch) => batch,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, media, &message),
     };
@@ -164,6 +167,19 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
     match batch {
         BatchRequest::Single(request) => execute(&state, request.data(auth), media).await,
         BatchRequest::Batch(requests) => {
+            // Batching must not multiply password guesses.
+            let credentials: usize = requests
+                .iter()
+                .filter_map(|r| async_graphql::parser::parse_query(&r.query).ok())
+                .map(|doc| Census::of(&doc).credential_fields)
+                .sum();
+            if credentials > 1 {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    media,
+                    "login and register may appear once per request",
+                );
+            }
             let mut bodies = Vec::with_capacity(requests.len());
             for request in requests {
                 let (_, body) = execute_one(&state, request.data(auth.clone())).await;
@@ -213,6 +229,13 @@ async fn graphql_get(
         );
     };
     let request = match async_graphql::http::parse_query_string(&query) {
+        Ok(request) if request.query.len() > state.limits.max_query_bytes => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                &too_long(request.query.len(), &state.limits),
+            );
+        }
         Ok(request) => request,
         Err(e) => {
             return request_error(
@@ -286,9 +309,16 @@ impl BodyError {
     }
 }
 
+fn too_long(bytes: usize, limits: &QueryLimits) -> String {
+    format!(
+        "the query text is {bytes} bytes; the limit is {}",
+        limits.max_query_bytes
+    )
+}
+
 /// Parses `{query, operationName, variables, extensions}` or an array of
-/// them, checking each parameter's type as the spec asks.
-fn parse_body(bytes: &[u8]) -> Result<BatchRequest, String> {
+/// them, checking each parameter's type as the spec asks, and the sizes.
+fn parse_body(bytes: &[u8], limits: &QueryLimits) -> Result<BatchRequest, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("request body is empty; send {\"query\": ...}".into());
     }
@@ -299,27 +329,31 @@ fn parse_body(bytes: &[u8]) -> Result<BatchRequest, String> {
             if items.is_empty() {
                 return Err("a batch must hold at least one operation".into());
             }
-            if items.len() > MAX_BATCH {
+            if items.len() > limits.max_batch {
                 return Err(format!(
-                    "a batch may hold at most {MAX_BATCH} operations, got {}",
+                    "a batch may hold at most {} operations, got {}",
+                    limits.max_batch,
                     items.len()
                 ));
             }
             let requests = items
                 .into_iter()
-                .map(parse_params)
+                .map(|item| parse_params(item, limits))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(BatchRequest::Batch(requests))
         }
-        other => parse_params(other).map(BatchRequest::Single),
+        other => parse_params(other, limits).map(BatchRequest::Single),
     }
 }
 
-fn parse_params(value: Value) -> Result<Request, String> {
+fn parse_params(value: Value, limits: &QueryLimits) -> Result<Request, String> {
     let Value::Object(mut params) = value else {
         return Err("request body must be a JSON object with a query".into());
     };
     let query = match params.remove("query") {
+        Some(Value::String(q)) if q.len() > limits.max_query_bytes => {
+            return Err(too_long(q.len(), limits));
+        }
         Some(Value::String(q)) => q,
         Some(_) => return Err("query must be a string".into()),
         None => return Err("missing query".into()),
@@ -362,7 +396,27 @@ async fn execute(state: &HttpState, request: Request, media: MediaType) -> Respo
 /// Runs one operation; the flag says whether it failed before execution
 /// (parse, validation, variable coercion): then the body has no `data`.
 async fn execute_one(state: &HttpState, request: Request) -> (bool, Value) {
-    let response = state.schema.execute(request).await;
+    let timeout = state.limits.timeout;
+    let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?timeout, "a request hit the execution timeout");
+            let error = async_graphql::ServerError::new(
+                format!(
+                    "the request took longer than {} s and was stopped",
+                    timeout.as_secs_f32()
+                ),
+                None,
+            );
+            let mut response = async_graphql::Response::from_errors(vec![error]);
+            if let Some(e) = response.errors.first_mut() {
+                e.extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", "INTERNAL");
+            }
+            response
+        }
+    };
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
@@ -449,22 +503,37 @@ mod tests {
 
     #[test]
     fn parameters_of_the_wrong_type_are_rejected() {
-        assert!(parse_body(br#"{"query": 1}"#).is_err());
-        assert!(parse_body(br#"{"query": "{a}", "variables": "x"}"#).is_err());
-        assert!(parse_body(br#"{"query": "{a}", "operationName": 3}"#).is_err());
-        assert!(parse_body(br#"{}"#).is_err());
-        assert!(parse_body(b"").is_err());
-        assert!(parse_body(b"{").is_err());
-        assert!(parse_body(br#"{"query": "{a}", "variables": null, "extensions": {}}"#).is_ok());
+        let l = QueryLimits::default();
+        assert!(parse_body(br#"{"query": 1}"#, &l).is_err());
+        assert!(parse_body(br#"{"query": "{a}", "variables": "x"}"#, &l).is_err());
+        assert!(parse_body(br#"{"query": "{a}", "operationName": 3}"#, &l).is_err());
+        assert!(parse_body(br#"{}"#, &l).is_err());
+        assert!(parse_body(b"", &l).is_err());
+        assert!(parse_body(b"{", &l).is_err());
+        assert!(
+            parse_body(
+                br#"{"query": "{a}", "variables": null, "extensions": {}}"#,
+                &l
+            )
+            .is_ok()
+        );
     }
 
     #[test]
-    fn batches_are_bounded() {
-        let ok = format!("[{}]", [r#"{"query":"{a}"}"#; MAX_BATCH].join(","));
-        let too_many = format!("[{}]", [r#"{"query":"{a}"}"#; MAX_BATCH + 1].join(","));
-        assert!(parse_body(ok.as_bytes()).is_ok());
-        assert!(parse_body(too_many.as_bytes()).is_err());
-        assert!(parse_body(b"[]").is_err());
+    fn batches_and_query_text_are_bounded() {
+        let l = QueryLimits::default();
+        let ok = format!("[{}]", vec![r#"{"query":"{a}"}"#; l.max_batch].join(","));
+        let too_many = format!(
+            "[{}]",
+            vec![r#"{"query":"{a}"}"#; l.max_batch + 1].join(",")
+        );
+        assert!(parse_body(ok.as_bytes(), &l).is_ok());
+        assert!(parse_body(too_many.as_bytes(), &l).is_err());
+        assert!(parse_body(b"[]", &l).is_err());
+        let at_limit = format!(r#"{{"query":"{}"}}"#, "a".repeat(l.max_query_bytes));
+        let over = format!(r#"{{"query":"{}"}}"#, "a".repeat(l.max_query_bytes + 1));
+        assert!(parse_body(at_limit.as_bytes(), &l).is_ok());
+        assert!(parse_body(over.as_bytes(), &l).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod extensions;
+pub mod limits;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
@@ -13,4 +14,4 @@ pub mod subscription;
 pub mod types;
 
 pub use context::{ApiState, RequestAuth};
-pub use schema::{HeraldSchema, build_schema, sdl};
+pub use schema::{HeraldSchema, SchemaOptions, build_schema, sdl};

@@ -3,7 +3,11 @@
 use async_graphql::{SDLExportOptions, Schema, SchemaBuilder};
 
 use super::{
-    ApiState, extensions::ErrorCodes, mutation::MutationRoot, query::QueryRoot,
+    ApiState,
+    extensions::ErrorCodes,
+    limits::{DocumentLimits, QueryLimits},
+    mutation::MutationRoot,
+    query::QueryRoot,
     subscription::SubscriptionRoot,
 };
 
@@ -15,11 +19,49 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
         MutationRoot::default(),
         SubscriptionRoot,
     )
-    .extension(ErrorCodes)
 }
 
-pub fn build_schema(state: ApiState) -> HeraldSchema {
-    builder().data(state).finish()
+/// How the served schema behaves beyond its types.
+#[derive(Debug, Clone)]
+pub struct SchemaOptions {
+    pub limits: QueryLimits,
+    /// `__schema` / `__type` queries (off in production unless asked for).
+    pub introspection: bool,
+    /// "Did you mean …" in validation errors (off in production).
+    pub suggestions: bool,
+}
+
+impl Default for SchemaOptions {
+    fn default() -> Self {
+        Self {
+            limits: QueryLimits::default(),
+            introspection: true,
+            suggestions: true,
+        }
+    }
+}
+
+pub fn build_schema(state: ApiState, options: &SchemaOptions) -> HeraldSchema {
+    let limits = &options.limits;
+    let mut builder = builder()
+        .data(state)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(limits.max_recursive_depth)
+        .limit_directives(limits.max_directives)
+        .extension(DocumentLimits {
+            max_aliases: limits.max_aliases,
+        })
+        .extension(ErrorCodes {
+            limits: limits.clone(),
+        });
+    if !options.introspection {
+        builder = builder.disable_introspection();
+    }
+    if !options.suggestions {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
 }
 
 /// The SDL that `schema.graphql` holds, in a stable order.

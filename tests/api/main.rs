@@ -11,6 +11,7 @@ mod cli;
 mod delivery;
 mod helpers;
 mod http;
+mod limits;
 mod notifications;
 mod resilience;
 mod smtp_sink;

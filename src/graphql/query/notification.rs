@@ -19,6 +19,8 @@ pub struct NotificationQuery;
 #[Object]
 impl NotificationQuery {
     /// The caller's notifications, newest first. `pageSize`: 1..=100.
+    /// Costs its `pageSize` on top of what it selects (see the query limits).
+    #[graphql(complexity = "(page_size.clamp(1, MAX_PAGE_SIZE) as usize) + child_complexity")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,

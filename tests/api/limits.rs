@@ -1,0 +1,197 @@
+//! Query limits: each just below and just above its value, and the server
+//! answers a normal request right after every rejection.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, error_code, unique_email};
+
+async fn app() -> TestApp {
+    TestApp::spawn_with(Backend::Sqlite, |c| c.worker = None)
+        .await
+        .expect("sqlite")
+}
+
+/// A query whose selections nest `depth` deep (introspection's `ofType`
+/// chain nests as far as one likes).
+fn nested(depth: usize) -> String {
+    assert!(depth >= 5);
+    let mut q = String::from("{ __schema { types { fields { type { ");
+    for _ in 0..depth - 5 {
+        q.push_str("ofType { ");
+    }
+    q.push_str("name");
+    q.push_str(&" }".repeat(depth));
+    q
+}
+
+async fn still_serving(app: &TestApp) {
+    let ok = app.gql("{ __typename }", json!({}), None).await;
+    assert_eq!(ok["data"]["__typename"], "Query", "{ok}");
+}
+
+fn rejected(body: &Value, words: &[&str]) {
+    assert_eq!(error_code(body), Some("BAD_USER_INPUT"), "{body}");
+    assert!(
+        body.get("data").is_none_or(Value::is_null),
+        "not executed: {body}"
+    );
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    for word in words {
+        assert!(
+            message.contains(word),
+            "{message:?} should mention {word:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn depth_10_runs_and_depth_11_is_rejected() {
+    let app = app().await;
+    let ok = app.gql(&nested(10), json!({}), None).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+    rejected(
+        &app.gql(&nested(11), json!({}), None).await,
+        &["depth", "10"],
+    );
+    still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn thirty_aliases_run_and_thirty_one_are_rejected() {
+    let app = app().await;
+    let aliases = |n: usize| {
+        format!(
+            "{{ {} }}",
+            (0..n)
+                .map(|i| format!("a{i}: __typename"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    };
+    let ok = app.gql(&aliases(30), json!({}), None).await;
+    assert_eq!(ok["data"]["a29"], "Query", "{ok}");
+    rejected(
+        &app.gql(&aliases(31), json!({}), None).await,
+        &["31 aliases", "30"],
+    );
+    still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn complexity_past_1000_is_rejected() {
+    let app = app().await;
+    let token = app.token_for(&unique_email("complex")).await;
+    let pages = |n: usize| {
+        format!(
+            "{{ {} }}",
+            (0..n)
+                .map(|i| format!(
+                    "p{i}: notifications(pageSize: 100) {{ totalCount items {{ id status }} }}"
+                ))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    };
+    // Each page costs 100 + 5; nine fit in 1000, ten do not.
+    let ok = app.gql(&pages(9), json!({}), Some(&token)).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+    rejected(
+        &app.gql(&pages(10), json!({}), Some(&token)).await,
+        &["complexity", "1000"],
+    );
+    still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn login_twice_in_one_request_is_rejected_alone_or_batched() {
+    let app = app().await;
+    let email = unique_email("guess");
+    app.token_for(&email).await;
+    let twice = format!(
+        "mutation {{ a: login(email: \"{email}\", password: \"guess one\") {{ token }} b: login(email: \"{email}\", password: \"{PASSWORD}\") {{ token }} }}"
+    );
+    rejected(
+        &app.gql(&twice, json!({}), None).await,
+        &["once per request"],
+    );
+    let login = json!({ "query": format!("mutation {{ login(email: \"{email}\", password: \"{PASSWORD}\") {{ token }} }}") });
+    let res = app
+        .client
+        .post(app.graphql_url())
+        .json(&vec![login.clone(), login])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("json");
+    rejected(&body, &["once per request"]);
+    // One login, even in a batch with other operations, is fine.
+    let res = app
+        .client
+        .post(app.graphql_url())
+        .json(&json!([{ "query": format!("mutation {{ login(email: \"{email}\", password: \"{PASSWORD}\") {{ token }} }}") }, { "query": "{ __typename }" }]))
+        .send()
+        .await
+        .expect("request");
+    let body: Value = res.json().await.expect("json");
+    assert!(body[0]["data"]["login"]["token"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn query_text_over_16_kib_is_rejected() {
+    let app = app().await;
+    // Padding with a comment keeps the query valid.
+    let pad = |n: usize| format!("{{ __typename }}\n#{}", "x".repeat(n));
+    let ok = app.gql(&pad(16 * 1024 - 17), json!({}), None).await;
+    assert_eq!(ok["data"]["__typename"], "Query", "{ok}");
+    let res = app
+        .client
+        .post(app.graphql_url())
+        .json(&json!({ "query": pad(16 * 1024) }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.expect("json");
+    rejected(&body, &["16384"]);
+    still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn production_hides_the_schema_and_suggestions() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.worker = None;
+        if let Some(http) = c.http.as_mut() {
+            http.schema.introspection = false;
+            http.schema.suggestions = false;
+        }
+    })
+    .await
+    .expect("sqlite");
+    // async-graphql answers introspection with null when it is off.
+    let intro = app
+        .gql("{ __schema { types { name } } }", json!({}), None)
+        .await;
+    assert!(intro["data"]["__schema"].is_null(), "{intro}");
+    let typo = app
+        .gql("{ notificatons { totalCount } }", json!({}), None)
+        .await;
+    let message = typo["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("Did you mean"), "{message}");
+    // In embedded (development) mode both are on.
+    let dev = self::app().await;
+    let typo = dev
+        .gql("{ notificatons { totalCount } }", json!({}), None)
+        .await;
+    assert!(
+        typo["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Did you mean"),
+        "{typo}"
+    );
+    let intro = dev
+        .gql("{ __schema { queryType { name } } }", json!({}), None)
+        .await;
+    assert_eq!(intro["data"]["__schema"]["queryType"]["name"], "Query");
+}
