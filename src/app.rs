@@ -27,6 +27,7 @@ use crate::{
     mailer::{Mailer, MailerConfig},
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
     queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
+    ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
     storage::{self, QueryStats},
     worker::Delivery,
 };
@@ -53,6 +54,7 @@ struct Backends {
     queue: Arc<dyn Queue>,
     cache: Arc<dyn Cache>,
     events: Arc<dyn EventBus>,
+    limiter: Arc<dyn RateLimiter>,
 }
 
 fn backends(
@@ -65,6 +67,7 @@ fn backends(
             queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
             events: Arc::new(InProcessEventBus::default()),
+            limiter: Arc::new(InProcessRateLimiter::default()),
         });
     };
     let client = redis::Client::open(redis.url.expose_secret()).context("REDIS_URL")?;
@@ -91,6 +94,7 @@ fn backends(
             visibility,
         )),
         cache: Arc::new(RedisCache::new(manager.clone())),
+        limiter: Arc::new(RedisRateLimiter::new(manager.clone())),
         events: Arc::new(RedisEventBus::new(
             client,
             manager,
@@ -119,6 +123,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         queue,
         cache,
         events,
+        limiter,
     } = backends(&config, &keys, &background)?;
     let directory = Arc::new(Directory::new(
         db.clone(),
@@ -167,6 +172,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 queue,
                 inbox,
                 users: Arc::new(users),
+                limiter,
+                rate_limits: settings.rate_limits.clone(),
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let router = router(HttpState {
@@ -175,6 +182,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 cache,
                 shutdown: sockets.clone(),
                 limits: settings.schema.limits.clone(),
+                trusted_proxies: settings.trusted_proxies.clone(),
             });
             let listener = TcpListener::bind(settings.bind)
                 .await

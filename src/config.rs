@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use crate::{
     auth::jwt::MIN_SECRET_LEN,
     graphql::{SchemaOptions, limits::QueryLimits},
+    ratelimit::{Bucket, RateLimits, Window},
     storage::DatabaseKind,
     worker::{RetryPolicy, WorkerSettings},
 };
@@ -39,9 +40,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the GraphQL API, with a delivery worker unless --no-worker (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a delivery worker (and sweeper) without the API.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Apply database migrations, or show their status.
     Migrate(MigrateArgs),
     /// Print the GraphQL schema (SDL) to standard output.
@@ -97,6 +98,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+    /// Proxies (comma-separated IPs) whose X-Forwarded-For names the client.
+    #[arg(long, env = "HERALD_TRUST_PROXY", value_delimiter = ',')]
+    pub trust_proxy: Vec<std::net::IpAddr>,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -146,6 +152,50 @@ impl From<LimitArgs> for QueryLimits {
             max_query_bytes: a.max_query_bytes,
             max_batch: a.max_batch,
             timeout: a.request_timeout,
+        }
+    }
+}
+
+/// Rate limits (see README, Security); they hold across instances through Redis.
+#[derive(Debug, Args)]
+pub struct RateLimitArgs {
+    /// Failed logins per account per 15 minutes.
+    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
+    pub login_failures_per_account: u64,
+    /// Failed logins per client address per 15 minutes.
+    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_IP", default_value_t = 50)]
+    pub login_failures_per_ip: u64,
+    /// Registrations per client address per hour.
+    #[arg(long, env = "HERALD_REGISTER_PER_IP", default_value_t = 10)]
+    pub register_per_ip: u64,
+    /// Notifications a user may send per minute, steadily.
+    #[arg(long, env = "HERALD_SEND_PER_MINUTE", default_value_t = 60)]
+    pub send_per_minute: u64,
+    /// Notifications a user may send at once.
+    #[arg(long, env = "HERALD_SEND_BURST", default_value_t = 20)]
+    pub send_burst: u64,
+}
+
+impl From<RateLimitArgs> for RateLimits {
+    fn from(a: RateLimitArgs) -> Self {
+        let defaults = RateLimits::default();
+        Self {
+            login_failures_per_account: Window {
+                limit: a.login_failures_per_account,
+                ..defaults.login_failures_per_account
+            },
+            login_failures_per_ip: Window {
+                limit: a.login_failures_per_ip,
+                ..defaults.login_failures_per_ip
+            },
+            registrations_per_ip: Window {
+                limit: a.register_per_ip,
+                ..defaults.registrations_per_ip
+            },
+            sends_per_user: Bucket {
+                per_minute: a.send_per_minute,
+                burst: a.send_burst,
+            },
         }
     }
 }
@@ -246,6 +296,9 @@ pub struct HttpSettings {
     pub jwt_ttl: Duration,
     /// Limits, introspection, suggestions.
     pub schema: SchemaOptions,
+    pub rate_limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub struct RedisSettings {
@@ -273,6 +326,8 @@ impl Config {
                 jwt_secret: SecretBox::new(jwt_secret.into()),
                 jwt_ttl: Duration::from_secs(3600),
                 schema: SchemaOptions::default(),
+                rate_limits: RateLimits::default(),
+                trusted_proxies: Vec::new(),
             }),
             redis: None,
             mail: MailSettings {
@@ -313,6 +368,8 @@ impl Config {
                 introspection: serve.introspection.unwrap_or(!production),
                 suggestions: !production,
             },
+            rate_limits: serve.rate_limits.into(),
+            trusted_proxies: serve.trust_proxy,
         });
         Ok(config)
     }

@@ -13,7 +13,7 @@ use axum::{
     Router,
     body::{Body, Bytes},
     extract::{
-        RawQuery, State,
+        ConnectInfo, RawQuery, State,
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -25,7 +25,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
     graphql::{
-        HeraldSchema, RequestAuth,
+        ClientIp, HeraldSchema, RequestAuth,
         limits::{Census, QueryLimits},
     },
     storage,
@@ -47,6 +47,35 @@ pub struct HttpState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Query size, batch size and execution time.
     pub limits: QueryLimits,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// The client's address: the peer's, or when the peer is a trusted proxy,
+/// the right-most address in `X-Forwarded-For` that is not one.
+fn client_ip(
+    headers: &HeaderMap,
+    peer: std::net::SocketAddr,
+    trusted: &[std::net::IpAddr],
+) -> ClientIp {
+    let peer = peer.ip();
+    if !trusted.contains(&peer) {
+        return ClientIp(peer);
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
+        .collect::<Vec<_>>();
+    ClientIp(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.contains(ip))
+            .unwrap_or(peer),
+    )
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -130,7 +159,12 @@ fn authorization(headers: &HeaderMap, state: &HttpState) -> RequestAuth {
     RequestAuth::from_authorization(header, &state.api.jwt)
 }
 
-async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn graphql_post(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(media) = MediaType::negotiate(&headers) else {
         return request_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -164,8 +198,9 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Err(message) => return request_error(StatusCode::BAD_REQUEST, media, &message),
     };
     let auth = authorization(&headers, &state);
+    let ip = client_ip(&headers, peer, &state.trusted_proxies);
     match batch {
-        BatchRequest::Single(request) => execute(&state, request.data(auth), media).await,
+        BatchRequest::Single(request) => execute(&state, request.data(auth).data(ip), media).await,
         BatchRequest::Batch(requests) => {
             // Batching must not multiply password guesses.
             let credentials: usize = requests
@@ -182,7 +217,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             }
             let mut bodies = Vec::with_capacity(requests.len());
             for request in requests {
-                let (_, body) = execute_one(&state, request.data(auth.clone())).await;
+                let (_, body) = execute_one(&state, request.data(auth.clone()).data(ip)).await;
                 bodies.push(body);
             }
             json_response(StatusCode::OK, media, &Value::Array(bodies))
@@ -200,6 +235,7 @@ async fn graphql_ws(
 
 async fn graphql_get(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     RawQuery(query): RawQuery,
@@ -260,7 +296,8 @@ async fn graphql_get(
         return response;
     }
     let auth = authorization(&headers, &state);
-    execute(&state, request.data(auth), media).await
+    let ip = client_ip(&headers, peer, &state.trusted_proxies);
+    execute(&state, request.data(auth).data(ip), media).await
 }
 
 fn accepts_html(headers: &HeaderMap) -> bool {
@@ -534,6 +571,24 @@ mod tests {
         let over = format!(r#"{{"query":"{}"}}"#, "a".repeat(l.max_query_bytes + 1));
         assert!(parse_body(at_limit.as_bytes(), &l).is_ok());
         assert!(parse_body(over.as_bytes(), &l).is_err());
+    }
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let peer: std::net::SocketAddr = "10.0.0.1:5000".parse().expect("addr");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
+        );
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        assert_eq!(
+            client_ip(&h, peer, &[]).0,
+            proxy,
+            "untrusted peer: its own address"
+        );
+        assert_eq!(client_ip(&h, peer, &[proxy]).0.to_string(), "1.2.3.4");
+        assert_eq!(client_ip(&HeaderMap::new(), peer, &[proxy]).0, proxy);
     }
 
     #[test]

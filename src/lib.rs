@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mailer;
 pub mod pubsub;
 pub mod queue;
+pub mod ratelimit;
 pub mod storage;
 pub mod telemetry;
 pub mod worker;

@@ -54,8 +54,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Serve(args)) => run_app(Config::for_serve(&cli.global, args)?).await,
-        Some(Command::Worker(args)) => run_app(Config::for_worker(&cli.global, args)?).await,
+        Some(Command::Serve(args)) => run_app(Config::for_serve(&cli.global, *args)?).await,
+        Some(Command::Worker(args)) => run_app(Config::for_worker(&cli.global, *args)?).await,
         None => unreachable!("Cli::parse_with_default always picks a subcommand"),
     }
 }

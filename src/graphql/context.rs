@@ -12,6 +12,7 @@ use crate::{
     error::{ApiResult, AppError},
     inbox::Inbox,
     queue::Queue,
+    ratelimit::{RateLimiter, RateLimits},
 };
 
 /// Shared by every request; cheap to clone.
@@ -23,7 +24,14 @@ pub struct ApiState {
     pub queue: Arc<dyn Queue>,
     pub inbox: Inbox,
     pub users: Arc<DataLoader<UserLoader>>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub rate_limits: RateLimits,
 }
+
+/// The client's address (the peer, or what a trusted proxy says), set by
+/// the HTTP layer as request data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
 
 /// The caller as the `Authorization` header described it.
 #[derive(Debug, Clone, Default)]

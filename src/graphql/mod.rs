@@ -13,5 +13,5 @@ pub mod schema;
 pub mod subscription;
 pub mod types;
 
-pub use context::{ApiState, RequestAuth};
+pub use context::{ApiState, ClientIp, RequestAuth};
 pub use schema::{HeraldSchema, SchemaOptions, build_schema, sdl};

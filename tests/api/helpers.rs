@@ -87,6 +87,27 @@ pub fn fast_worker(config: &mut Config) {
         w.shutdown_grace = Duration::from_secs(2);
     }
     config.mail.timeout = Duration::from_secs(3);
+    // Tests send and fail logins in bulk; the rate-limit tests set their own.
+    if let Some(http) = config.http.as_mut() {
+        http.rate_limits = unlimited();
+    }
+}
+
+pub fn unlimited() -> herald::ratelimit::RateLimits {
+    use herald::ratelimit::{Bucket, RateLimits, Window};
+    let many = Window {
+        limit: u64::MAX,
+        window: Duration::from_secs(60),
+    };
+    RateLimits {
+        login_failures_per_account: many,
+        login_failures_per_ip: many,
+        registrations_per_ip: many,
+        sends_per_user: Bucket {
+            per_minute: 6_000_000,
+            burst: 1_000_000,
+        },
+    }
 }
 
 impl TestApp {

@@ -13,6 +13,7 @@ mod helpers;
 mod http;
 mod limits;
 mod notifications;
+mod ratelimits;
 mod resilience;
 mod smtp_sink;
 mod subscriptions;

@@ -2,7 +2,7 @@ use async_graphql::{Context, Object};
 
 use crate::{
     domain::{Content, Title},
-    error::ApiResult,
+    error::{ApiResult, AppError},
     graphql::{
         context::ContextExt as _,
         types::{Notification, SendNotificationInput},
@@ -22,9 +22,19 @@ impl NotificationMutation {
         input: SendNotificationInput,
     ) -> ApiResult<Notification> {
         let caller = ctx.require_user()?;
+        let state = ctx.state();
+        let key = state.inbox.keys.sends_user(caller.user_id);
+        match state
+            .limiter
+            .take(&key, state.rate_limits.sends_per_user)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(retry_after)) => return Err(AppError::RateLimited { retry_after }),
+            Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
+        }
         let title = Title::parse(&input.title)?;
         let content = Content::parse(input.content)?;
-        let state = ctx.state();
         let row = storage::notifications::insert(
             &state.db,
             caller.user_id,

@@ -1,0 +1,209 @@
+//! Rate limits: login failures per account and per address, registrations
+//! per address, sends per user; shared across instances through Redis.
+
+use std::time::Duration;
+
+use herald::ratelimit::{Bucket, RateLimits, Window};
+use serde_json::Value;
+
+use crate::helpers::{Backend, PASSWORD, TestApp, error_code, unique_email, unlimited};
+
+fn limits(tweak: impl FnOnce(&mut RateLimits)) -> impl FnOnce(&mut herald::config::Config) {
+    move |c| {
+        c.worker = None;
+        let mut limits = unlimited();
+        tweak(&mut limits);
+        if let Some(http) = c.http.as_mut() {
+            http.rate_limits = limits;
+        }
+    }
+}
+
+fn window(limit: u64) -> Window {
+    Window {
+        limit,
+        window: Duration::from_secs(15 * 60),
+    }
+}
+
+fn assert_limited(body: &Value) {
+    assert_eq!(error_code(body), Some("RATE_LIMITED"), "{body}");
+    let retry = body["errors"][0]["extensions"]["retryAfter"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(retry > 0, "retryAfter must be positive: {body}");
+}
+
+async fn spawn(backend: Backend, tweak: impl FnOnce(&mut RateLimits)) -> Option<TestApp> {
+    TestApp::spawn_with(backend, limits(tweak)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_11th_failed_login_is_limited_for_known_and_unknown_emails_alike() {
+    let app = spawn(Backend::Sqlite, |l| {
+        l.login_failures_per_account = window(10)
+    })
+    .await
+    .expect("sqlite");
+    let known = unique_email("known");
+    app.token_for(&known).await;
+    let unknown = unique_email("unknown");
+    for email in [&known, &unknown] {
+        for i in 0..10 {
+            let body = app.login(email, "wrong password").await;
+            assert_eq!(
+                error_code(&body),
+                Some("UNAUTHENTICATED"),
+                "failure {i}: {body}"
+            );
+        }
+        let limited = app.login(email, "wrong password").await;
+        assert_limited(&limited);
+    }
+    // The same answer for both: nothing tells which email exists.
+    let a = app.login(&known, "wrong password").await;
+    let b = app.login(&unknown, "wrong password").await;
+    assert_limited(&a);
+    assert_limited(&b);
+    let text = |v: &Value| {
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .split(" retry")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(text(&a), text(&b));
+    // Even the right password waits out the window.
+    assert_limited(&app.login(&known, PASSWORD).await);
+    // Another account from the same address is unaffected.
+    let other = unique_email("other");
+    app.token_for(&other).await;
+    assert!(app.login(&other, PASSWORD).await["data"]["login"]["token"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_login_does_not_count() {
+    let app = spawn(Backend::Sqlite, |l| {
+        l.login_failures_per_account = window(3)
+    })
+    .await
+    .expect("sqlite");
+    let email = unique_email("fine");
+    app.token_for(&email).await;
+    for _ in 0..6 {
+        assert!(app.login(&email, PASSWORD).await["data"]["login"]["token"].is_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_one_address_are_limited_across_accounts() {
+    let app = spawn(Backend::Sqlite, |l| l.login_failures_per_ip = window(5))
+        .await
+        .expect("sqlite");
+    for i in 0..5 {
+        let body = app
+            .login(&unique_email(&format!("spray{i}")), "wrong password")
+            .await;
+        assert_eq!(error_code(&body), Some("UNAUTHENTICATED"));
+    }
+    assert_limited(
+        &app.login(&unique_email("spray-last"), "wrong password")
+            .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_per_address_are_limited() {
+    let app = spawn(Backend::Sqlite, |l| {
+        l.registrations_per_ip = Window {
+            limit: 3,
+            window: Duration::from_secs(3600),
+        };
+    })
+    .await
+    .expect("sqlite");
+    for i in 0..3 {
+        assert!(
+            app.register(&unique_email(&format!("r{i}")), PASSWORD)
+                .await["data"]["register"]
+                .is_object()
+        );
+    }
+    assert_limited(&app.register(&unique_email("r-last"), PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_allow_a_burst_then_refuse_sqlite() {
+    if let Some(app) = spawn(Backend::Sqlite, |l| {
+        l.sends_per_user = Bucket {
+            per_minute: 60,
+            burst: 20,
+        }
+    })
+    .await
+    {
+        burst(&app).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_allow_a_burst_then_refuse_postgres() {
+    if let Some(app) = spawn(Backend::Postgres, |l| {
+        l.sends_per_user = Bucket {
+            per_minute: 60,
+            burst: 20,
+        }
+    })
+    .await
+    {
+        burst(&app).await;
+    }
+}
+
+async fn burst(app: &TestApp) {
+    let token = app.token_for(&unique_email("burst")).await;
+    for i in 0..20 {
+        let body = app.send(&token, &format!("n{i}"), "body").await;
+        assert!(
+            body["data"]["sendNotification"]["id"].is_string(),
+            "send {i}: {body}"
+        );
+    }
+    assert_limited(&app.send(&token, "one too many", "body").await);
+    // A second later one token is back (60 per minute).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        app.send(&token, "after a pause", "body").await["data"]["sendNotification"]["id"]
+            .is_string()
+    );
+    // Another user has a bucket of their own.
+    let other = app.token_for(&unique_email("other-sender")).await;
+    assert!(app.send(&other, "mine", "body").await["data"]["sendNotification"]["id"].is_string());
+}
+
+/// Two instances on one Redis count one account's failures together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_login_count_through_redis() {
+    let Some(first) = spawn(Backend::Postgres, |l| {
+        l.login_failures_per_account = window(4)
+    })
+    .await
+    else {
+        return;
+    };
+    let second = first
+        .spawn_sibling(limits(|l| l.login_failures_per_account = window(4)))
+        .await;
+    let email = unique_email("shared");
+    first.token_for(&email).await;
+    for app in [&first, &second, &first, &second] {
+        assert_eq!(
+            error_code(&app.login(&email, "wrong password").await),
+            Some("UNAUTHENTICATED")
+        );
+    }
+    assert_limited(&first.login(&email, "wrong password").await);
+    assert_limited(&second.login(&email, "wrong password").await);
+}
