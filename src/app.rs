@@ -183,6 +183,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 shutdown: sockets.clone(),
                 limits: settings.schema.limits.clone(),
                 trusted_proxies: settings.trusted_proxies.clone(),
+                cors: settings.cors.clone(),
             });
             let listener = TcpListener::bind(settings.bind)
                 .await

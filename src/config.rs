@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use crate::{
     auth::jwt::MIN_SECRET_LEN,
+    cors::AllowedOrigins,
     graphql::{SchemaOptions, limits::QueryLimits},
     ratelimit::{Bucket, RateLimits, Window},
     storage::DatabaseKind,
@@ -102,6 +103,10 @@ pub struct ServeArgs {
     /// Proxies (comma-separated IPs) whose X-Forwarded-For names the client.
     #[arg(long, env = "HERALD_TRUST_PROXY", value_delimiter = ',')]
     pub trust_proxy: Vec<std::net::IpAddr>,
+    /// Browser origins allowed to call the API and open websockets
+    /// (comma-separated, exact). Default: any localhost origin; none in production.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -299,6 +304,8 @@ pub struct HttpSettings {
     pub rate_limits: RateLimits,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Origins allowed by CORS and on the websocket upgrade.
+    pub cors: AllowedOrigins,
 }
 
 pub struct RedisSettings {
@@ -328,6 +335,7 @@ impl Config {
                 schema: SchemaOptions::default(),
                 rate_limits: RateLimits::default(),
                 trusted_proxies: Vec::new(),
+                cors: AllowedOrigins::Localhost,
             }),
             redis: None,
             mail: MailSettings {
@@ -370,6 +378,16 @@ impl Config {
             },
             rate_limits: serve.rate_limits.into(),
             trusted_proxies: serve.trust_proxy,
+            cors: match serve.cors_origins {
+                Some(list) => AllowedOrigins::List(
+                    list.into_iter()
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect(),
+                ),
+                None if production => AllowedOrigins::List(Vec::new()),
+                None => AllowedOrigins::Localhost,
+            },
         });
         Ok(config)
     }

@@ -49,6 +49,8 @@ pub struct HttpState {
     pub limits: QueryLimits,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Browser origins allowed (CORS, and the websocket upgrade's Origin).
+    pub cors: crate::cors::AllowedOrigins,
 }
 
 /// The client's address: the peer's, or when the peer is a trusted proxy,
@@ -82,6 +84,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(state.cors.layer())
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(crate::graphiql::asset))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod directory;
 pub mod domain;
 pub mod error;

@@ -41,6 +41,16 @@ const FORBIDDEN: &str =
 /// Upgrades to a GraphQL websocket, or refuses a request without a
 /// GraphQL subprotocol.
 pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> Response {
+    // Browsers send Origin on every websocket and apply no CORS to it: the
+    // server must. Clients that send none (not browsers) are let through.
+    // A page served by Herald itself (GraphiQL) is always welcome.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin
+            .to_str()
+            .is_ok_and(|o| state.cors.allows(o) || same_origin(o, headers))
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     let protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -63,6 +73,21 @@ pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> R
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| serve(socket, state, protocol))
+}
+
+/// Whether `origin` names the host the request was sent to.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    url::Url::parse(origin).is_ok_and(|url| {
+        let authority = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => return false,
+        };
+        authority.eq_ignore_ascii_case(host)
+    })
 }
 
 /// `{"authorization": "Bearer <token>"}` (any case of the key) or

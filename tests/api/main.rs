@@ -8,6 +8,7 @@
 
 mod accounts;
 mod cli;
+mod cors;
 mod delivery;
 mod helpers;
 mod http;
