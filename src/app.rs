@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{JwtKeys, PasswordHasher},
+    auth::{InProcessRevocations, JwtKeys, PasswordHasher, RedisRevocations, Revocations},
     cache::{Cache, InProcessCache, RedisCache},
     config::Config,
     directory::Directory,
@@ -55,6 +55,7 @@ struct Backends {
     cache: Arc<dyn Cache>,
     events: Arc<dyn EventBus>,
     limiter: Arc<dyn RateLimiter>,
+    revocations: Arc<dyn Revocations>,
 }
 
 fn backends(
@@ -68,6 +69,7 @@ fn backends(
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
             events: Arc::new(InProcessEventBus::default()),
             limiter: Arc::new(InProcessRateLimiter::default()),
+            revocations: Arc::new(InProcessRevocations::default()),
         });
     };
     let client = redis::Client::open(redis.url.expose_secret()).context("REDIS_URL")?;
@@ -95,6 +97,14 @@ fn backends(
         )),
         cache: Arc::new(RedisCache::new(manager.clone())),
         limiter: Arc::new(RedisRateLimiter::new(manager.clone())),
+        revocations: Arc::new(RedisRevocations::new(
+            manager.clone(),
+            keys.clone(),
+            config
+                .http
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |h| h.jwt_ttl),
+        )),
         events: Arc::new(RedisEventBus::new(
             client,
             manager,
@@ -124,6 +134,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         cache,
         events,
         limiter,
+        revocations,
     } = backends(&config, &keys, &background)?;
     let directory = Arc::new(Directory::new(
         db.clone(),
@@ -174,6 +185,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 users: Arc::new(users),
                 limiter,
                 rate_limits: settings.rate_limits.clone(),
+                revocations,
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let router = router(HttpState {

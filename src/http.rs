@@ -200,7 +200,9 @@ async fn graphql_post(
         Ok(batch) => batch,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, media, &message),
     };
-    let auth = authorization(&headers, &state);
+    let auth = authorization(&headers, &state)
+        .unless_revoked(&*state.api.revocations)
+        .await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
     match batch {
         BatchRequest::Single(request) => execute(&state, request.data(auth).data(ip), media).await,
@@ -298,7 +300,9 @@ async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let auth = authorization(&headers, &state);
+    let auth = authorization(&headers, &state)
+        .unless_revoked(&*state.api.revocations)
+        .await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
     execute(&state, request.data(auth).data(ip), media).await
 }

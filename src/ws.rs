@@ -7,7 +7,8 @@
 //! graphql-transport-ws spec defines (async-graphql uses 1002/1011):
 //! 4403 bad or missing token, 4401 subscribe before the ack, 4400 an invalid
 //! message, 4408 no `connection_init` within 10 s, 4429 a second init;
-//! and 4403 again when the token expires (its subscriptions complete first).
+//! and 4403 again when the token expires (its subscriptions complete first)
+//! or is logged out (checked every 2 s).
 
 use std::{
     str::FromStr as _,
@@ -27,12 +28,18 @@ use axum::{
 use futures_util::{SinkExt as _, StreamExt as _, future};
 use serde_json::Value;
 
-use crate::{auth::JwtKeys, graphql::RequestAuth, http::HttpState};
+use crate::{
+    auth::{AuthUser, JwtKeys},
+    graphql::RequestAuth,
+    http::HttpState,
+};
 
 /// How long a client has to send `connection_init`.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle socket gets a ping frame, so proxies keep it open.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How often an open socket checks whether its token was logged out.
+pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 /// Largest websocket message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const FORBIDDEN: &str =
@@ -121,17 +128,24 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
             })
         });
     let jwt = state.api.jwt.clone();
-    // The token's expiry, once connection_init has been accepted.
-    let expires_at = Arc::new(Mutex::new(None::<i64>));
-    let expiry_cell = expires_at.clone();
+    let revocations = state.api.revocations.clone();
+    // The caller, once connection_init has been accepted.
+    let caller = Arc::new(Mutex::new(None::<AuthUser>));
+    let caller_cell = caller.clone();
     let protocol_messages = GraphQLWebSocket::new(state.schema.clone(), input, protocol)
         .on_connection_init(move |payload| {
             let auth = authenticate(&payload, &jwt);
-            if let Some(RequestAuth::User(user)) = &auth {
-                *expiry_cell.lock().unwrap_or_else(PoisonError::into_inner) = Some(user.claims.exp);
-            }
+            let revocations = revocations.clone();
+            let caller_cell = caller_cell.clone();
             async move {
-                let auth = auth.ok_or_else(|| async_graphql::Error::new(FORBIDDEN))?;
+                let auth = match auth {
+                    Some(auth) => auth.unless_revoked(&*revocations).await,
+                    None => return Err(async_graphql::Error::new(FORBIDDEN)),
+                };
+                let RequestAuth::User(user) = &auth else {
+                    return Err(async_graphql::Error::new(FORBIDDEN));
+                };
+                *caller_cell.lock().unwrap_or_else(PoisonError::into_inner) = Some(user.clone());
                 let mut data = Data::default();
                 data.insert(auth);
                 Ok(data)
@@ -144,6 +158,7 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
     tokio::pin!(init_deadline);
     let mut pings =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut revocation_checks = tokio::time::interval(REVOCATION_CHECK);
     let mut acked = false;
     // Until the ack, a deadline far away; then the token's expiry.
     let token_expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
@@ -162,6 +177,16 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                 let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
                 break;
             }
+            _ = revocation_checks.tick(), if acked => {
+                let user = caller.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                if let Some(user) = user
+                    && state.api.revocations.is_revoked(&user).await.unwrap_or(false)
+                {
+                    let _ = sink.send(close(4403, "Forbidden: token revoked")).await;
+                    break;
+                }
+                continue;
+            }
             _ = pings.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break;
@@ -174,7 +199,11 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
             Some(WsMessage::Text(text)) => {
                 if !acked && text.contains("\"connection_ack\"") {
                     acked = true;
-                    let exp = *expires_at.lock().unwrap_or_else(PoisonError::into_inner);
+                    let exp = caller
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                        .map(|u| u.claims.exp);
                     let left = exp.map_or(0, |exp| exp - chrono::Utc::now().timestamp());
                     // A second after the subscriptions complete at expiry.
                     let left = Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1);

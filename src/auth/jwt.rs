@@ -18,6 +18,10 @@ pub struct Claims {
     /// Unique per token, so one token can be revoked alone.
     pub jti: String,
     pub iss: String,
+    /// `iat` in milliseconds, so "log out everywhere" can tell a token
+    /// issued just before it from one issued just after.
+    #[serde(default)]
+    pub iat_ms: i64,
 }
 
 /// The caller, once its token has been verified.
@@ -33,6 +37,9 @@ pub enum TokenError {
     Expired,
     #[error("invalid token")]
     Invalid,
+    /// Logged out (`logout` or `logoutEverywhere`).
+    #[error("token revoked")]
+    Revoked,
 }
 
 /// Issues and verifies HS256 tokens. The algorithm is pinned on decode, so
@@ -63,9 +70,11 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, user_id: i64) -> anyhow::Result<String> {
-        let now = chrono::Utc::now().timestamp();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now = now_ms.div_euclid(1000);
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let claims = Claims {
+            iat_ms: now_ms,
             sub: user_id.to_string(),
             iat: now,
             exp: now.saturating_add(ttl),
@@ -120,6 +129,7 @@ mod tests {
             exp: now + exp_offset,
             jti: "j".into(),
             iss: ISSUER.into(),
+            iat_ms: now * 1000,
         }
     }
 

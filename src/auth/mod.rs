@@ -3,6 +3,8 @@
 
 pub mod jwt;
 pub mod password;
+pub mod revocation;
 
 pub use jwt::{AuthUser, Claims, JwtKeys, TokenError};
 pub use password::PasswordHasher;
+pub use revocation::{InProcessRevocations, RedisRevocations, Revocations};

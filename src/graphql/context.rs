@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 
 use super::loaders::UserLoader;
 use crate::{
-    auth::{AuthUser, JwtKeys, PasswordHasher, TokenError},
+    auth::{AuthUser, JwtKeys, PasswordHasher, Revocations, TokenError},
     error::{ApiResult, AppError},
     inbox::Inbox,
     queue::Queue,
@@ -26,6 +26,7 @@ pub struct ApiState {
     pub users: Arc<DataLoader<UserLoader>>,
     pub limiter: Arc<dyn RateLimiter>,
     pub rate_limits: RateLimits,
+    pub revocations: Arc<dyn Revocations>,
 }
 
 /// The client's address (the peer, or what a trusted proxy says), set by
@@ -57,6 +58,23 @@ impl RequestAuth {
             Err(e) => Self::Rejected(e),
         }
     }
+
+    /// A signed, unexpired token may still have been logged out. If the
+    /// store cannot answer, the token is let through (and that is logged):
+    /// an outage of Redis should not log everyone out.
+    pub async fn unless_revoked(self, revocations: &dyn Revocations) -> Self {
+        let Self::User(user) = self else {
+            return self;
+        };
+        match revocations.is_revoked(&user).await {
+            Ok(true) => Self::Rejected(TokenError::Revoked),
+            Ok(false) => Self::User(user),
+            Err(e) => {
+                tracing::warn!(error = ?e, "revocations unavailable; token accepted");
+                Self::User(user)
+            }
+        }
+    }
 }
 
 pub trait ContextExt {
@@ -81,6 +99,9 @@ impl ContextExt for Context<'_> {
             }
             Some(RequestAuth::Rejected(TokenError::Invalid)) => {
                 Err(AppError::Unauthenticated("invalid token"))
+            }
+            Some(RequestAuth::Rejected(TokenError::Revoked)) => {
+                Err(AppError::Unauthenticated("token revoked"))
             }
             Some(RequestAuth::Anonymous) | None => {
                 Err(AppError::Unauthenticated("authentication required"))

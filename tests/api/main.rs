@@ -13,6 +13,7 @@ mod delivery;
 mod helpers;
 mod http;
 mod limits;
+mod logout;
 mod notifications;
 mod ratelimits;
 mod resilience;

@@ -283,6 +283,7 @@ async fn an_expiring_token_completes_the_subscription_and_closes_4403() {
             exp: now + 2,
             jti: "short-lived".into(),
             iss: "herald".into(),
+            iat_ms: now * 1000,
         })
         .expect("sign");
     let mut socket = subscribe_modern(&app, "/graphql/ws", &short).await;

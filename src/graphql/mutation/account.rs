@@ -104,6 +104,26 @@ impl AccountMutation {
         })
     }
 
+    /// Logs out the token this request carries: it stops working at once,
+    /// on every instance, and websockets opened with it close (4403).
+    async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let caller = ctx.require_user()?;
+        ctx.state().revocations.revoke(&caller.claims).await?;
+        Ok(true)
+    }
+
+    /// Logs out every token of the caller issued until now, this one
+    /// included. Log in again for a new one.
+    async fn logout_everywhere(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let caller = ctx.require_user()?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        ctx.state()
+            .revocations
+            .revoke_all_before(caller.user_id, now_ms + 1)
+            .await?;
+        Ok(true)
+    }
+
     /// Exchanges an email and password for a token.
     async fn login(
         &self,
