@@ -18,7 +18,7 @@ smtp-sink -u nobody "127.0.0.1:$sink_port" 2000 &
 sink=$!
 DATABASE_URL="${admin%/*}/$db" REDIS_URL=redis://127.0.0.1:6379 HERALD_REDIS_PREFIX="$prefix" \
 SMTP_URL="smtp://127.0.0.1:$sink_port" JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
-HERALD_SEND_PER_MINUTE=100000000 HERALD_SEND_BURST=10000000 \
+HERALD_SEND_PER_MINUTE=100000000 HERALD_SEND_BURST=10000000 HERALD_WS_MAX_SOCKETS_PER_USER=1000000 \
 RUST_LOG=warn HERALD_BIND=127.0.0.1:8000 target/release/herald serve &
 herald=$!
 trap 'kill $herald $sink 2>/dev/null || true; redis-cli --scan --pattern "$prefix*" | xargs -r redis-cli del >/dev/null' EXIT

@@ -48,6 +48,7 @@ pub struct Application {
     /// Closes open websockets when shutdown starts (the HTTP server does not
     /// wait for upgraded connections).
     sockets: CancellationToken,
+    hasher: Option<PasswordHasher>,
 }
 
 struct Backends {
@@ -170,6 +171,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         None => None,
     };
 
+    let mut hasher = None;
     let http = match &config.http {
         Some(settings) => {
             let users = DataLoader::new(UserLoader(directory.clone()), tokio::spawn);
@@ -179,7 +181,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     settings.jwt_secret.expose_secret(),
                     settings.jwt_ttl,
                 )),
-                hasher: PasswordHasher::per_core(),
+                hasher: hasher.insert(PasswordHasher::per_core()).clone(),
                 queue,
                 inbox,
                 users: Arc::new(users),
@@ -196,6 +198,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 limits: settings.schema.limits.clone(),
                 trusted_proxies: settings.trusted_proxies.clone(),
                 cors: settings.cors.clone(),
+                sockets: settings.sockets.clone(),
             });
             let listener = TcpListener::bind(settings.bind)
                 .await
@@ -213,6 +216,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         events,
         background,
         sockets,
+        hasher,
     })
 }
 
@@ -233,6 +237,11 @@ impl Application {
 
     pub fn events(&self) -> Arc<dyn EventBus> {
         self.events.clone()
+    }
+
+    /// The API's password hasher (its counters), when this process serves it.
+    pub fn hasher(&self) -> Option<PasswordHasher> {
+        self.hasher.clone()
     }
 
     /// Serves (and delivers) until `shutdown` is cancelled; then in-flight

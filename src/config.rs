@@ -21,6 +21,7 @@ use crate::{
     ratelimit::{Bucket, RateLimits, Window},
     storage::DatabaseKind,
     worker::{RetryPolicy, WorkerSettings},
+    ws::SocketLimits,
 };
 
 #[derive(Debug, Parser)]
@@ -107,6 +108,12 @@ pub struct ServeArgs {
     /// (comma-separated, exact). Default: any localhost origin; none in production.
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// Active subscriptions on one websocket.
+    #[arg(long, env = "HERALD_WS_MAX_SUBSCRIPTIONS", default_value_t = 20)]
+    pub ws_max_subscriptions: usize,
+    /// Open websockets per user, per instance.
+    #[arg(long, env = "HERALD_WS_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub ws_max_sockets_per_user: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -306,6 +313,8 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Origins allowed by CORS and on the websocket upgrade.
     pub cors: AllowedOrigins,
+    /// Subscriptions per socket and sockets per user.
+    pub sockets: SocketLimits,
 }
 
 pub struct RedisSettings {
@@ -336,6 +345,7 @@ impl Config {
                 rate_limits: RateLimits::default(),
                 trusted_proxies: Vec::new(),
                 cors: AllowedOrigins::Localhost,
+                sockets: SocketLimits::default(),
             }),
             redis: None,
             mail: MailSettings {
@@ -387,6 +397,11 @@ impl Config {
                 ),
                 None if production => AllowedOrigins::List(Vec::new()),
                 None => AllowedOrigins::Localhost,
+            },
+            sockets: SocketLimits {
+                max_subscriptions: serve.ws_max_subscriptions,
+                max_sockets_per_user: serve.ws_max_sockets_per_user,
+                ..SocketLimits::default()
             },
         });
         Ok(config)

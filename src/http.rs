@@ -51,6 +51,8 @@ pub struct HttpState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Browser origins allowed (CORS, and the websocket upgrade's Origin).
     pub cors: crate::cors::AllowedOrigins,
+    /// Subscriptions per socket, sockets per user.
+    pub sockets: crate::ws::SocketLimits,
 }
 
 /// The client's address: the peer's, or when the peer is a trusted proxy,

@@ -269,4 +269,18 @@ mod tests {
         // Another key has its own bucket.
         assert_eq!(rl.take("v", bucket).await.expect("take"), None);
     }
+
+    #[tokio::test]
+    async fn a_bucket_refills_at_its_rate() {
+        let rl = InProcessRateLimiter::default();
+        // One token every 10 ms, no burst beyond one.
+        let bucket = Bucket {
+            per_minute: 6000,
+            burst: 1,
+        };
+        assert_eq!(rl.take("u", bucket).await.expect("take"), None);
+        assert!(rl.take("u", bucket).await.expect("take").is_some());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(rl.take("u", bucket).await.expect("take"), None);
+    }
 }

@@ -11,6 +11,7 @@
 //! or is logged out (checked every 2 s).
 
 use std::{
+    collections::{HashMap, HashSet},
     str::FromStr as _,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -116,16 +117,94 @@ fn authenticate(payload: &Value, jwt: &JwtKeys) -> Option<RequestAuth> {
     }
 }
 
+/// Per-instance bounds on websockets.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    /// Active subscriptions on one socket.
+    pub max_subscriptions: usize,
+    /// Open sockets of one user on one instance.
+    pub max_sockets_per_user: usize,
+    /// Open sockets per user id, on this instance.
+    pub open: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 20,
+            max_sockets_per_user: 10,
+            open: Arc::default(),
+        }
+    }
+}
+
+/// One open socket counted against its user until dropped.
+struct SocketSlot {
+    open: Arc<Mutex<HashMap<i64, usize>>>,
+    user_id: i64,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.user_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+/// The error a client gets for a subscription over the per-socket limit.
+fn too_many_subscriptions(id: &str, protocol: WebSocketProtocols, max: usize) -> String {
+    let error = serde_json::json!({
+        "message": format!("at most {max} active subscriptions per socket"),
+        "extensions": { "code": "BAD_USER_INPUT" },
+    });
+    let payload = match protocol {
+        WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
+        WebSocketProtocols::SubscriptionsTransportWS => error,
+    };
+    serde_json::json!({ "id": id, "type": "error", "payload": payload }).to_string()
+}
+
 async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols) {
     let (mut sink, stream) = socket.split();
+    // Subscriptions this socket has running, by id; over the limit, a new
+    // one is answered with an error instead of reaching the executor.
+    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (refused_tx, mut refused_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let max_subscriptions = state.sockets.max_subscriptions;
+    let counted = active.clone();
     let input = stream
         .take_while(|msg| future::ready(msg.is_ok()))
-        .filter_map(|msg| {
-            future::ready(match msg {
+        .filter_map(move |msg| {
+            let bytes = match msg {
                 Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
                 Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
                 _ => None,
-            })
+            };
+            let bytes = bytes.and_then(|bytes| {
+                let message: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let id = message["id"].as_str().unwrap_or_default().to_owned();
+                let mut active = counted.lock().unwrap_or_else(PoisonError::into_inner);
+                match message["type"].as_str() {
+                    Some("subscribe" | "start") => {
+                        if active.len() >= max_subscriptions && !active.contains(&id) {
+                            let _ = refused_tx.send(id);
+                            return None;
+                        }
+                        active.insert(id);
+                    }
+                    Some("complete" | "stop") => {
+                        active.remove(&id);
+                    }
+                    _ => {}
+                }
+                Some(bytes)
+            });
+            future::ready(bytes)
         });
     let jwt = state.api.jwt.clone();
     let revocations = state.api.revocations.clone();
@@ -160,6 +239,7 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut revocation_checks = tokio::time::interval(REVOCATION_CHECK);
     let mut acked = false;
+    let mut _slot: Option<SocketSlot> = None;
     // Until the ack, a deadline far away; then the token's expiry.
     let token_expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
     tokio::pin!(token_expiry);
@@ -176,6 +256,13 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
             () = &mut init_deadline, if !acked => {
                 let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
                 break;
+            }
+            Some(id) = refused_rx.recv() => {
+                let text = too_many_subscriptions(&id, protocol, max_subscriptions);
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+                continue;
             }
             _ = revocation_checks.tick(), if acked => {
                 let user = caller.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -197,8 +284,41 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
         };
         let sent = match next {
             Some(WsMessage::Text(text)) => {
+                // A subscription the server completed no longer counts.
+                if text.contains("\"complete\"")
+                    && let Ok(message) = serde_json::from_str::<Value>(&text)
+                    && let Some(id) = message["id"].as_str()
+                {
+                    active
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(id);
+                }
                 if !acked && text.contains("\"connection_ack\"") {
                     acked = true;
+                    let user_id = caller
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                        .map(|u| u.user_id);
+                    if let Some(user_id) = user_id {
+                        let open = state.sockets.open.clone();
+                        let count = {
+                            let mut map = open.lock().unwrap_or_else(PoisonError::into_inner);
+                            let n = map.entry(user_id).or_insert(0);
+                            *n += 1;
+                            *n
+                        };
+                        _slot = Some(SocketSlot { open, user_id });
+                        if count > state.sockets.max_sockets_per_user {
+                            let reason = format!(
+                                "at most {} open sockets per user",
+                                state.sockets.max_sockets_per_user
+                            );
+                            let _ = sink.send(close(1008, &reason)).await;
+                            break;
+                        }
+                    }
                     let exp = caller
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

@@ -19,12 +19,15 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$dG9vX3NhbHR5X3RvX2d1ZXN
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    /// Verifications run so far (the dummy ones included).
+    verifications: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordHasher {
     pub fn new(concurrency: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            verifications: Arc::default(),
         }
     }
 
@@ -48,6 +51,8 @@ impl PasswordHasher {
     /// no account, so both cases take the same time. A stored hash that does
     /// not parse is an error (corrupt data), not a wrong password.
     pub async fn verify(&self, password: &str, hash: Option<String>) -> anyhow::Result<bool> {
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let password = password.to_owned();
         self.run(move || {
             let known = hash.is_some();
@@ -59,6 +64,12 @@ impl PasswordHasher {
             }
         })
         .await
+    }
+
+    /// How many verifications have run: an unknown email costs one too.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(

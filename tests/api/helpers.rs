@@ -62,6 +62,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub stats: Arc<QueryStats>,
     pub events: Arc<dyn EventBus>,
+    pub hasher: Option<herald::auth::PasswordHasher>,
     pub database_url: String,
     pub redis: Option<RedisPrefix>,
     pub data_dir: PathBuf,
@@ -171,6 +172,7 @@ impl TestApp {
             .unwrap_or_default();
         let stats = application.query_stats();
         let events = application.events();
+        let hasher = application.hasher();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
@@ -184,6 +186,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             stats,
             events,
+            hasher,
             database_url,
             redis,
             data_dir,

@@ -374,3 +374,78 @@ async fn a_thousand_subscribers_each_receive_their_own_events() {
     }
     assert_eq!(received, 3 * SOCKETS);
 }
+
+/// At most 20 subscriptions run on one socket; a completed one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_runs_at_most_20_subscriptions() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("many-subs")).await;
+    let mut socket = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    for i in 0..20 {
+        send(&mut socket, json!({ "id": format!("s{i}"), "type": "subscribe", "payload": { "query": SUBSCRIPTION } })).await;
+    }
+    send(
+        &mut socket,
+        json!({ "id": "s20", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    let refused = next_json(&mut socket).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str()),
+        (Some("error"), Some("s20")),
+        "{refused}"
+    );
+    assert!(
+        refused["payload"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("20"),
+        "{refused}"
+    );
+    // One completes; a new one fits again and receives events.
+    send(&mut socket, json!({ "id": "s0", "type": "complete" })).await;
+    send(
+        &mut socket,
+        json!({ "id": "s21", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = app.send_ok(&token, "to twenty", "body").await;
+    let mut saw_new = false;
+    let mut nexts = 0;
+    // 20 subscriptions, 3 events each; the new one shows up among them.
+    while nexts < 60 && !saw_new {
+        let msg = next_json(&mut socket).await;
+        if msg["type"] == "complete" && msg["id"] == "s0" {
+            continue;
+        }
+        assert_eq!(msg["type"], "next", "{msg}");
+        nexts += 1;
+        assert_eq!(
+            msg["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+            id.as_str()
+        );
+        saw_new |= msg["id"] == "s21";
+    }
+    assert!(saw_new, "the subscription started after a completion runs");
+}
+
+/// At most 10 open sockets per user on an instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_opens_at_most_10_sockets() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("many-sockets")).await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(subscribe_modern(&app, "/graphql/ws", &token).await);
+    }
+    let mut eleventh = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
+    send(&mut eleventh, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
+    assert_eq!(close_code(&mut eleventh, WITHIN).await, Some(1008));
+    // Closing one makes room.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _again = subscribe_modern(&app, "/graphql/ws", &token).await;
+}
