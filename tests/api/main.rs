@@ -20,3 +20,4 @@ mod resilience;
 mod smtp_sink;
 mod subscriptions;
 mod tokens;
+mod ws_client;
