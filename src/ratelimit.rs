@@ -72,9 +72,10 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>>;
 }
 
-/// Interval between tokens, in milliseconds.
+/// Interval between tokens, in milliseconds: at least 1 (so at most
+/// 60,000 a minute are told apart; above that the limit is 60,000).
 fn emission_ms(bucket: Bucket) -> u64 {
-    60_000 / bucket.per_minute.max(1)
+    (60_000 / bucket.per_minute.max(1)).max(1)
 }
 
 pub struct RedisRateLimiter {
@@ -98,7 +99,7 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - burst * interval
 if now < allow_at then return allow_at - now end
-redis.call('SET', KEYS[1], new_tat, 'PX', burst * interval + interval)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, burst * interval + interval))
 return 0
 ";
 
@@ -268,6 +269,31 @@ mod tests {
         assert!(wait.is_some_and(|s| s >= 1), "{wait:?}");
         // Another key has its own bucket.
         assert_eq!(rl.take("v", bucket).await.expect("take"), None);
+    }
+
+    #[test]
+    fn the_token_interval_is_never_zero() {
+        assert_eq!(
+            emission_ms(Bucket {
+                per_minute: 60,
+                burst: 1
+            }),
+            1000
+        );
+        assert_eq!(
+            emission_ms(Bucket {
+                per_minute: 100_000_000,
+                burst: 1
+            }),
+            1
+        );
+        assert_eq!(
+            emission_ms(Bucket {
+                per_minute: 0,
+                burst: 1
+            }),
+            60_000
+        );
     }
 
     #[tokio::test]

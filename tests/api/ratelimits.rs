@@ -207,3 +207,37 @@ async fn instances_share_the_login_count_through_redis() {
     assert_limited(&first.login(&email, "wrong password").await);
     assert_limited(&second.login(&email, "wrong password").await);
 }
+
+/// A rate above one token per millisecond still works against Redis (the
+/// token interval used to round down to zero, which Redis refuses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_very_high_send_rate_is_accepted_by_redis() {
+    let Some(app) = spawn(Backend::Postgres, |l| {
+        l.sends_per_user = Bucket {
+            per_minute: 100_000_000,
+            burst: 10_000_000,
+        };
+    })
+    .await
+    else {
+        return;
+    };
+    let token = app.token_for(&unique_email("fast")).await;
+    for i in 0..5 {
+        let body = app.send(&token, &format!("fast {i}"), "body").await;
+        assert!(body["data"]["sendNotification"]["id"].is_string(), "{body}");
+    }
+    // The limiter answered (no fail-open): its key exists in Redis.
+    let prefix = app.redis.as_ref().expect("redis").prefix.clone();
+    let client = redis::Client::open(crate::helpers::redis_url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}rl:send:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+}
