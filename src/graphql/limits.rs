@@ -1,9 +1,14 @@
-//! Bounds on what one request may ask for. async-graphql enforces depth,
+//! Bounds on what one request may ask for. async-graphql enforces
 //! complexity, recursive depth and directives (none by default); this module
-//! adds aliases and "one login or register per request", and names every
-//! limit and its value in the error a client reads.
+//! measures depth (introspection-aware), aliases, introspection fan-out and
+//! "one login or register per request", and names every limit and its value
+//! in the error a client reads.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_graphql::{
     ServerError, ServerResult, Variables,
@@ -49,10 +54,6 @@ impl QueryLimits {
     /// async-graphql's own limit messages, with the value of the limit.
     pub fn explain(&self, message: &str) -> Option<String> {
         match message {
-            "Query is nested too deep." => Some(format!(
-                "query depth exceeds the limit of {}",
-                self.max_depth
-            )),
             "Query is too complex." => Some(format!(
                 "query complexity exceeds the limit of {} (each field costs 1, a page its pageSize)",
                 self.max_complexity
@@ -68,44 +69,135 @@ pub struct Census {
     pub aliases: usize,
     /// `login` and `register` fields in mutations.
     pub credential_fields: usize,
+    /// The deepest field nesting of any operation, fragments followed. A
+    /// `__schema` selection counts as nothing, as in graphql-armor: the
+    /// standard introspection query nests `ofType` deeper than any limit a
+    /// schema of this size needs, and [`Census::introspection_lists`]
+    /// bounds what introspection can fan out to instead.
+    pub depth: usize,
+    /// The most `fields` / `interfaces` / `possibleTypes` / `inputFields`
+    /// nested inside one `__schema` or `__type` selection. graphql-js
+    /// refuses 3 (`MaxIntrospectionDepthRule`): each such level multiplies
+    /// the response by the size of the schema.
+    pub introspection_lists: usize,
 }
 
-impl Census {
-    pub fn of(doc: &ExecutableDocument) -> Self {
-        let mut census = Self::default();
-        let ops: Vec<_> = match &doc.operations {
-            DocumentOperations::Single(op) => vec![op],
-            DocumentOperations::Multiple(ops) => ops.values().collect(),
-        };
-        for op in ops {
-            let mutation = op.node.ty == OperationType::Mutation;
-            census.walk(&op.node.selection_set.node, mutation, 0);
+/// Introspection's list fields, whose nesting multiplies a response.
+const INTROSPECTION_LISTS: [&str; 4] = ["fields", "interfaces", "possibleTypes", "inputFields"];
+
+/// Beyond this many nested selection sets or fragment spreads, the walk
+/// stops and reports the document as too deep (the parser already bounds
+/// plain nesting; chains of fragments are bounded only by the query size).
+const WALK_LIMIT: usize = 256;
+
+/// A fragment's contribution, computed once however often it is spread.
+#[derive(Clone, Copy)]
+struct FragmentMeasure {
+    depth: usize,
+    lists: usize,
+}
+
+struct Walker<'a> {
+    doc: &'a ExecutableDocument,
+    measured: HashMap<&'a str, FragmentMeasure>,
+    /// Fragments being measured: a cycle is left to validation, which
+    /// refuses it.
+    open: HashSet<&'a str>,
+}
+
+impl<'a> Walker<'a> {
+    /// Field depth of a selection set and, when `lists` is set, the
+    /// nesting of introspection list fields in it.
+    fn measure(&mut self, set: &'a SelectionSet, level: usize) -> FragmentMeasure {
+        let mut out = FragmentMeasure { depth: 0, lists: 0 };
+        if level > WALK_LIMIT {
+            return FragmentMeasure {
+                depth: WALK_LIMIT,
+                lists: WALK_LIMIT,
+            };
         }
-        for fragment in doc.fragments.values() {
-            census.walk(&fragment.node.selection_set.node, false, 0);
+        for item in &set.items {
+            let inner = match &item.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    let below = self.measure(&field.node.selection_set.node, level + 1);
+                    FragmentMeasure {
+                        depth: if name == "__schema" {
+                            0
+                        } else {
+                            1 + below.depth
+                        },
+                        lists: below.lists + usize::from(INTROSPECTION_LISTS.contains(&name)),
+                    }
+                }
+                Selection::InlineFragment(fragment) => {
+                    self.measure(&fragment.node.selection_set.node, level + 1)
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(spread.node.fragment_name.node.as_str(), level + 1)
+                }
+            };
+            out.depth = out.depth.max(inner.depth);
+            out.lists = out.lists.max(inner.lists);
         }
-        census
+        out
     }
 
-    fn walk(&mut self, set: &SelectionSet, mutation_root: bool, depth: usize) {
-        // The parser bounds nesting already; this is only a backstop.
-        if depth > 256 {
+    fn fragment(&mut self, name: &'a str, level: usize) -> FragmentMeasure {
+        if let Some(known) = self.measured.get(name) {
+            return *known;
+        }
+        let doc = self.doc;
+        let Some((key, fragment)) = doc.fragments.get_key_value(name) else {
+            return FragmentMeasure { depth: 0, lists: 0 };
+        };
+        let key = key.as_str();
+        if !self.open.insert(key) {
+            return FragmentMeasure { depth: 0, lists: 0 };
+        }
+        let measure = self.measure(&fragment.node.selection_set.node, level);
+        self.open.remove(key);
+        self.measured.insert(key, measure);
+        measure
+    }
+
+    /// Aliases and credential fields, and the list nesting under every
+    /// introspection root field.
+    fn count(
+        &mut self,
+        census: &mut Census,
+        set: &'a SelectionSet,
+        mutation_root: bool,
+        level: usize,
+    ) {
+        if level > WALK_LIMIT {
             return;
         }
         for item in &set.items {
             match &item.node {
                 Selection::Field(field) => {
                     if field.node.alias.is_some() {
-                        self.aliases += 1;
+                        census.aliases += 1;
                     }
                     let name = field.node.name.node.as_str();
                     if mutation_root && (name == "login" || name == "register") {
-                        self.credential_fields += 1;
+                        census.credential_fields += 1;
                     }
-                    self.walk(&field.node.selection_set.node, false, depth + 1);
+                    if name == "__schema" || name == "__type" {
+                        let lists = self
+                            .measure(&field.node.selection_set.node, level + 1)
+                            .lists;
+                        census.introspection_lists = census.introspection_lists.max(lists);
+                    }
+                    self.count(census, &field.node.selection_set.node, false, level + 1);
                 }
                 Selection::InlineFragment(fragment) => {
-                    self.walk(&fragment.node.selection_set.node, mutation_root, depth + 1);
+                    self.count(
+                        census,
+                        &fragment.node.selection_set.node,
+                        mutation_root,
+                        level + 1,
+                    );
                 }
                 Selection::FragmentSpread(_) => {}
             }
@@ -113,26 +205,79 @@ impl Census {
     }
 }
 
-/// Refuses documents with too many aliases, or with more than one `login`
-/// or `register` (aliases would otherwise multiply password guesses).
+impl Census {
+    pub fn of(doc: &ExecutableDocument) -> Self {
+        let mut census = Self::default();
+        let mut walker = Walker {
+            doc,
+            measured: HashMap::new(),
+            open: HashSet::new(),
+        };
+        let ops: Vec<_> = match &doc.operations {
+            DocumentOperations::Single(op) => vec![op],
+            DocumentOperations::Multiple(ops) => ops.values().collect(),
+        };
+        for op in ops {
+            let set = &op.node.selection_set.node;
+            census.depth = census.depth.max(walker.measure(set, 0).depth);
+            walker.count(&mut census, set, op.node.ty == OperationType::Mutation, 0);
+        }
+        for fragment in doc.fragments.values() {
+            walker.count(&mut census, &fragment.node.selection_set.node, false, 0);
+        }
+        census
+    }
+}
+
+/// Refuses documents nested too deep, with too many aliases, with
+/// introspection that fans out, or with more than one `login` or
+/// `register` (aliases would otherwise multiply password guesses).
+#[derive(Debug, Clone, Copy)]
 pub struct DocumentLimits {
+    pub max_depth: usize,
     pub max_aliases: usize,
+}
+
+/// graphql-js's `MaxIntrospectionDepthRule` refuses a third nested list.
+pub const MAX_INTROSPECTION_LISTS: usize = 2;
+
+impl DocumentLimits {
+    /// Why `doc` may not run, if it may not.
+    pub fn check(&self, doc: &ExecutableDocument) -> Result<Census, String> {
+        let census = Census::of(doc);
+        if census.depth > self.max_depth {
+            return Err(format!(
+                "query depth exceeds the limit of {}",
+                self.max_depth
+            ));
+        }
+        if census.aliases > self.max_aliases {
+            return Err(format!(
+                "the query has {} aliases; the limit is {}",
+                census.aliases, self.max_aliases
+            ));
+        }
+        if census.introspection_lists > MAX_INTROSPECTION_LISTS {
+            return Err(format!(
+                "introspection nests fields, interfaces, possibleTypes or inputFields {} deep; the limit is {}",
+                census.introspection_lists, MAX_INTROSPECTION_LISTS
+            ));
+        }
+        if census.credential_fields > 1 {
+            return Err("login and register may appear once per request".to_owned());
+        }
+        Ok(census)
+    }
 }
 
 impl ExtensionFactory for DocumentLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(DocumentLimitsExtension {
-            max_aliases: self.max_aliases,
-        })
+        Arc::new(*self)
     }
 }
 
-struct DocumentLimitsExtension {
-    max_aliases: usize,
-}
-
 #[async_trait::async_trait]
-impl Extension for DocumentLimitsExtension {
+impl Extension for DocumentLimits {
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -141,23 +286,10 @@ impl Extension for DocumentLimitsExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
-        let census = Census::of(&doc);
-        if census.aliases > self.max_aliases {
-            return Err(ServerError::new(
-                format!(
-                    "the query has {} aliases; the limit is {}",
-                    census.aliases, self.max_aliases
-                ),
-                None,
-            ));
+        match self.check(&doc) {
+            Ok(_) => Ok(doc),
+            Err(message) => Err(ServerError::new(message, None)),
         }
-        if census.credential_fields > 1 {
-            return Err(ServerError::new(
-                "login and register may appear once per request",
-                None,
-            ));
-        }
-        Ok(doc)
     }
 }
 
@@ -177,6 +309,71 @@ mod tests {
             1
         );
         assert_eq!(census("{ me { id } }").aliases, 0);
+    }
+
+    #[test]
+    fn depth_counts_fields_through_fragments_but_not_under_schema() {
+        assert_eq!(census("{ __typename }").depth, 1);
+        assert_eq!(census("{ me { id } }").depth, 2);
+        assert_eq!(
+            census("{ ...F } fragment F on Query { notifications { ... on NotificationPage { items { id } } } }")
+                .depth,
+            3
+        );
+        assert_eq!(
+            census("{ __type(name: \"Query\") { fields { type { ofType { name } } } } }").depth,
+            5
+        );
+        assert_eq!(
+            census("{ me { id } __schema { types { fields { type { ofType { ofType { name } } } } } } }")
+                .depth,
+            2
+        );
+    }
+
+    #[test]
+    fn fragment_cycles_and_unknown_fragments_do_not_hang() {
+        assert_eq!(
+            census("{ ...A } fragment A on Query { ...A me { id } }").depth,
+            2
+        );
+        assert_eq!(census("{ ...Missing }").depth, 0);
+        // A doubling chain of 40 fragments is measured once per fragment.
+        let mut q = String::from("{ ...F0 }");
+        for i in 0..40 {
+            q.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        q.push_str(" fragment F40 on Query { me { id } }");
+        assert_eq!(census(&q).depth, 2);
+    }
+
+    #[test]
+    fn introspection_list_nesting_is_counted_under_schema_and_type() {
+        let lists = |q: &str| census(q).introspection_lists;
+        assert_eq!(
+            lists("{ __schema { types { fields { name } inputFields { name } } } }"),
+            1
+        );
+        assert_eq!(
+            lists("{ __schema { types { fields { type { fields { name } } } } } }"),
+            2
+        );
+        assert_eq!(
+            lists(
+                "{ __type(name: \"Query\") { fields { type { fields { type { interfaces { name } } } } } } }"
+            ),
+            3
+        );
+        assert_eq!(
+            lists(
+                "{ __schema { ...T } } fragment T on __Schema { types { possibleTypes { fields { name } } } }"
+            ),
+            2
+        );
+        assert_eq!(lists("{ me { id } }"), 0);
     }
 
     #[test]

@@ -45,11 +45,11 @@ pub fn build_schema(state: ApiState, options: &SchemaOptions) -> HeraldSchema {
     let limits = &options.limits;
     let mut builder = builder()
         .data(state)
-        .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_recursive_depth)
         .limit_directives(limits.max_directives)
         .extension(DocumentLimits {
+            max_depth: limits.max_depth,
             max_aliases: limits.max_aliases,
         })
         .extension(ErrorCodes {

@@ -190,12 +190,7 @@ async fn post(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    req.send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
+    crate::leaks::json_body(req.send().await.expect("request")).await
 }
 
 #[tokio::test]

@@ -223,7 +223,7 @@ impl TestApp {
             200,
             "GraphQL over application/json answers 200"
         );
-        res.json().await.expect("json body")
+        crate::leaks::json_body(res).await
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Value {

@@ -28,7 +28,7 @@ async fn get_runs_queries_with_url_encoded_variables() {
         .await
         .expect("request");
     assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert!(body["data"]["me"]["email"].is_string(), "{body}");
 }
 
@@ -47,7 +47,7 @@ async fn get_refuses_mutations_with_405() {
         .expect("request");
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers()["allow"], "POST");
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert_eq!(error_code(&body), Some("BAD_USER_INPUT"));
     // And nothing was registered.
     let login = app.login("get@example.com", "password1").await;
@@ -145,7 +145,7 @@ async fn graphql_response_json_clients_get_400_for_invalid_documents() {
             .unwrap_or_default()
             .starts_with("application/graphql-response+json")
     );
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert!(body.get("data").is_none(), "{body}");
     assert_eq!(error_code(&body), Some("BAD_USER_INPUT"));
 }
@@ -180,7 +180,7 @@ async fn malformed_json_gets_400_with_a_graphql_error() {
         .await
         .expect("request");
     assert_eq!(res.status(), 400);
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{body}");
 }
 
@@ -239,7 +239,7 @@ async fn a_small_batch_runs_and_an_oversized_one_is_refused() {
         .await
         .expect("request");
     assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert_eq!(body.as_array().map(Vec::len), Some(10));
     let res = app
         .client
@@ -279,7 +279,7 @@ async fn readyz_answers_503_naming_the_database_when_it_is_gone() {
         .await
         .expect("request");
     assert_eq!(res.status(), 503);
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert_eq!(body["checks"]["database"], "unreachable", "{body}");
     // Liveness is not readiness: the process is still up.
     let res = app

@@ -11,18 +11,21 @@ async fn app() -> TestApp {
         .expect("sqlite")
 }
 
-/// A query whose selections nest `depth` deep (introspection's `ofType`
-/// chain nests as far as one likes).
+/// A query whose selections nest `depth` deep (`__type`'s `ofType` chain
+/// nests as far as one likes; `__schema` is exempt from the depth limit).
 fn nested(depth: usize) -> String {
-    assert!(depth >= 5);
-    let mut q = String::from("{ __schema { types { fields { type { ");
-    for _ in 0..depth - 5 {
+    assert!(depth >= 4);
+    let mut q = String::from("{ __type(name: \"Query\") { fields { type { ");
+    for _ in 0..depth - 4 {
         q.push_str("ofType { ");
     }
     q.push_str("name");
     q.push_str(&" }".repeat(depth));
     q
 }
+
+/// What GraphiQL, Apollo's tools and codegen send to learn the schema.
+const STANDARD_INTROSPECTION: &str = include_str!("fixtures/introspection.graphql");
 
 async fn still_serving(app: &TestApp) {
     let ok = app.gql("{ __typename }", json!({}), None).await;
@@ -52,6 +55,32 @@ async fn depth_10_runs_and_depth_11_is_rejected() {
     rejected(
         &app.gql(&nested(11), json!({}), None).await,
         &["depth", "10"],
+    );
+    still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn the_standard_introspection_query_runs_and_fan_out_is_rejected() {
+    let app = app().await;
+    let full = app.gql(STANDARD_INTROSPECTION, json!({}), None).await;
+    assert!(full["errors"].is_null(), "{full}");
+    let types = full["data"]["__schema"]["types"].as_array().expect("types");
+    assert!(
+        types.iter().any(|t| t["name"] == "NotificationStatus"),
+        "{full}"
+    );
+    // Two nested introspection lists are fine, a third multiplies the
+    // response by the schema's size once more.
+    let two = "{ __schema { types { fields { type { ofType { fields { name } } } } } } }";
+    assert!(app.gql(two, json!({}), None).await["errors"].is_null());
+    rejected(
+        &app.gql(
+            "{ __schema { types { fields { type { ofType { fields { type { ofType { fields { name } } } } } } } } } }",
+            json!({}),
+            None,
+        )
+        .await,
+        &["introspection", "3 deep", "limit is 2"],
     );
     still_serving(&app).await;
 }
@@ -123,7 +152,7 @@ async fn login_twice_in_one_request_is_rejected_alone_or_batched() {
         .await
         .expect("request");
     assert_eq!(res.status(), 400);
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     rejected(&body, &["once per request"]);
     // One login, even in a batch with other operations, is fine.
     let res = app
@@ -133,7 +162,7 @@ async fn login_twice_in_one_request_is_rejected_alone_or_batched() {
         .send()
         .await
         .expect("request");
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     assert!(body[0]["data"]["login"]["token"].is_string(), "{body}");
 }
 
@@ -152,7 +181,7 @@ async fn query_text_over_16_kib_is_rejected() {
         .await
         .expect("request");
     assert_eq!(res.status(), 400);
-    let body: Value = res.json().await.expect("json");
+    let body: Value = crate::leaks::json_body(res).await;
     rejected(&body, &["16384"]);
     still_serving(&app).await;
 }

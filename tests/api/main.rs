@@ -12,6 +12,7 @@ mod cors;
 mod delivery;
 mod helpers;
 mod http;
+mod leaks;
 mod limits;
 mod logout;
 mod notifications;

@@ -103,15 +103,18 @@ async fn authorization(app: &TestApp) {
         "For Alice"
     );
 
-    for missing in ["999999999", "not-a-number"] {
-        let body = app.notification(&alice, missing).await;
+    for (id, message) in [
+        ("999999999", "notification 999999999 not found"),
+        ("not-a-number", "notification ids are positive integers"),
+        ("-3", "notification ids are positive integers"),
+        (
+            "99999999999999999999999",
+            "notification ids are positive integers",
+        ),
+    ] {
+        let body = app.notification(&alice, id).await;
         assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{body}");
-        assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("not found")
-        );
+        assert_eq!(body["errors"][0]["message"], message, "{body}");
     }
     let anon = app
         .gql(

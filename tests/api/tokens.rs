@@ -108,7 +108,7 @@ async fn malformed(app: &TestApp) {
             .send()
             .await
             .expect("request");
-        let body: serde_json::Value = res.json().await.expect("json");
+        let body: serde_json::Value = crate::leaks::json_body(res).await;
         assert_eq!(
             error_code(&body),
             Some("UNAUTHENTICATED"),
@@ -124,6 +124,6 @@ async fn malformed(app: &TestApp) {
         .send()
         .await
         .expect("request");
-    let body: serde_json::Value = res.json().await.expect("json");
+    let body: serde_json::Value = crate::leaks::json_body(res).await;
     assert!(body["data"]["me"]["id"].is_string(), "{body}");
 }

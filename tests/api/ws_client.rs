@@ -49,6 +49,7 @@ pub async fn next_json(socket: &mut Socket) -> Value {
             .expect("no socket error");
         if let Message::Text(text) = msg {
             let value: Value = serde_json::from_str(&text).expect("json");
+            crate::leaks::assert_value_clean(&value);
             if value["type"] != "ka" && value["type"] != "ping" && value["type"] != "pong" {
                 return value;
             }
@@ -61,7 +62,11 @@ pub async fn close_code(socket: &mut Socket, within: Duration) -> Option<u16> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                let frame = frame?;
+                crate::leaks::assert_clean("a close reason", &frame.reason);
+                return Some(u16::from(frame.code));
+            }
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(_)) | None) | Err(_) => return None,
         }

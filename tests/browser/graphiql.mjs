@@ -26,9 +26,11 @@ try {
     (r) => r.url().endsWith('/graphql') && r.request().method() === 'POST', { timeout: 20000 });
   await page.goto(`${base}/graphql`);
   await page.waitForSelector('.graphiql-container', { timeout: 20000 });
-  await schemaLoaded;
+  const introspection = await (await schemaLoaded).json();
   await page.waitForTimeout(500);
-  check(true, 'GraphiQL renders and loads the schema');
+  const schemaOk = Array.isArray(introspection?.data?.__schema?.types);
+  check(schemaOk, schemaOk ? 'GraphiQL renders and loads the schema'
+    : `GraphiQL's introspection failed: ${JSON.stringify(introspection).slice(0, 300)}`);
 
   // Set the query editor and headers through CodeMirror.
   // GraphiQL picks up editor changes after a short debounce.

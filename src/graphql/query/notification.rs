@@ -77,14 +77,14 @@ impl NotificationQuery {
     /// One of the caller's notifications.
     async fn notification(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Notification> {
         let caller = ctx.require_user()?;
-        let not_found =
-            || AppError::BadUserInput(format!("notification {} not found", id.as_str()));
-        let Ok(numeric) = id.parse::<i64>() else {
-            return Err(not_found());
-        };
+        // The id is echoed only once it parsed: a client's arbitrary text
+        // never comes back in an error.
+        let numeric = id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            AppError::BadUserInput("notification ids are positive integers".to_owned())
+        })?;
         let row = storage::notifications::find(&ctx.state().db, numeric)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or_else(|| AppError::BadUserInput(format!("notification {numeric} not found")))?;
         if row.user_id != caller.user_id {
             return Err(AppError::Forbidden);
         }
