@@ -1,0 +1,269 @@
+"""Herald's contract, as a schemathesis check (loaded through SCHEMATHESIS_HOOKS).
+
+schemathesis's own GraphQL checks judge errors by Apollo's codes: a
+`wrong email or password` (UNAUTHENTICATED) counts as a server error to them
+and a too-long title refused with BAD_USER_INPUT as a rejected valid input,
+although GraphQL has no way to state either rule in the schema. This check
+holds Herald to its own contract instead (../shared/contract.graphql):
+
+- no HTTP 5xx, and every body is a GraphQL response (a JSON object with
+  `data` and/or `errors` and nothing else);
+- every error has a message and an `extensions.code` from the contract, and
+  none is INTERNAL; RATE_LIMITED carries a positive `retryAfter`;
+- `data` matches the schema for the query that was sent: every selected key
+  present and no other, non-null fields never null, scalars and enums of
+  their declared type (Int within 32 bits, ID a string, DateTime RFC 3339);
+- no error carries SQL, a file path, a Rust type name or a panic message
+  (the patterns of tests/leaks.txt, shared with the Rust tests), unless the
+  text was in the request itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import graphql
+import schemathesis
+
+CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", "CONFLICT", "RATE_LIMITED", "INTERNAL"}
+LEAKS = [
+    re.compile(line)
+    for line in (Path(__file__).resolve().parent.parent / "leaks.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+class Violation(AssertionError):
+    pass
+
+
+def _scalar_ok(type_name: str, value: Any) -> bool:
+    if type_name == "Int":
+        return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
+    if type_name == "Float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_name == "Boolean":
+        return isinstance(value, bool)
+    if type_name in ("String", "ID"):
+        return isinstance(value, str)
+    if type_name == "DateTime":
+        if not isinstance(value, str):
+            return False
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return parsed.tzinfo is not None
+    raise Violation(f"the schema has a scalar this check does not know: {type_name}")
+
+
+class ResponseShape:
+    """Walks a query document beside the `data` it produced."""
+
+    def __init__(self, schema: graphql.GraphQLSchema, document: graphql.DocumentNode):
+        self.schema = schema
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, graphql.FragmentDefinitionNode)
+        }
+        self.operations = [d for d in document.definitions if isinstance(d, graphql.OperationDefinitionNode)]
+
+    def check(self, data: Any) -> None:
+        if data is None:
+            return
+        if len(self.operations) != 1:
+            raise Violation("data for a document without exactly one operation")
+        op = self.operations[0]
+        root = {
+            graphql.OperationType.QUERY: self.schema.query_type,
+            graphql.OperationType.MUTATION: self.schema.mutation_type,
+        }.get(op.operation)
+        if root is None:
+            raise Violation(f"data for a {op.operation.value} operation over HTTP")
+        self.object(root, op.selection_set, data, "data")
+
+    def _included(self, node: Any) -> bool:
+        for directive in node.directives or ():
+            arg = next((a for a in directive.arguments if a.name.value == "if"), None)
+            if arg is None or not isinstance(arg.value, graphql.BooleanValueNode):
+                continue
+            if directive.name.value == "skip" and arg.value.value:
+                return False
+            if directive.name.value == "include" and not arg.value.value:
+                return False
+        return True
+
+    def _fields(self, parent: graphql.GraphQLObjectType, selection_set: Any, out: dict[str, list]) -> None:
+        for sel in selection_set.selections:
+            if not self._included(sel):
+                continue
+            if isinstance(sel, graphql.FieldNode):
+                key = sel.alias.value if sel.alias else sel.name.value
+                out.setdefault(key, []).append(sel)
+            else:
+                if isinstance(sel, graphql.FragmentSpreadNode):
+                    fragment = self.fragments[sel.name.value]
+                    condition, inner = fragment.type_condition, fragment.selection_set
+                else:
+                    condition, inner = sel.type_condition, sel.selection_set
+                if condition is None or condition.name.value == parent.name:
+                    self._fields(parent, inner, out)
+
+    def object(self, parent: graphql.GraphQLObjectType, selection_set: Any, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise Violation(f"{path}: expected an object {parent.name}, got {value!r}")
+        fields: dict[str, list] = {}
+        self._fields(parent, selection_set, fields)
+        if set(value) != set(fields):
+            raise Violation(f"{path}: keys {sorted(value)} but the query selected {sorted(fields)}")
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if name == "__typename":
+                if value[key] != parent.name:
+                    raise Violation(f"{path}.{key}: {value[key]!r} is not {parent.name}")
+                continue
+            field = parent.fields.get(name)
+            if field is None:
+                raise Violation(f"{path}.{key}: {parent.name} has no field {name}")
+            merged = [s for n in nodes if n.selection_set for s in n.selection_set.selections]
+            selection = graphql.SelectionSetNode(selections=tuple(merged)) if merged else None
+            self.value(field.type, selection, value[key], f"{path}.{key}")
+
+    def value(self, type_: Any, selection: Any, value: Any, path: str) -> None:
+        if isinstance(type_, graphql.GraphQLNonNull):
+            if value is None:
+                raise Violation(f"{path}: null for the non-null {type_}")
+            type_ = type_.of_type
+        if value is None:
+            return
+        if isinstance(type_, graphql.GraphQLList):
+            if not isinstance(value, list):
+                raise Violation(f"{path}: expected a list, got {value!r}")
+            for i, item in enumerate(value):
+                self.value(type_.of_type, selection, item, f"{path}[{i}]")
+        elif isinstance(type_, graphql.GraphQLEnumType):
+            if value not in type_.values:
+                raise Violation(f"{path}: {value!r} is not a {type_.name}")
+        elif isinstance(type_, graphql.GraphQLScalarType):
+            if not _scalar_ok(type_.name, value):
+                raise Violation(f"{path}: {value!r} is not a valid {type_.name}")
+        elif isinstance(type_, graphql.GraphQLObjectType):
+            self.object(type_, selection, value, path)
+        else:
+            raise Violation(f"{path}: a type this check does not know: {type_}")
+
+
+def _leak(text: str, request: str) -> str | None:
+    for pattern in LEAKS:
+        for match in pattern.finditer(text):
+            if match.group(0) not in request:
+                return f"{match.group(0)!r} (pattern {pattern.pattern!r})"
+    return None
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+
+
+def check_response(response, case) -> tuple[str, str]:
+    """Raises Violation when `response` breaks the contract; returns its outcome
+    ("data", or the error code) and the error message, for the summary."""
+    status = response.status_code
+    if status >= 500:
+        raise Violation(f"HTTP {status}: {response.text[:500]}")
+    try:
+        body = json.loads(response.content)
+    except ValueError as exc:
+        raise Violation(f"HTTP {status} with a body that is not JSON ({exc}): {response.text[:500]}") from None
+    if not isinstance(body, dict) or not body.keys() <= {"data", "errors", "extensions"} or not body:
+        raise Violation(f"not a GraphQL response: {response.text[:500]}")
+    request = case.body if isinstance(case.body, str) else json.dumps(case.body)
+
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            raise Violation(f"an error without a message: {error!r}")
+        code = (error.get("extensions") or {}).get("code")
+        if code not in CODES:
+            raise Violation(f"an error without a contract code: {error!r}")
+        if code == "INTERNAL":
+            raise Violation(f"INTERNAL error: {error!r}")
+        if code == "RATE_LIMITED":
+            retry = error["extensions"].get("retryAfter")
+            if not isinstance(retry, int) or retry <= 0:
+                raise Violation(f"RATE_LIMITED without a positive retryAfter: {error!r}")
+        for text in _strings(error):
+            found = _leak(text, request)
+            if found:
+                raise Violation(f"an error leaks internals: {found} in {error!r}")
+    if "errors" in body and not body["errors"]:
+        raise Violation("an empty `errors` list")
+    if "data" not in body and not body.get("errors"):
+        raise Violation("neither data nor errors")
+
+    if body.get("data") is not None:
+        if status != 200:
+            raise Violation(f"data with HTTP {status}")
+        try:
+            document = graphql.parse(request)
+        except graphql.GraphQLError as exc:
+            raise Violation(f"data for a query that does not parse ({exc.message})") from None
+        ResponseShape(case.operation.schema.client_schema, document).check(body["data"])
+        if not body.get("errors"):
+            return "data", ""
+    if not body.get("errors"):
+        raise Violation("`data` is null and there are no errors")
+    first = body["errors"][0]
+    return first["extensions"]["code"], first["message"]
+
+
+@schemathesis.check
+class herald_contract:  # noqa: N801 (the check's name in the CLI)
+    """Herald's GraphQL contract: no 5xx, contract error codes, data that matches the schema, no leaks.
+
+    After the run it prints what each operation answered, and with
+    HERALD_FUZZ_REQUIRE_DATA=1 fails unless every operation returned data at
+    least once (an authenticated run that only ever saw errors tested nothing).
+    """
+
+    def __init__(self):
+        # Each request's distinct outcomes, so shrinking and replays do not
+        # count twice.
+        self.outcomes: dict[str, dict[str, set[tuple[str, str]]]] = {}
+
+    def after_response(self, ctx, response, case):
+        outcome = check_response(response, case)
+        self.outcomes.setdefault(case.operation.label, {}).setdefault(repr(case.body), set()).add(outcome)
+
+    def after_run(self, ctx):
+        lines = ["herald_contract: what each operation answered (one message per code)"]
+        for label, seen in sorted(self.outcomes.items()):
+            by_code: dict[str, list[str]] = {}
+            for outcomes in seen.values():
+                for code, message in sorted(outcomes):
+                    by_code.setdefault(code, []).append(message)
+            lines.append(f"  {label}: {len(seen)} distinct requests")
+            for code, messages in sorted(by_code.items(), key=lambda kv: -len(kv[1])):
+                example = f": {messages[0][:100]!r}" if messages[0] else ""
+                lines.append(f"    {code} {len(messages)}{example}")
+        print("\n".join(lines), flush=True)
+        if os.environ.get("HERALD_FUZZ_REQUIRE_DATA") == "1":
+            starved = [
+                label
+                for label, seen in self.outcomes.items()
+                if not any(code == "data" for outcomes in seen.values() for code, _ in outcomes)
+            ]
+            if starved:
+                raise Violation("never returned data: " + ", ".join(sorted(starved)))
