@@ -66,6 +66,8 @@ struct State {
     received: Vec<Received>,
     /// Messages answered with 4xx/5xx.
     rejected: usize,
+    /// Messages read in full whose reply is being held.
+    held: usize,
 }
 
 #[derive(Clone)]
@@ -119,6 +121,20 @@ impl SmtpSink {
 
     pub fn rejected(&self) -> usize {
         self.lock().rejected
+    }
+
+    /// Waits until `n` messages have been read in full and wait for their
+    /// reply (after `hold`): their senders have done all they do first.
+    pub async fn wait_held(&self, n: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.lock().held < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} held messages expected, {} arrived",
+                self.lock().held
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -191,7 +207,11 @@ impl SmtpSink {
                     data.push_str(unstuffed);
                 }
                 let mut open = self.open.subscribe();
-                let _ = open.wait_for(|open| *open).await;
+                if !*open.borrow() {
+                    self.lock().held += 1;
+                    let _ = open.wait_for(|open| *open).await;
+                    self.lock().held -= 1;
+                }
                 match self.next_reply() {
                     Reply::Accept | Reply::Hang => {
                         self.lock().received.push(Received {
