@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use async_graphql::{BatchRequest, Request, Variables, parser::types::OperationType};
+use async_graphql::{
+    BatchRequest, Executor as _, Request, Variables, parser::types::OperationType,
+};
 use axum::{
     Router,
     body::{Body, Bytes},
@@ -210,10 +212,12 @@ async fn graphql_post(
         BatchRequest::Single(request) => execute(&state, request.data(auth).data(ip), media).await,
         BatchRequest::Batch(requests) => {
             // Batching must not multiply password guesses.
+            // Parsed here once: execution reuses each document.
+            let mut requests = requests;
             let credentials: usize = requests
-                .iter()
-                .filter_map(|r| async_graphql::parser::parse_query(&r.query).ok())
-                .map(|doc| Census::of(&doc).credential_fields)
+                .iter_mut()
+                .filter_map(|r| r.parsed_query().ok())
+                .map(|doc| Census::of(doc).credential_fields)
                 .sum();
             if credentials > 1 {
                 return request_error(
@@ -271,7 +275,7 @@ async fn graphql_get(
             "Accept must allow application/json or application/graphql-response+json",
         );
     };
-    let request = match async_graphql::http::parse_query_string(&query) {
+    let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) if request.query.len() > state.limits.max_query_bytes => {
             return request_error(
                 StatusCode::BAD_REQUEST,
@@ -289,7 +293,7 @@ async fn graphql_get(
         }
     };
     // GET is safe: only query operations run over it.
-    if let Some(kind) = operation_type(&request)
+    if let Some(kind) = operation_type(&mut request)
         && kind != OperationType::Query
     {
         let mut response = request_error(
@@ -317,10 +321,12 @@ fn accepts_html(headers: &HeaderMap) -> bool {
 }
 
 /// The type of the operation `request` selects, when its document parses and
-/// the selection is unambiguous; execution reports every other case.
-fn operation_type(request: &Request) -> Option<OperationType> {
-    let doc = async_graphql::parser::parse_query(&request.query).ok()?;
-    let op = match (&request.operation_name, &doc.operations) {
+/// the selection is unambiguous; execution reports every other case (and
+/// reuses the parsed document).
+fn operation_type(request: &mut Request) -> Option<OperationType> {
+    let name = request.operation_name.clone();
+    let doc = request.parsed_query().ok()?;
+    let op = match (&name, &doc.operations) {
         (_, async_graphql::parser::types::DocumentOperations::Single(op)) => op,
         (Some(name), async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
             ops.get(name.as_str())?
@@ -602,9 +608,9 @@ mod tests {
 
     #[test]
     fn get_recognises_mutations() {
-        let m = Request::new("mutation { a }");
-        assert_eq!(operation_type(&m), Some(OperationType::Mutation));
-        let q = Request::new("query A { a } mutation B { b }").operation_name("A");
-        assert_eq!(operation_type(&q), Some(OperationType::Query));
+        let mut m = Request::new("mutation { a }");
+        assert_eq!(operation_type(&mut m), Some(OperationType::Mutation));
+        let mut q = Request::new("query A { a } mutation B { b }").operation_name("A");
+        assert_eq!(operation_type(&mut q), Some(OperationType::Query));
     }
 }

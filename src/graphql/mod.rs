@@ -4,7 +4,6 @@
 //! return `ApiResult`, so every error a client sees carries a contract code.
 
 pub mod context;
-pub mod extensions;
 pub mod limits;
 pub mod loaders;
 pub mod mutation;

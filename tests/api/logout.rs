@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::{PASSWORD, TestApp, error_code, unique_email};
-use crate::ws_client::{close_code, connect, send, subscribe_modern};
+use crate::ws_client::{close_code, init_modern, subscribe_modern};
 
 async fn logout(app: &TestApp, token: &str, everywhere: bool) -> Value {
     let field = if everywhere {
@@ -66,8 +66,7 @@ async fn everywhere(app: &TestApp) {
     let fresh = second_token(app, &email).await;
     assert!(app.me(Some(&fresh)).await["data"]["me"]["email"].is_string());
     // And a logged-out token cannot open a websocket.
-    let mut socket = connect(app, "/graphql/ws", "graphql-transport-ws").await;
-    send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {first}") } })).await;
+    let mut socket = init_modern(app, "/graphql/ws", &first).await;
     assert_eq!(
         close_code(&mut socket, Duration::from_secs(6)).await,
         Some(4403)

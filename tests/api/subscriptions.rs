@@ -11,7 +11,8 @@ use crate::both_backends;
 use crate::helpers::{Backend, TestApp, unique_email};
 use crate::smtp_sink::SmtpSink;
 use crate::ws_client::{
-    SUBSCRIPTION, Socket, WITHIN, close_code, connect, next_json, send, subscribe_modern,
+    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, init_modern, next_json, send,
+    subscribe_modern,
 };
 
 /// (previousStatus, status) of the events for `id`, until SENT.
@@ -305,14 +306,74 @@ async fn a_thousand_subscribers_each_receive_their_own_events() {
     assert_eq!(received, 3 * SOCKETS);
 }
 
+/// Errors over the websocket carry contract codes as over HTTP: a query that
+/// does not validate, one over the limits, and one that does not parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_errors_carry_contract_codes() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("ws-codes")).await;
+    let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
+    let aliases: String = (0..31).map(|i| format!("a{i}: __typename ")).collect();
+    for (id, query, words) in [
+        ("unknown", "subscription { nope }".to_owned(), "nope"),
+        (
+            "aliases",
+            format!("subscription {{ {aliases} }}"),
+            "31 aliases",
+        ),
+        ("syntax", "subscription {".to_owned(), ""),
+    ] {
+        send(
+            &mut socket,
+            json!({ "id": id, "type": "subscribe", "payload": { "query": query } }),
+        )
+        .await;
+        let mut refused = next_json(&mut socket).await;
+        while refused["type"] == "complete" {
+            refused = next_json(&mut socket).await;
+        }
+        assert_eq!(refused["id"], id, "{refused}");
+        // async-graphql answers a document that fails before execution with
+        // one `next` holding only errors, then `complete`.
+        let error = match refused["type"].as_str() {
+            Some("next") => &refused["payload"]["errors"][0],
+            Some("error") => &refused["payload"][0],
+            _ => panic!("not an error: {refused}"),
+        };
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(words),
+            "{refused}"
+        );
+    }
+    // The socket still serves a good subscription afterwards (skipping the
+    // completions of the refused ones).
+    send(
+        &mut socket,
+        json!({ "id": "good", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    let id = app.send_ok(&token, "after the errors", "body").await;
+    let mut next = next_json(&mut socket).await;
+    while next["type"] == "complete" {
+        next = next_json(&mut socket).await;
+    }
+    assert_eq!(next["id"], "good", "{next}");
+    assert_eq!(
+        next["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+        id.as_str()
+    );
+}
+
 /// At most 20 subscriptions run on one socket; a completed one frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_runs_at_most_20_subscriptions() {
     let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
     let token = app.token_for(&unique_email("many-subs")).await;
-    let mut socket = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
-    send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
-    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
     for i in 0..20 {
         send(&mut socket, json!({ "id": format!("s{i}"), "type": "subscribe", "payload": { "query": SUBSCRIPTION } })).await;
     }
@@ -371,8 +432,7 @@ async fn a_user_opens_at_most_10_sockets() {
     for _ in 0..10 {
         open.push(subscribe_modern(&app, "/graphql/ws", &token).await);
     }
-    let mut eleventh = connect(&app, "/graphql/ws", "graphql-transport-ws").await;
-    send(&mut eleventh, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
+    let mut eleventh = init_modern(&app, "/graphql/ws", &token).await;
     assert_eq!(close_code(&mut eleventh, WITHIN).await, Some(1008));
     // Closing one makes room.
     drop(open.pop());

@@ -73,11 +73,24 @@ pub async fn close_code(socket: &mut Socket, within: Duration) -> Option<u16> {
     }
 }
 
-/// A graphql-transport-ws subscription, acknowledged and started.
-pub async fn subscribe_modern(app: &TestApp, path: &str, token: &str) -> Socket {
+/// A graphql-transport-ws socket that has sent `connection_init` with
+/// `token` (no answer read yet).
+pub async fn init_modern(app: &TestApp, path: &str, token: &str) -> Socket {
     let mut socket = connect(app, path, "graphql-transport-ws").await;
     send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    socket
+}
+
+/// A graphql-transport-ws socket, authenticated and acknowledged.
+pub async fn acked_modern(app: &TestApp, path: &str, token: &str) -> Socket {
+    let mut socket = init_modern(app, path, token).await;
     assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    socket
+}
+
+/// A graphql-transport-ws subscription, acknowledged and started.
+pub async fn subscribe_modern(app: &TestApp, path: &str, token: &str) -> Socket {
+    let mut socket = acked_modern(app, path, token).await;
     send(
         &mut socket,
         json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
