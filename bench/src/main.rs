@@ -80,6 +80,8 @@ struct Phase {
     latencies: Vec<Duration>,
     errors: u64,
     elapsed: Duration,
+    /// CPU time the server used during the phase (with `--pid`).
+    server_cpu: Option<Duration>,
 }
 
 impl Phase {
@@ -96,6 +98,24 @@ impl Phase {
         let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
         sorted[i].as_secs_f64() * 1000.0
     }
+
+    /// Server CPU microseconds per successful request.
+    fn cpu_per_request_us(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (!self.latencies.is_empty()).then(|| cpu.as_secs_f64() * 1e6 / self.latencies.len() as f64)
+    }
+}
+
+/// CPU time (user + system) the process `pid` has used so far. Steadier
+/// than requests per second on a shared machine: another process's load
+/// slows the server down but hardly changes what a request costs it.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields after it start past ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc counts in USER_HZ, 100 per second on Linux.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 struct Client {
@@ -157,6 +177,7 @@ impl Client {
 /// before each timed call, outside the timing.
 async fn closed_loop<P, PF, O, OF>(
     name: &'static str,
+    server: Option<u32>,
     concurrency: usize,
     duration: Duration,
     prepare: P,
@@ -170,6 +191,7 @@ where
 {
     let prepare = Arc::new(prepare);
     let op = Arc::new(op);
+    let cpu_before = server.and_then(cpu_time);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -196,6 +218,7 @@ where
         latencies: Vec::new(),
         errors: 0,
         elapsed: Duration::ZERO,
+        server_cpu: None,
     };
     for task in tasks {
         if let Ok((l, e)) = task.await {
@@ -204,6 +227,10 @@ where
         }
     }
     phase.elapsed = start.elapsed();
+    phase.server_cpu = match (cpu_before, server.and_then(cpu_time)) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     phase
 }
 
@@ -332,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
     let c = client.clone();
     let typename = closed_loop(
         "`{ __typename }` (baseline)",
+        args.pid,
         args.concurrency,
         duration,
         || async {},
@@ -343,7 +371,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     let (c, t) = (client.clone(), token.clone());
-    let send = closed_loop("sendNotification", args.concurrency, duration, || async {}, move |seq| {
+    let send = closed_loop("sendNotification", args.pid, args.concurrency, duration, || async {}, move |seq| {
         let (c, t) = (c.clone(), t.clone());
         async move {
             c.gql_ok(
@@ -371,6 +399,7 @@ async fn main() -> anyhow::Result<()> {
     let (c, t) = (client.clone(), token.clone());
     let cached = closed_loop(
         "notifications, cached",
+        args.pid,
         args.concurrency,
         duration,
         || async {},
@@ -387,6 +416,7 @@ async fn main() -> anyhow::Result<()> {
     let (c, t) = (client.clone(), token.clone());
     let uncached = closed_loop(
         "notifications, uncached",
+        args.pid,
         args.concurrency,
         duration,
         move || {
@@ -403,18 +433,27 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
-    println!("| phase | requests | errors | req/s | p50 ms | p99 ms | vs `{{ __typename }}` |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| phase | requests | errors | req/s | p50 ms | p99 ms | vs `{{ __typename }}` | server CPU µs/req | per CPU second vs `{{ __typename }}` |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base_cpu = typename.cpu_per_request_us();
     for phase in [&typename, &send, &cached, &uncached] {
+        let cpu = phase.cpu_per_request_us();
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {} | {} |",
             phase.name,
             phase.latencies.len(),
             phase.errors,
             phase.rate(),
             phase.percentile(0.50),
             phase.percentile(0.99),
-            100.0 * phase.rate() / typename.rate()
+            100.0 * phase.rate() / typename.rate(),
+            cpu.map_or("–".to_owned(), |us| format!("{us:.1}")),
+            match (base_cpu, cpu) {
+                (Some(base), Some(us)) => format!("{:.0}%", 100.0 * base / us),
+                _ => "–".to_owned(),
+            }
         );
     }
     println!();
@@ -558,6 +597,7 @@ async fn live_table(args: &Args, client: &Arc<Client>, token: &str) -> anyhow::R
         errors: total.saturating_sub(latencies.len() as u64),
         latencies,
         elapsed: Duration::from_secs(args.duration),
+        server_cpu: None,
     };
     println!("| live | events | per second | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
