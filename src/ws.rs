@@ -76,9 +76,11 @@ pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> R
     ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        // Idle sockets hold little: small buffers (the default read buffer
-        // is 128 KiB per connection).
-        .read_buffer_size(4 * 1024)
+        // Idle sockets hold little: the read buffer is allocated up front
+        // for every connection (128 KiB by default) while clients send a few
+        // hundred bytes at a time; longer messages are read in several
+        // chunks, up to MAX_MESSAGE_BYTES.
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| serve(socket, state, protocol))
 }
@@ -156,6 +158,28 @@ impl Drop for SocketSlot {
     }
 }
 
+/// The subscriptions one socket runs, by id, and the ids refused over the
+/// limit that still need their error sent. (Shared by the input filter and
+/// the socket loop; a `Notify` rather than a channel wakes the loop, which
+/// spares every idle socket a channel's eager allocation.)
+#[derive(Default)]
+struct SubscriptionBook {
+    ids: Mutex<BookIds>,
+    refused: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct BookIds {
+    active: HashSet<String>,
+    refused: Vec<String>,
+}
+
+impl SubscriptionBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BookIds> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The error a client gets for a subscription over the per-socket limit.
 fn too_many_subscriptions(id: &str, protocol: WebSocketProtocols, max: usize) -> String {
     let error = serde_json::json!({
@@ -173,10 +197,9 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
     let (mut sink, stream) = socket.split();
     // Subscriptions this socket has running, by id; over the limit, a new
     // one is answered with an error instead of reaching the executor.
-    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let (refused_tx, mut refused_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let book: Arc<SubscriptionBook> = Arc::default();
     let max_subscriptions = state.sockets.max_subscriptions;
-    let counted = active.clone();
+    let counted = book.clone();
     let input = stream
         .take_while(|msg| future::ready(msg.is_ok()))
         .filter_map(move |msg| {
@@ -188,17 +211,18 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
             let bytes = bytes.and_then(|bytes| {
                 let message: Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 let id = message["id"].as_str().unwrap_or_default().to_owned();
-                let mut active = counted.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut ids = counted.lock();
                 match message["type"].as_str() {
                     Some("subscribe" | "start") => {
-                        if active.len() >= max_subscriptions && !active.contains(&id) {
-                            let _ = refused_tx.send(id);
+                        if ids.active.len() >= max_subscriptions && !ids.active.contains(&id) {
+                            ids.refused.push(id);
+                            counted.refused.notify_one();
                             return None;
                         }
-                        active.insert(id);
+                        ids.active.insert(id);
                     }
                     Some("complete" | "stop") => {
-                        active.remove(&id);
+                        ids.active.remove(&id);
                     }
                     _ => {}
                 }
@@ -257,9 +281,17 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                 let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
                 break;
             }
-            Some(id) = refused_rx.recv() => {
-                let text = too_many_subscriptions(&id, protocol, max_subscriptions);
-                if sink.send(Message::Text(text.into())).await.is_err() {
+            () = book.refused.notified() => {
+                let refused = std::mem::take(&mut book.lock().refused);
+                let mut failed = false;
+                for id in refused {
+                    let text = too_many_subscriptions(&id, protocol, max_subscriptions);
+                    failed = sink.send(Message::Text(text.into())).await.is_err();
+                    if failed {
+                        break;
+                    }
+                }
+                if failed {
                     break;
                 }
                 continue;
@@ -289,10 +321,7 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                     && let Ok(message) = serde_json::from_str::<Value>(&text)
                     && let Some(id) = message["id"].as_str()
                 {
-                    active
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(id);
+                    book.lock().active.remove(id);
                 }
                 if !acked && text.contains("\"connection_ack\"") {
                     acked = true;

@@ -368,6 +368,46 @@ async fn websocket_errors_carry_contract_codes() {
     );
 }
 
+/// A websocket message may hold up to 64 KiB; a bigger one ends the socket,
+/// and the server goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_are_limited_to_64_kib() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("ws-size")).await;
+    // Just under the limit (padding in an unused variable): it runs.
+    let message = |pad: usize| {
+        json!({ "id": "big", "type": "subscribe", "payload": {
+            "query": SUBSCRIPTION, "variables": { "pad": "x".repeat(pad) } } })
+    };
+    let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
+    let under = message(0).to_string().len();
+    send(&mut socket, message(64 * 1024 - under - 16)).await;
+    let id = app.send_ok(&token, "a big subscribe", "body").await;
+    let next = next_json(&mut socket).await;
+    assert_eq!(next["id"], "big", "{next}");
+    assert_eq!(
+        next["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+        id.as_str()
+    );
+    // Over it: the socket ends (the read fails; a close frame, if any,
+    // carries no code).
+    let mut over = acked_modern(&app, "/graphql/ws", &token).await;
+    send(&mut over, message(64 * 1024)).await;
+    let started = std::time::Instant::now();
+    let code = close_code(&mut over, WITHIN).await;
+    assert!(matches!(code, None | Some(1009)), "closed with {code:?}");
+    assert!(started.elapsed() < WITHIN, "the socket stayed open");
+    // Others are still served.
+    let mut again = subscribe_modern(&app, "/graphql/ws", &token).await;
+    let id = app.send_ok(&token, "after the big one", "body").await;
+    let next = next_json(&mut again).await;
+    assert_eq!(
+        next["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+        id.as_str(),
+        "{next}"
+    );
+}
+
 /// At most 20 subscriptions run on one socket; a completed one frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_runs_at_most_20_subscriptions() {
