@@ -190,8 +190,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 revocations,
             };
             let schema = build_schema(api.clone(), &settings.schema);
+            let revocation_watch = crate::auth::revocation::RevocationWatch::new(
+                api.revocations.clone(),
+                crate::ws::REVOCATION_CHECK,
+            );
             let router = router(HttpState {
                 schema,
+                revocation_watch,
                 api,
                 cache,
                 shutdown: sockets.clone(),

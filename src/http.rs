@@ -55,6 +55,8 @@ pub struct HttpState {
     pub cors: crate::cors::AllowedOrigins,
     /// Subscriptions per socket, sockets per user.
     pub sockets: crate::ws::SocketLimits,
+    /// Open websockets' tokens, checked for revocation in one batch.
+    pub revocation_watch: std::sync::Arc<crate::auth::revocation::RevocationWatch>,
 }
 
 /// The client's address: the peer's, or when the peer is a trusted proxy,

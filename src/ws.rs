@@ -8,7 +8,8 @@
 //! 4403 bad or missing token, 4401 subscribe before the ack, 4400 an invalid
 //! message, 4408 no `connection_init` within 10 s, 4429 a second init;
 //! and 4403 again when the token expires (its subscriptions complete first)
-//! or is logged out (checked every 2 s).
+//! or is logged out (checked every 2 s, for all of an instance's sockets in
+//! one batch: `auth::revocation::RevocationWatch`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,7 +31,7 @@ use futures_util::{SinkExt as _, StreamExt as _, future};
 use serde_json::Value;
 
 use crate::{
-    auth::{AuthUser, JwtKeys},
+    auth::{AuthUser, JwtKeys, revocation::Watched},
     graphql::RequestAuth,
     http::HttpState,
 };
@@ -261,7 +262,8 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
     tokio::pin!(init_deadline);
     let mut pings =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    let mut revocation_checks = tokio::time::interval(REVOCATION_CHECK);
+    // The token, watched for revocation from the ack on.
+    let mut watched: Option<Watched> = None;
     let mut acked = false;
     let mut _slot: Option<SocketSlot> = None;
     // Until the ack, a deadline far away; then the token's expiry.
@@ -296,15 +298,9 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                 }
                 continue;
             }
-            _ = revocation_checks.tick(), if acked => {
-                let user = caller.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                if let Some(user) = user
-                    && state.api.revocations.is_revoked(&user).await.unwrap_or(false)
-                {
-                    let _ = sink.send(close(4403, "Forbidden: token revoked")).await;
-                    break;
-                }
-                continue;
+            () = revoked(watched.as_ref()) => {
+                let _ = sink.send(close(4403, "Forbidden: token revoked")).await;
+                break;
             }
             _ = pings.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -325,11 +321,12 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                 }
                 if !acked && text.contains("\"connection_ack\"") {
                     acked = true;
-                    let user_id = caller
+                    let user = caller
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .as_ref()
-                        .map(|u| u.user_id);
+                        .clone();
+                    let user_id = user.as_ref().map(|u| u.user_id);
+                    watched = user.map(|user| state.revocation_watch.watch(user));
                     if let Some(user_id) = user_id {
                         let open = state.sockets.open.clone();
                         let count = {
@@ -379,6 +376,14 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
         }
     }
     let _ = sink.close().await;
+}
+
+/// Resolves when the watched token is found revoked; never without one.
+async fn revoked(watched: Option<&Watched>) {
+    match watched {
+        Some(watched) => watched.revoked.notified().await,
+        None => future::pending().await,
+    }
 }
 
 fn close(code: u16, reason: &str) -> Message {

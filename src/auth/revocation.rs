@@ -2,10 +2,18 @@
 //! expires (`logout`), or every token of a user issued before a moment
 //! (`logoutEverywhere`). Redis in services mode, a map in embedded mode.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
 
 use super::{AuthUser, Claims};
 use crate::keys::Keys;
@@ -17,6 +25,14 @@ pub trait Revocations: Send + Sync + 'static {
     /// Every token of `user_id` issued before `at_ms` stops working.
     async fn revoke_all_before(&self, user_id: i64, at_ms: i64) -> anyhow::Result<()>;
     async fn is_revoked(&self, user: &AuthUser) -> anyhow::Result<bool>;
+    /// [`Revocations::is_revoked`] for many tokens at once, in order.
+    async fn revoked_among(&self, users: &[AuthUser]) -> anyhow::Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            out.push(self.is_revoked(user).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// How long a "valid after" mark is kept: longer than any token lives.
@@ -78,6 +94,124 @@ impl Revocations for RedisRevocations {
             .await
             .context("checking revocations")?;
         Ok(revoked.is_some() || valid_after.is_some_and(|at| user.claims.iat_ms < at))
+    }
+
+    async fn revoked_among(&self, users: &[AuthUser]) -> anyhow::Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(users.len());
+        let mut conn = self.manager.clone();
+        // Bounded commands: a thousand tokens (two keys each) per MGET.
+        for chunk in users.chunks(1000) {
+            let mut cmd = redis::cmd("MGET");
+            for user in chunk {
+                cmd.arg(self.keys.revoked_token(&user.claims.jti))
+                    .arg(self.keys.tokens_valid_after(user.user_id));
+            }
+            let values: Vec<Option<String>> = cmd
+                .query_async(&mut conn)
+                .await
+                .context("checking revocations")?;
+            for (user, pair) in chunk.iter().zip(values.chunks(2)) {
+                let revoked = pair.first().is_some_and(Option::is_some);
+                let valid_after = pair
+                    .get(1)
+                    .and_then(Option::as_deref)
+                    .and_then(|at| at.parse::<i64>().ok());
+                out.push(revoked || valid_after.is_some_and(|at| user.claims.iat_ms < at));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The tokens of this instance's open websockets, checked against the
+/// revocations every `interval` in one batch (one `MGET` per thousand
+/// sockets, rather than a round trip per socket).
+pub struct RevocationWatch {
+    revocations: Arc<dyn Revocations>,
+    interval: Duration,
+    watched: Mutex<HashMap<u64, (AuthUser, Arc<Notify>)>>,
+    next_id: AtomicU64,
+    running: AtomicBool,
+}
+
+/// One watched token; dropping it stops the watch. `revoked` is notified
+/// once the token is found revoked.
+pub struct Watched {
+    watch: Arc<RevocationWatch>,
+    id: u64,
+    pub revoked: Arc<Notify>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.watch.lock().remove(&self.id);
+    }
+}
+
+impl RevocationWatch {
+    pub fn new(revocations: Arc<dyn Revocations>, interval: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            revocations,
+            interval,
+            watched: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (AuthUser, Arc<Notify>)>> {
+        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Watches `user`'s token until the returned guard drops. The checks
+    /// start with the first watch (on the caller's runtime) and stop once
+    /// the watch itself is gone.
+    pub fn watch(self: &Arc<Self>, user: AuthUser) -> Watched {
+        if !self.running.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(self);
+            let interval = self.interval;
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(watch) = weak.upgrade() else { break };
+                    watch.check().await;
+                }
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let revoked = Arc::new(Notify::new());
+        self.lock().insert(id, (user, revoked.clone()));
+        Watched {
+            watch: self.clone(),
+            id,
+            revoked,
+        }
+    }
+
+    /// One round: every watched token at once. An unreachable store leaves
+    /// the sockets open (logged), as HTTP requests fail open too.
+    async fn check(&self) {
+        let (ids, users): (Vec<u64>, Vec<AuthUser>) = self
+            .lock()
+            .iter()
+            .map(|(id, (user, _))| (*id, user.clone()))
+            .unzip();
+        if ids.is_empty() {
+            return;
+        }
+        match self.revocations.revoked_among(&users).await {
+            Ok(flags) => {
+                let watched = self.lock();
+                for (id, revoked) in ids.iter().zip(flags) {
+                    if revoked && let Some((_, notify)) = watched.get(id) {
+                        notify.notify_one();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = ?e, "checking open websockets' tokens failed"),
+        }
     }
 }
 

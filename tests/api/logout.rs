@@ -87,3 +87,42 @@ async fn a_logout_holds_on_every_instance() {
         Some("UNAUTHENTICATED")
     );
 }
+
+both_backends!(
+    revocations_close_exactly_the_sockets_of_revoked_tokens,
+    many_sockets
+);
+/// The open sockets of an instance are checked in one batch: the answer for
+/// each must reach its own socket. Tokens A and B of one user and C of
+/// another hold three sockets each, opened interleaved; logging out A closes
+/// A's, logging out everywhere for C's user closes C's, and B's live on.
+async fn many_sockets(app: &TestApp) {
+    use crate::ws_client::{next_json, subscribe_modern as open};
+    let ada = unique_email("ada");
+    let bob = unique_email("bob");
+    let (a, c) = (app.token_for(&ada).await, app.token_for(&bob).await);
+    let b = second_token(app, &ada).await;
+    let (mut of_a, mut of_b, mut of_c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        of_a.push(open(app, "/graphql/ws", &a).await);
+        of_b.push(open(app, "/graphql/ws", &b).await);
+        of_c.push(open(app, "/graphql/ws", &c).await);
+    }
+    logout(app, &a, false).await;
+    for socket in &mut of_a {
+        assert_eq!(close_code(socket, Duration::from_secs(6)).await, Some(4403));
+    }
+    logout(app, &c, true).await;
+    for socket in &mut of_c {
+        assert_eq!(close_code(socket, Duration::from_secs(6)).await, Some(4403));
+    }
+    let id = app.send_ok(&b, "still here", "body").await;
+    for socket in &mut of_b {
+        let event = next_json(socket).await;
+        assert_eq!(
+            event["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+            id.as_str(),
+            "{event}"
+        );
+    }
+}
