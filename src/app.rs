@@ -148,6 +148,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         events: events.clone(),
         keys: keys.clone(),
         ttl: config.cache_ttl,
+        lost_bumps: Arc::default(),
     };
 
     let delivery = match &config.worker {

@@ -5,7 +5,14 @@
 //! Also the read side of the cache: `page` serves `notifications` from the
 //! cache under the current version, or from the database.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use entity::notification::{self, Status};
 use sea_orm::DatabaseConnection;
@@ -24,6 +31,61 @@ pub struct Inbox {
     pub events: Arc<dyn EventBus>,
     pub keys: Keys,
     pub ttl: Duration,
+    /// Inbox versions whose bump failed (the cache was unreachable).
+    pub lost_bumps: Arc<LostBumps>,
+}
+
+/// How often lost version bumps are tried again.
+const BUMP_RETRY: Duration = Duration::from_secs(1);
+
+/// Version bumps that failed, tried again every second until the cache takes
+/// them: without this, pages cached before an outage would be served stale,
+/// by every instance, until their TTL once the cache is back. Until then this
+/// instance reads those inboxes from the database.
+#[derive(Default)]
+pub struct LostBumps {
+    keys: Mutex<HashSet<String>>,
+    retrying: AtomicBool,
+}
+
+impl LostBumps {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.lock().contains(key)
+    }
+
+    /// Remembers `key` and makes sure a retry loop runs. The loop ends once
+    /// every lost bump has landed (decided under the lock `remember` takes,
+    /// so no key is left without a loop).
+    fn remember(self: &Arc<Self>, key: String, cache: Arc<dyn Cache>) {
+        let mut keys = self.lock();
+        keys.insert(key);
+        if self.retrying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let lost = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(BUMP_RETRY).await;
+                let pending: Vec<String> = lost.lock().iter().cloned().collect();
+                for key in pending {
+                    if cache.bump(&key).await.is_ok() {
+                        tracing::info!(key, "lost inbox version bump applied");
+                        lost.lock().remove(&key);
+                    }
+                }
+                let keys = lost.lock();
+                if keys.is_empty() {
+                    lost.retrying.store(false, Ordering::Release);
+                    break;
+                }
+            }
+        });
+        drop(keys);
+    }
 }
 
 /// A cached page: the rows and the total.
@@ -40,9 +102,10 @@ impl Inbox {
         let key = self.keys.inbox_version(row.user_id);
         let bumped = self.cache.bump(&key).await;
         if let Err(e) = bumped {
-            // Pages of this user cached under the old version could now be
-            // served stale until their TTL: say so loudly.
-            tracing::error!(error = ?e, user_id = row.user_id, "inbox version bump failed");
+            // Pages of this user cached under the old version would be served
+            // stale: bump again as soon as the cache answers.
+            tracing::error!(error = ?e, user_id = row.user_id, "inbox version bump failed; retrying");
+            self.lost_bumps.remember(key, self.cache.clone());
         }
         // Published after the bump: a client that refetches on the event
         // never reads the page as it was before the change.
@@ -67,10 +130,13 @@ impl Inbox {
         page_size: u64,
     ) -> Result<Page, StorageError> {
         let page_key = self.keys.inbox_page(user_id, page, page_size);
-        let cached = self
-            .cache
-            .get_many(&[self.keys.inbox_version(user_id), page_key.clone()])
-            .await;
+        let version_key = self.keys.inbox_version(user_id);
+        if self.lost_bumps.contains(&version_key) {
+            // Cached copies may predate a change: the database, uncached.
+            let (items, total) = storage::notifications::page(db, user_id, page, page_size).await?;
+            return Ok(Page { items, total });
+        }
+        let cached = self.cache.get_many(&[version_key, page_key.clone()]).await;
         let version = match cached {
             Ok(values) => {
                 let mut values = values.into_iter();
