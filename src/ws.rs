@@ -6,7 +6,8 @@
 //! `connection_init` payload and gives the closes the codes the
 //! graphql-transport-ws spec defines (async-graphql uses 1002/1011):
 //! 4403 bad or missing token, 4401 subscribe before the ack, 4400 an invalid
-//! message, 4408 no `connection_init` within 10 s, 4429 a second init;
+//! message, 4408 no `connection_init` within 10 s, 4429 a second init,
+//! 1009 (RFC 6455) a message over 64 KiB;
 //! and 4403 again when the token expires (its subscriptions complete first)
 //! or is logged out (checked every 2 s, for all of an instance's sockets in
 //! one batch: `auth::revocation::RevocationWatch`).
@@ -173,6 +174,15 @@ struct SubscriptionBook {
 struct BookIds {
     active: HashSet<String>,
     refused: Vec<String>,
+    /// The client sent a message over MAX_MESSAGE_BYTES (the read failed).
+    oversized: bool,
+}
+
+/// Whether a read failed because the message was over the size limit.
+fn too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 impl SubscriptionBook {
@@ -202,7 +212,17 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
     let max_subscriptions = state.sockets.max_subscriptions;
     let counted = book.clone();
     let input = stream
-        .take_while(|msg| future::ready(msg.is_ok()))
+        .take_while({
+            let book = book.clone();
+            move |msg| {
+                if let Err(e) = msg
+                    && too_big(e)
+                {
+                    book.lock().oversized = true;
+                }
+                future::ready(msg.is_ok())
+            }
+        })
         .filter_map(move |msg| {
             let bytes = match msg {
                 Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
@@ -369,7 +389,13 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                 let _ = sink.send(close(code, &reason)).await;
                 break;
             }
-            None => break,
+            None => {
+                if book.lock().oversized {
+                    let reason = format!("message over {MAX_MESSAGE_BYTES} bytes");
+                    let _ = sink.send(close(1009, &reason)).await;
+                }
+                break;
+            }
         };
         if sent.is_err() {
             break;
