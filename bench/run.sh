@@ -21,7 +21,8 @@ SMTP_URL="smtp://127.0.0.1:$sink_port" JWT_SECRET=$(head -c 32 /dev/urandom | od
 HERALD_SEND_PER_MINUTE=100000000 HERALD_SEND_BURST=10000000 HERALD_WS_MAX_SOCKETS_PER_USER=1000000 \
 RUST_LOG=warn HERALD_BIND=127.0.0.1:8000 target/release/herald serve &
 herald=$!
-trap 'kill $herald $sink 2>/dev/null || true; redis-cli --scan --pattern "$prefix*" | xargs -r -d '\n' redis-cli del >/dev/null' EXIT
+# Herald is waited for before its keys go: it writes while shutting down.
+trap 'kill $herald $sink 2>/dev/null || true; wait $herald 2>/dev/null || true; .ci/redis-forget "$prefix" || true' EXIT
 for _ in $(seq 1 50); do curl -fsS http://127.0.0.1:8000/readyz >/dev/null 2>&1 && break; sleep 0.2; done
 
 DATABASE_URL="${admin%/*}/$db" HERALD_REDIS_PREFIX="$prefix" \
