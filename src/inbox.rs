@@ -53,8 +53,11 @@ impl LostBumps {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether `key`'s bump is still owed. Lock-free while nothing is owed
+    /// (a retry loop runs exactly while some bump is), since every page
+    /// read asks.
     pub fn contains(&self, key: &str) -> bool {
-        self.lock().contains(key)
+        self.retrying.load(Ordering::Acquire) && self.lock().contains(key)
     }
 
     /// Remembers `key` and makes sure a retry loop runs. The loop ends once
@@ -131,14 +134,16 @@ impl Inbox {
     ) -> Result<Page, StorageError> {
         let page_key = self.keys.inbox_page(user_id, page, page_size);
         let version_key = self.keys.inbox_version(user_id);
-        if self.lost_bumps.contains(&version_key) {
-            // Cached copies may predate a change: the database, uncached.
-            let (items, total) = storage::notifications::page(db, user_id, page, page_size).await?;
-            return Ok(Page { items, total });
-        }
-        let cached = self.cache.get_many(&[version_key, page_key.clone()]).await;
+        // While a bump of this inbox is owed, cached copies may predate a
+        // change: the database, and nothing cached.
+        let cached = if self.lost_bumps.contains(&version_key) {
+            None
+        } else {
+            Some(self.cache.get_many(&[version_key, page_key.clone()]).await)
+        };
         let version = match cached {
-            Ok(values) => {
+            None => None,
+            Some(Ok(values)) => {
                 let mut values = values.into_iter();
                 let version = values
                     .next()
@@ -154,7 +159,7 @@ impl Inbox {
                 }
                 Some(version)
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = ?e, "cache unavailable; reading the database");
                 None
             }

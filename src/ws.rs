@@ -346,6 +346,7 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                         .unwrap_or_else(PoisonError::into_inner)
                         .clone();
                     let user_id = user.as_ref().map(|u| u.user_id);
+                    let exp = user.as_ref().map(|u| u.claims.exp);
                     watched = user.map(|user| state.revocation_watch.watch(user));
                     if let Some(user_id) = user_id {
                         let open = state.sockets.open.clone();
@@ -365,11 +366,6 @@ async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols
                             break;
                         }
                     }
-                    let exp = caller
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .as_ref()
-                        .map(|u| u.claims.exp);
                     let left = exp.map_or(0, |exp| exp - chrono::Utc::now().timestamp());
                     // A second after the subscriptions complete at expiry.
                     let left = Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1);

@@ -234,20 +234,13 @@ where
     phase
 }
 
-async fn scalar_i64(db: &DatabaseConnection, sql: String) -> anyhow::Result<i64> {
+/// The first column of the first row of `sql`.
+async fn scalar<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: String) -> anyhow::Result<T> {
     let row = db
         .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await?
         .context("no row")?;
-    Ok(row.try_get_by_index::<i64>(0)?)
-}
-
-async fn scalar_f64(db: &DatabaseConnection, sql: String) -> anyhow::Result<f64> {
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await?
-        .context("no row")?;
-    Ok(row.try_get_by_index::<f64>(0)?)
+    Ok(row.try_get_by_index::<T>(0)?)
 }
 
 /// Inserts `n` PENDING rows at once and waits until all are SENT; returns
@@ -270,7 +263,7 @@ async fn worker_phase(
         "SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status IN ('PENDING', 'PROCESSING')"
     );
     loop {
-        if scalar_i64(db, pending.clone()).await? == 0 {
+        if scalar::<i64>(db, pending.clone()).await? == 0 {
             break;
         }
         if start.elapsed() > Duration::from_secs(600) {
@@ -279,7 +272,7 @@ async fn worker_phase(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = start.elapsed();
-    let failed = scalar_i64(
+    let failed = scalar::<i64>(
         db,
         format!("SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status = 'FAILED'"),
     )
@@ -287,7 +280,7 @@ async fn worker_phase(
     if failed > 0 {
         eprintln!("warning: {failed} bench notifications FAILED (is the SMTP sink up?)");
     }
-    let spread = scalar_f64(
+    let spread = scalar::<f64>(
         db,
         format!(
             "SELECT EXTRACT(EPOCH FROM (max(sent_at) - min(sent_at)))::float8 FROM notifications WHERE title LIKE 'bench {tag} %' AND status = 'SENT'"
@@ -389,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
         "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
     );
     let settle_start = Instant::now();
-    while scalar_i64(&db, settle.clone()).await? > 0
+    while scalar::<i64>(&db, settle.clone()).await? > 0
         && settle_start.elapsed() < Duration::from_secs(600)
     {
         tokio::time::sleep(Duration::from_millis(200)).await;

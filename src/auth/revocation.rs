@@ -26,7 +26,7 @@ pub trait Revocations: Send + Sync + 'static {
     async fn revoke_all_before(&self, user_id: i64, at_ms: i64) -> anyhow::Result<()>;
     async fn is_revoked(&self, user: &AuthUser) -> anyhow::Result<bool>;
     /// [`Revocations::is_revoked`] for many tokens at once, in order.
-    async fn revoked_among(&self, users: &[AuthUser]) -> anyhow::Result<Vec<bool>> {
+    async fn revoked_among(&self, users: &[Arc<AuthUser>]) -> anyhow::Result<Vec<bool>> {
         let mut out = Vec::with_capacity(users.len());
         for user in users {
             out.push(self.is_revoked(user).await?);
@@ -96,7 +96,7 @@ impl Revocations for RedisRevocations {
         Ok(revoked.is_some() || valid_after.is_some_and(|at| user.claims.iat_ms < at))
     }
 
-    async fn revoked_among(&self, users: &[AuthUser]) -> anyhow::Result<Vec<bool>> {
+    async fn revoked_among(&self, users: &[Arc<AuthUser>]) -> anyhow::Result<Vec<bool>> {
         let mut out = Vec::with_capacity(users.len());
         let mut conn = self.manager.clone();
         // Bounded commands: a thousand tokens (two keys each) per MGET.
@@ -123,13 +123,16 @@ impl Revocations for RedisRevocations {
     }
 }
 
+/// Watched tokens by watch id, with what to notify on revocation.
+type WatchedTokens = HashMap<u64, (Arc<AuthUser>, Arc<Notify>)>;
+
 /// The tokens of this instance's open websockets, checked against the
 /// revocations every `interval` in one batch (one `MGET` per thousand
 /// sockets, rather than a round trip per socket).
 pub struct RevocationWatch {
     revocations: Arc<dyn Revocations>,
     interval: Duration,
-    watched: Mutex<HashMap<u64, (AuthUser, Arc<Notify>)>>,
+    watched: Mutex<WatchedTokens>,
     next_id: AtomicU64,
     running: AtomicBool,
 }
@@ -159,7 +162,7 @@ impl RevocationWatch {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (AuthUser, Arc<Notify>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchedTokens> {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -182,7 +185,7 @@ impl RevocationWatch {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let revoked = Arc::new(Notify::new());
-        self.lock().insert(id, (user, revoked.clone()));
+        self.lock().insert(id, (Arc::new(user), revoked.clone()));
         Watched {
             watch: self.clone(),
             id,
@@ -193,7 +196,8 @@ impl RevocationWatch {
     /// One round: every watched token at once. An unreachable store leaves
     /// the sockets open (logged), as HTTP requests fail open too.
     async fn check(&self) {
-        let (ids, users): (Vec<u64>, Vec<AuthUser>) = self
+        // Arcs: the snapshot copies pointers, not tokens.
+        let (ids, users): (Vec<u64>, Vec<Arc<AuthUser>>) = self
             .lock()
             .iter()
             .map(|(id, (user, _))| (*id, user.clone()))
