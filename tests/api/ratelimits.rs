@@ -241,3 +241,111 @@ async fn a_very_high_send_rate_is_accepted_by_redis() {
         .expect("keys");
     assert_eq!(keys.len(), 1, "{keys:?}");
 }
+
+/// The argon2 verifications every instance in `apps` has run.
+fn verifications(apps: &[&TestApp]) -> u64 {
+    apps.iter()
+        .map(|app| {
+            app.hasher
+                .as_ref()
+                .expect("the API runs here")
+                .verifications()
+        })
+        .sum()
+}
+
+/// 40 wrong guesses at one fresh account, all at once and spread over
+/// `apps`, on default settings (10 failures per account per 15 minutes):
+/// 10 are checked, 30 are refused before they cost a hash.
+async fn concurrent_guesses(apps: &[&TestApp]) {
+    let email = unique_email("rush");
+    apps[0].token_for(&email).await;
+    let before = verifications(apps);
+    let guesses = (0..40).map(|i| apps[i % apps.len()].login(&email, "wrong password"));
+    let bodies = futures_util::future::join_all(guesses).await;
+    let checked = verifications(apps) - before;
+    let codes = |code: &str| {
+        bodies
+            .iter()
+            .filter(|b| error_code(b) == Some(code))
+            .count()
+    };
+    assert_eq!(
+        (codes("UNAUTHENTICATED"), codes("RATE_LIMITED")),
+        (10, 30),
+        "{bodies:?}"
+    );
+    assert_eq!(checked, 10, "argon2 checked {checked} of 40 guesses");
+    // The right password now waits out the window too.
+    assert_limited(&apps[0].login(&email, PASSWORD).await);
+}
+
+async fn spawn_default(backend: Backend) -> Option<TestApp> {
+    spawn(backend, |l| *l = RateLimits::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_limited_before_hashing_in_process() {
+    let app = spawn_default(Backend::Sqlite).await.expect("sqlite");
+    concurrent_guesses(&[&app]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_limited_before_hashing_in_redis() {
+    if let Some(app) = spawn_default(Backend::Postgres).await {
+        concurrent_guesses(&[&app]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_over_two_instances_are_limited_together() {
+    let Some(first) = spawn_default(Backend::Postgres).await else {
+        return;
+    };
+    let second = first
+        .spawn_sibling(limits(|l| *l = RateLimits::default()))
+        .await;
+    concurrent_guesses(&[&first, &second]).await;
+}
+
+/// A success gives its reserved place back: after concurrent successes,
+/// and after one that took the last place, the account still has its full
+/// allowance of 10 failures.
+async fn successes_give_back(app: &TestApp) {
+    let email = unique_email("returns");
+    app.token_for(&email).await;
+    let logins = futures_util::future::join_all((0..5).map(|_| app.login(&email, PASSWORD))).await;
+    for body in &logins {
+        assert!(body["data"]["login"]["token"].is_string(), "{body}");
+    }
+    for _ in 0..9 {
+        assert_eq!(
+            error_code(&app.login(&email, "wrong password").await),
+            Some("UNAUTHENTICATED")
+        );
+    }
+    let last_place = app.login(&email, PASSWORD).await;
+    assert!(
+        last_place["data"]["login"]["token"].is_string(),
+        "{last_place}"
+    );
+    assert_eq!(
+        error_code(&app.login(&email, "wrong password").await),
+        Some("UNAUTHENTICATED"),
+        "the 10th failure is still allowed"
+    );
+    assert_limited(&app.login(&email, "wrong password").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_gives_its_reservation_back_in_process() {
+    let app = spawn_default(Backend::Sqlite).await.expect("sqlite");
+    successes_give_back(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_gives_its_reservation_back_in_redis() {
+    if let Some(app) = spawn_default(Backend::Postgres).await {
+        successes_give_back(&app).await;
+    }
+}

@@ -1,28 +1,9 @@
-//! Command line and configuration: every setting is a flag and an environment
-//! variable, with defaults that run with nothing installed.
-//!
-//! `Config` is the resolved form `app::build` takes; tests build it directly.
+//! The command line: subcommands, flags and their environment variables.
 
-use std::{
-    io::Write as _,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use secrecy::{ExposeSecret, SecretBox, SecretString};
-
-use crate::{
-    auth::jwt::MIN_SECRET_LEN,
-    cors::AllowedOrigins,
-    graphql::{SchemaOptions, limits::QueryLimits},
-    ratelimit::{Bucket, RateLimits, Window},
-    storage::DatabaseKind,
-    worker::{RetryPolicy, WorkerSettings},
-    ws::SocketLimits,
-};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -153,21 +134,6 @@ pub struct LimitArgs {
     pub request_timeout: Duration,
 }
 
-impl From<LimitArgs> for QueryLimits {
-    fn from(a: LimitArgs) -> Self {
-        Self {
-            max_depth: a.max_depth,
-            max_complexity: a.max_complexity,
-            max_aliases: a.max_aliases,
-            max_directives: a.max_directives,
-            max_recursive_depth: a.max_recursive_depth,
-            max_query_bytes: a.max_query_bytes,
-            max_batch: a.max_batch,
-            timeout: a.request_timeout,
-        }
-    }
-}
-
 /// Rate limits (see README, Security); they hold across instances through Redis.
 #[derive(Debug, Args)]
 pub struct RateLimitArgs {
@@ -186,30 +152,6 @@ pub struct RateLimitArgs {
     /// Notifications a user may send at once.
     #[arg(long, env = "HERALD_SEND_BURST", default_value_t = 20)]
     pub send_burst: u64,
-}
-
-impl From<RateLimitArgs> for RateLimits {
-    fn from(a: RateLimitArgs) -> Self {
-        let defaults = RateLimits::default();
-        Self {
-            login_failures_per_account: Window {
-                limit: a.login_failures_per_account,
-                ..defaults.login_failures_per_account
-            },
-            login_failures_per_ip: Window {
-                limit: a.login_failures_per_ip,
-                ..defaults.login_failures_per_ip
-            },
-            registrations_per_ip: Window {
-                limit: a.register_per_ip,
-                ..defaults.registrations_per_ip
-            },
-            sends_per_user: Bucket {
-                per_minute: a.send_per_minute,
-                burst: a.send_burst,
-            },
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -286,180 +228,6 @@ pub enum MigrateAction {
     Status,
 }
 
-/// Everything `app::build` needs, resolved and validated.
-pub struct Config {
-    pub database_url: String,
-    pub migrate_on_start: bool,
-    pub data_dir: PathBuf,
-    /// The GraphQL API; `None` for a worker-only process.
-    pub http: Option<HttpSettings>,
-    /// `None`: in-process queue, cache and events.
-    pub redis: Option<RedisSettings>,
-    pub mail: MailSettings,
-    /// `None`: no worker or sweeper in this process.
-    pub worker: Option<WorkerSettings>,
-    pub cache_ttl: Duration,
-}
-
-pub struct HttpSettings {
-    pub bind: SocketAddr,
-    /// The HS256 key, at least 32 bytes.
-    pub jwt_secret: SecretBox<[u8]>,
-    pub jwt_ttl: Duration,
-    /// Limits, introspection, suggestions.
-    pub schema: SchemaOptions,
-    pub rate_limits: RateLimits,
-    /// Peers whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Origins allowed by CORS and on the websocket upgrade.
-    pub cors: AllowedOrigins,
-    /// Subscriptions per socket and sockets per user.
-    pub sockets: SocketLimits,
-}
-
-pub struct RedisSettings {
-    pub url: SecretString,
-    pub prefix: String,
-}
-
-pub struct MailSettings {
-    /// `None`: `.eml` files in `<data dir>/outbox/`.
-    pub smtp_url: Option<SecretString>,
-    pub from: String,
-    pub timeout: Duration,
-}
-
-impl Config {
-    /// Embedded defaults around a database URL, for tests and tools:
-    /// in-process backends, .eml outbox, a worker with the default settings.
-    pub fn embedded(database_url: String, data_dir: PathBuf, jwt_secret: &[u8]) -> Self {
-        Self {
-            database_url,
-            migrate_on_start: true,
-            data_dir,
-            http: Some(HttpSettings {
-                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-                jwt_secret: SecretBox::new(jwt_secret.into()),
-                jwt_ttl: Duration::from_secs(3600),
-                schema: SchemaOptions::default(),
-                rate_limits: RateLimits::default(),
-                trusted_proxies: Vec::new(),
-                cors: AllowedOrigins::Localhost,
-                sockets: SocketLimits::default(),
-            }),
-            redis: None,
-            mail: MailSettings {
-                smtp_url: None,
-                from: "Herald <herald@localhost>".to_owned(),
-                timeout: Duration::from_secs(10),
-            },
-            worker: Some(WorkerSettings {
-                concurrency: 16,
-                retry: RetryPolicy {
-                    max_attempts: 5,
-                    base: Duration::from_secs(5),
-                    max_delay: Duration::from_secs(900),
-                },
-                visibility_timeout: Duration::from_secs(60),
-                sweep_interval: Duration::from_secs(2),
-                max_deliveries: 5,
-                shutdown_grace: Duration::from_secs(10),
-            }),
-            cache_ttl: Duration::from_secs(300),
-        }
-    }
-
-    /// Resolves the `serve` settings. Fails with one clear line when a
-    /// Postgres deployment has no (or a short) `JWT_SECRET`.
-    pub fn for_serve(global: &GlobalArgs, serve: ServeArgs) -> anyhow::Result<Self> {
-        let database_url = global.database_url();
-        let kind = DatabaseKind::of(&database_url)?;
-        let jwt_secret = resolve_jwt_secret(serve.jwt_secret, kind, &global.data_dir)?;
-        let mut config = Self::for_runtime(global, serve.runtime, !serve.no_worker)?;
-        let production = serve.environment == Environment::Production;
-        config.http = Some(HttpSettings {
-            bind: serve.bind,
-            jwt_secret,
-            jwt_ttl: serve.jwt_ttl,
-            schema: SchemaOptions {
-                limits: serve.limits.into(),
-                introspection: serve.introspection.unwrap_or(!production),
-                suggestions: !production,
-            },
-            rate_limits: serve.rate_limits.into(),
-            trusted_proxies: serve.trust_proxy,
-            cors: match serve.cors_origins {
-                Some(list) => AllowedOrigins::List(
-                    list.into_iter()
-                        .map(|o| o.trim().trim_end_matches('/').to_owned())
-                        .filter(|o| !o.is_empty())
-                        .collect(),
-                ),
-                None if production => AllowedOrigins::List(Vec::new()),
-                None => AllowedOrigins::Localhost,
-            },
-            sockets: SocketLimits {
-                max_subscriptions: serve.ws_max_subscriptions,
-                max_sockets_per_user: serve.ws_max_sockets_per_user,
-                ..SocketLimits::default()
-            },
-        });
-        Ok(config)
-    }
-
-    /// Resolves the `worker` settings: no API, always a worker.
-    pub fn for_worker(global: &GlobalArgs, worker: WorkerArgs) -> anyhow::Result<Self> {
-        Self::for_runtime(global, worker.runtime, true)
-    }
-
-    fn for_runtime(global: &GlobalArgs, rt: RuntimeArgs, worker: bool) -> anyhow::Result<Self> {
-        let database_url = global.database_url();
-        DatabaseKind::of(&database_url)?;
-        anyhow::ensure!(
-            rt.visibility_timeout > rt.smtp_timeout,
-            "HERALD_VISIBILITY_TIMEOUT ({:?}) must be longer than SMTP_TIMEOUT ({:?}), or live deliveries would be taken over",
-            rt.visibility_timeout,
-            rt.smtp_timeout
-        );
-        anyhow::ensure!(
-            rt.max_attempts >= 1,
-            "HERALD_MAX_ATTEMPTS must be at least 1"
-        );
-        anyhow::ensure!(
-            rt.worker_concurrency >= 1,
-            "HERALD_WORKER_CONCURRENCY must be at least 1"
-        );
-        Ok(Self {
-            database_url,
-            migrate_on_start: !rt.no_migrate,
-            data_dir: global.data_dir.clone(),
-            http: None,
-            redis: rt.redis_url.map(|url| RedisSettings {
-                url,
-                prefix: rt.redis_prefix,
-            }),
-            mail: MailSettings {
-                smtp_url: rt.smtp_url,
-                from: rt.smtp_from,
-                timeout: rt.smtp_timeout,
-            },
-            worker: worker.then_some(WorkerSettings {
-                concurrency: rt.worker_concurrency,
-                retry: RetryPolicy {
-                    max_attempts: rt.max_attempts,
-                    base: rt.retry_base,
-                    max_delay: rt.retry_max,
-                },
-                visibility_timeout: rt.visibility_timeout,
-                sweep_interval: rt.sweep_interval,
-                max_deliveries: rt.max_deliveries,
-                shutdown_grace: rt.shutdown_grace,
-            }),
-            cache_ttl: rt.cache_ttl,
-        })
-    }
-}
-
 impl Cli {
     /// Parses the command line; no subcommand means `serve` with its
     /// environment variables and defaults applied.
@@ -480,68 +248,6 @@ impl GlobalArgs {
                 self.data_dir.join("herald.db").display()
             )
         })
-    }
-}
-
-/// The JWT key: `JWT_SECRET` when set; required for Postgres; otherwise the
-/// embedded key file, created once so tokens survive restarts.
-fn resolve_jwt_secret(
-    given: Option<SecretString>,
-    kind: DatabaseKind,
-    data_dir: &Path,
-) -> anyhow::Result<SecretBox<[u8]>> {
-    match (given, kind) {
-        (Some(secret), _) => {
-            let bytes = secret.expose_secret().as_bytes();
-            anyhow::ensure!(
-                bytes.len() >= MIN_SECRET_LEN,
-                "JWT_SECRET is {} bytes; it must be at least {MIN_SECRET_LEN} (try: openssl rand -hex 32)",
-                bytes.len()
-            );
-            Ok(SecretBox::new(bytes.into()))
-        }
-        (None, DatabaseKind::Postgres) => anyhow::bail!(
-            "JWT_SECRET is required when DATABASE_URL is Postgres: set it to at least {MIN_SECRET_LEN} random bytes (try: openssl rand -hex 32)"
-        ),
-        (None, DatabaseKind::Sqlite) => load_or_create_key_file(&data_dir.join("jwt.key")),
-    }
-}
-
-/// Reads the hex key in `path`, or creates it with 32 random bytes, mode 0600.
-/// Two processes starting at once agree: only one `create_new` wins.
-fn load_or_create_key_file(path: &Path) -> anyhow::Result<SecretBox<[u8]>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            let mut key = [0u8; MIN_SECRET_LEN];
-            rand::Rng::fill(&mut rand::rng(), &mut key[..]);
-            file.write_all(hex::encode(key).as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(path = %path.display(), "created a new JWT signing key");
-            Ok(SecretBox::new(Box::new(key)))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let key = hex::decode(text.trim())
-                .ok()
-                .filter(|k| k.len() >= MIN_SECRET_LEN)
-                .with_context(|| {
-                    format!(
-                        "{} must hold at least {MIN_SECRET_LEN} hex-encoded bytes; delete it to make a new key (all tokens become invalid)",
-                        path.display()
-                    )
-                })?;
-            Ok(SecretBox::new(key.into_boxed_slice()))
-        }
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
 }
 
@@ -589,38 +295,6 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn postgres_without_a_secret_is_refused() {
-        let dir = std::env::temp_dir();
-        let err = resolve_jwt_secret(None, DatabaseKind::Postgres, &dir).expect_err("refused");
-        assert!(err.to_string().contains("JWT_SECRET is required"));
-    }
-
-    #[test]
-    fn a_short_secret_is_refused() {
-        let dir = std::env::temp_dir();
-        let short = SecretString::from("too short");
-        assert!(resolve_jwt_secret(Some(short), DatabaseKind::Sqlite, &dir).is_err());
-    }
-
-    #[test]
-    fn the_embedded_key_file_is_created_once_and_reused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = resolve_jwt_secret(None, DatabaseKind::Sqlite, dir.path()).expect("created");
-        let second = resolve_jwt_secret(None, DatabaseKind::Sqlite, dir.path()).expect("read");
-        assert_eq!(first.expose_secret(), second.expose_secret());
-        assert_eq!(first.expose_secret().len(), MIN_SECRET_LEN);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(dir.path().join("jwt.key"))
-                .expect("metadata")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
     }
 
     #[test]
