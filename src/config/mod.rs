@@ -62,6 +62,8 @@ pub struct RedisSettings {
 pub struct MailSettings {
     /// `None`: `.eml` files in `<data dir>/outbox/`.
     pub smtp_url: Option<SecretString>,
+    /// Extra CA certificates (PEM) for the SMTP server's TLS certificate.
+    pub ca_file: Option<PathBuf>,
     pub from: String,
     pub timeout: Duration,
 }
@@ -87,6 +89,7 @@ impl Config {
             redis: None,
             mail: MailSettings {
                 smtp_url: None,
+                ca_file: None,
                 from: "Herald <herald@localhost>".to_owned(),
                 timeout: Duration::from_secs(10),
             },
