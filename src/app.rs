@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{InProcessRevocations, JwtKeys, PasswordHasher, RedisRevocations, Revocations},
@@ -22,9 +22,10 @@ use crate::{
     directory::Directory,
     graphql::{ApiState, build_schema, loaders::UserLoader},
     http::{HttpState, router},
-    inbox::Inbox,
+    inbox::{Inbox, LostBumps},
     keys::Keys,
     mailer::{Mailer, MailerConfig},
+    notify::Notifications,
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
     queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
@@ -46,8 +47,13 @@ pub struct Application {
     /// Closes open websockets when shutdown starts (the HTTP server does not
     /// wait for upgraded connections).
     sockets: CancellationToken,
-    /// How long in-flight requests get after shutdown is asked for.
+    /// How long in-flight requests and tracked tasks get after shutdown is
+    /// asked for.
     shutdown_grace: Duration,
+    /// Work that must outlive the request that started it (a send's
+    /// announce and enqueue) and background loops; waited for at shutdown,
+    /// before the database closes.
+    tasks: TaskTracker,
     hasher: Option<PasswordHasher>,
 }
 
@@ -135,6 +141,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     );
     let background = CancellationToken::new();
     let sockets = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let Backends {
         queue,
         cache,
@@ -153,7 +160,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         events: events.clone(),
         keys: keys.clone(),
         ttl: config.cache_ttl,
-        lost_bumps: Arc::default(),
+        lost_bumps: Arc::new(LostBumps::new(background.clone(), tasks.clone())),
     };
 
     let delivery = match &config.worker {
@@ -188,7 +195,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     settings.jwt_ttl,
                 )),
                 hasher: hasher.insert(PasswordHasher::per_core()).clone(),
-                queue,
+                notifications: Notifications::new(db.clone(), inbox.clone(), queue, tasks.clone()),
                 inbox,
                 users: Arc::new(users),
                 limiter,
@@ -199,6 +206,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(
                 api.revocations.clone(),
                 crate::ws::REVOCATION_CHECK,
+                sockets.clone(),
+                tasks.clone(),
             );
             let router = router(HttpState {
                 schema,
@@ -228,6 +237,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         background,
         sockets,
         shutdown_grace: config.shutdown_grace,
+        tasks,
         hasher,
     })
 }
@@ -284,6 +294,16 @@ impl Application {
         });
         let result = serve_then_join(server, worker, &shutdown, self.shutdown_grace).await;
         self.background.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.shutdown_grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "shutdown grace period over; abandoning unfinished sends"
+            );
+        }
         self.db.close().await.context("closing the database pool")?;
         result
     }
