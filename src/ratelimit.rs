@@ -13,8 +13,6 @@ use std::{
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
 
-use crate::keys::Keys;
-
 /// A fixed window: at most `limit` per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -237,25 +235,6 @@ impl RateLimiter for InProcessRateLimiter {
         }
         buckets.insert(key.to_owned(), new_tat);
         Ok(None)
-    }
-}
-
-/// The names of every limit's key.
-impl Keys {
-    pub fn login_failures_account(&self, email: &str) -> String {
-        format!("{}rl:login:account:{email}", self.prefix())
-    }
-
-    pub fn login_failures_ip(&self, ip: std::net::IpAddr) -> String {
-        format!("{}rl:login:ip:{ip}", self.prefix())
-    }
-
-    pub fn registrations_ip(&self, ip: std::net::IpAddr) -> String {
-        format!("{}rl:register:ip:{ip}", self.prefix())
-    }
-
-    pub fn sends_user(&self, user_id: i64) -> String {
-        format!("{}rl:send:user:{user_id}", self.prefix())
     }
 }
 

@@ -279,17 +279,6 @@ impl Revocations for InProcessRevocations {
         Ok(token || before)
     }
 }
-
-impl Keys {
-    pub fn revoked_token(&self, jti: &str) -> String {
-        format!("{}revoked:{jti}", self.prefix())
-    }
-
-    pub fn tokens_valid_after(&self, user_id: i64) -> String {
-        format!("{}tokens-valid-after:{user_id}", self.prefix())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,18 +228,59 @@ async fn a_very_high_send_rate_is_accepted_by_redis() {
         assert!(body["data"]["sendNotification"]["id"].is_string(), "{body}");
     }
     // The limiter answered (no fail-open): its key exists in Redis.
-    let prefix = app.redis.as_ref().expect("redis").prefix.clone();
-    let client = redis::Client::open(crate::helpers::redis_url()).expect("client");
-    let mut conn = client
+    let me = app.me(Some(&token)).await;
+    let user_id: i64 = me["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{me}"));
+    let keys = herald::keys::Keys::new(app.redis.as_ref().expect("redis").prefix.clone());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(keys.sends_user(user_id))
+        .query_async(&mut redis_conn().await)
+        .await
+        .expect("exists");
+    assert!(exists);
+}
+
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(crate::helpers::redis_url())
+        .expect("client")
         .get_multiplexed_async_connection()
         .await
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}rl:send:*"))
-        .query_async(&mut conn)
+        .expect("redis")
+}
+
+/// Emails with line breaks, or as long as the body allows, become a digest
+/// in the key name: every name Herald writes is short and plain, so an
+/// operator's tools (and `redis-cli --scan`) can handle them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_login_emails_leave_only_short_plain_key_names() {
+    let Some(app) = spawn_default(Backend::Postgres).await else {
+        return;
+    };
+    for email in [
+        "evil\r\nFLUSHALL\r\n@example.com".to_owned(),
+        format!("{}@example.com", "x\n".repeat(200_000)),
+    ] {
+        let body = app.login(&email, "wrong password").await;
+        assert_eq!(error_code(&body), Some("UNAUTHENTICATED"), "{body}");
+    }
+    let prefix = app.redis.as_ref().expect("redis").prefix.clone();
+    let names: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis_conn().await)
         .await
         .expect("keys");
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    // Two account windows and the address's.
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in names {
+        let name = String::from_utf8_lossy(&name);
+        assert!(name.len() <= 100, "{} bytes", name.len());
+        assert!(
+            !name.chars().any(|c| c.is_control() || c.is_whitespace()),
+            "{name:?}"
+        );
+    }
 }
 
 /// The argon2 verifications every instance in `apps` has run.
