@@ -13,7 +13,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use entity::user;
-use sea_orm::{ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _};
+use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -137,10 +137,7 @@ impl Directory {
         if from_db.is_empty() {
             return Ok(found);
         }
-        let rows = user::Entity::find()
-            .filter(user::Column::Id.is_in(from_db))
-            .all(&self.db)
-            .await?;
+        let rows = crate::storage::users::find_many(&self.db, from_db).await?;
         for row in rows {
             let profile = Profile::from(row);
             if let Ok(json) = wire::encode(&UserV1::from(&profile)) {
