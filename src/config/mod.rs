@@ -2,10 +2,13 @@
 //! variable, with defaults that run with nothing installed.
 //!
 //! `Config` is the resolved form `app::build` takes; tests build it directly.
-//! `cli` holds the clap arguments, `resolve` turns them into a `Config`, and
-//! `secret` reads or creates the embedded JWT key file.
+//! `cli` holds the clap arguments, `defaults` every default and range,
+//! `duration` the duration syntax, `resolve` turns the arguments into a
+//! `Config`, and `secret` reads or creates the embedded JWT key file.
 
 mod cli;
+pub mod defaults;
+mod duration;
 mod resolve;
 mod secret;
 
@@ -14,6 +17,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use secrecy::{SecretBox, SecretString};
 
 pub use cli::*;
+pub use duration::parse_duration;
 
 use crate::{
     cors::AllowedOrigins,
@@ -36,6 +40,10 @@ pub struct Config {
     /// `None`: no worker or sweeper in this process.
     pub worker: Option<WorkerSettings>,
     pub cache_ttl: Duration,
+    /// After shutdown is asked for: how long in-flight requests get (the
+    /// worker's deliveries get `WorkerSettings::shutdown_grace`, the same
+    /// setting).
+    pub shutdown_grace: Duration,
 }
 
 pub struct HttpSettings {
@@ -70,7 +78,8 @@ pub struct MailSettings {
 
 impl Config {
     /// Embedded defaults around a database URL, for tests and tools:
-    /// in-process backends, .eml outbox, a worker with the default settings.
+    /// in-process backends, .eml outbox, a worker with the default settings;
+    /// it listens on a free port rather than `defaults::BIND`.
     pub fn embedded(database_url: String, data_dir: PathBuf, jwt_secret: &[u8]) -> Self {
         Self {
             database_url,
@@ -79,7 +88,7 @@ impl Config {
             http: Some(HttpSettings {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 jwt_secret: SecretBox::new(jwt_secret.into()),
-                jwt_ttl: Duration::from_secs(3600),
+                jwt_ttl: defaults::JWT_TTL.default,
                 schema: SchemaOptions::default(),
                 rate_limits: RateLimits::default(),
                 trusted_proxies: Vec::new(),
@@ -90,22 +99,23 @@ impl Config {
             mail: MailSettings {
                 smtp_url: None,
                 ca_file: None,
-                from: "Herald <herald@localhost>".to_owned(),
-                timeout: Duration::from_secs(10),
+                from: defaults::SMTP_FROM.to_owned(),
+                timeout: defaults::SMTP_TIMEOUT.default,
             },
             worker: Some(WorkerSettings {
-                concurrency: 16,
+                concurrency: defaults::WORKER_CONCURRENCY.default,
                 retry: RetryPolicy {
-                    max_attempts: 5,
-                    base: Duration::from_secs(5),
-                    max_delay: Duration::from_secs(900),
+                    max_attempts: defaults::MAX_ATTEMPTS.default,
+                    base: defaults::RETRY_BASE.default,
+                    max_delay: defaults::RETRY_MAX.default,
                 },
-                visibility_timeout: Duration::from_secs(60),
-                sweep_interval: Duration::from_secs(2),
-                max_deliveries: 5,
-                shutdown_grace: Duration::from_secs(10),
+                visibility_timeout: defaults::VISIBILITY_TIMEOUT.default,
+                sweep_interval: defaults::SWEEP_INTERVAL.default,
+                max_deliveries: defaults::MAX_DELIVERIES.default,
+                shutdown_grace: defaults::SHUTDOWN_GRACE.default,
             }),
-            cache_ttl: Duration::from_secs(300),
+            cache_ttl: defaults::CACHE_TTL.default,
+            shutdown_grace: defaults::SHUTDOWN_GRACE.default,
         }
     }
 }
