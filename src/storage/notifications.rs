@@ -205,7 +205,7 @@ pub async fn release_expired_claims(
     max_attempts: i32,
     limit: u64,
 ) -> Result<Vec<notification::Model>> {
-    let cutoff = now - chrono::Duration::from_std(visibility).unwrap_or(chrono::Duration::MAX);
+    let cutoff = super::before(now, visibility);
     let expired: Vec<notification::Model> = notification::Entity::find()
         .filter(Column::Status.eq(Status::Processing))
         .filter(Column::ClaimedAt.lt(cutoff))

@@ -61,8 +61,7 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
     let stamped_before = if everything {
         now
     } else {
-        now - chrono::Duration::from_std(settings.visibility_timeout)
-            .unwrap_or(chrono::Duration::MAX)
+        storage::before(now, settings.visibility_timeout)
     };
     let mut enqueued = 0;
     // Batch after batch while there is a backlog (after an outage, say),
