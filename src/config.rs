@@ -7,6 +7,7 @@ use std::{
     io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -20,7 +21,9 @@ use crate::{
     graphql::{SchemaOptions, limits::QueryLimits},
     ratelimit::{Bucket, RateLimits, Window},
     storage::DatabaseKind,
-    worker::{RetryPolicy, WorkerSettings},
+    worker::{
+        DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_WINDOW, RetryPolicy, SystemClock, WorkerSettings,
+    },
     ws::SocketLimits,
 };
 
@@ -244,8 +247,9 @@ pub struct RuntimeArgs {
     /// Deliveries in flight at once, per process.
     #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = 16)]
     pub worker_concurrency: usize,
-    /// Delivery attempts in all before a notification is FAILED.
-    #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = 5)]
+    /// Delivery attempts in all, at most: a bound under the retry window
+    /// (attempts that found the mail server unreachable do not count).
+    #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: i32,
     /// Backoff after the first failed attempt; doubles each time, with jitter.
     #[arg(long, env = "HERALD_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
@@ -355,15 +359,12 @@ impl Config {
             },
             worker: Some(WorkerSettings {
                 concurrency: 16,
-                retry: RetryPolicy {
-                    max_attempts: 5,
-                    base: Duration::from_secs(5),
-                    max_delay: Duration::from_secs(900),
-                },
+                retry: RetryPolicy::default(),
                 visibility_timeout: Duration::from_secs(60),
                 sweep_interval: Duration::from_secs(2),
                 max_deliveries: 5,
                 shutdown_grace: Duration::from_secs(10),
+                clock: Arc::new(SystemClock),
             }),
             cache_ttl: Duration::from_secs(300),
         }
@@ -449,11 +450,13 @@ impl Config {
                     max_attempts: rt.max_attempts,
                     base: rt.retry_base,
                     max_delay: rt.retry_max,
+                    window: DEFAULT_RETRY_WINDOW,
                 },
                 visibility_timeout: rt.visibility_timeout,
                 sweep_interval: rt.sweep_interval,
                 max_deliveries: rt.max_deliveries,
                 shutdown_grace: rt.shutdown_grace,
+                clock: Arc::new(SystemClock),
             }),
             cache_ttl: rt.cache_ttl,
         })
