@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{InProcessRevocations, JwtKeys, PasswordHasher, RedisRevocations, Revocations},
@@ -22,9 +22,10 @@ use crate::{
     directory::Directory,
     graphql::{ApiState, build_schema, loaders::UserLoader},
     http::{HttpState, router},
-    inbox::Inbox,
+    inbox::{Inbox, LostBumps},
     keys::Keys,
     mailer::{Mailer, MailerConfig},
+    notify::Notifications,
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
     queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
@@ -48,6 +49,10 @@ pub struct Application {
     /// Closes open websockets when shutdown starts (the HTTP server does not
     /// wait for upgraded connections).
     sockets: CancellationToken,
+    /// Work that must outlive the request that started it (a send's
+    /// announce and enqueue) and background loops; waited for at shutdown,
+    /// before the database closes.
+    tasks: TaskTracker,
     hasher: Option<PasswordHasher>,
 }
 
@@ -130,6 +135,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     );
     let background = CancellationToken::new();
     let sockets = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let Backends {
         queue,
         cache,
@@ -148,7 +154,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         events: events.clone(),
         keys: keys.clone(),
         ttl: config.cache_ttl,
-        lost_bumps: Arc::default(),
+        lost_bumps: Arc::new(LostBumps::new(background.clone(), tasks.clone())),
     };
 
     let delivery = match &config.worker {
@@ -184,7 +190,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     settings.jwt_ttl,
                 )),
                 hasher: hasher.insert(PasswordHasher::per_core()).clone(),
-                queue,
+                notifications: Notifications::new(db.clone(), inbox.clone(), queue, tasks.clone()),
                 inbox,
                 users: Arc::new(users),
                 limiter,
@@ -195,6 +201,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(
                 api.revocations.clone(),
                 crate::ws::REVOCATION_CHECK,
+                sockets.clone(),
+                tasks.clone(),
             );
             let router = router(HttpState {
                 schema,
@@ -224,6 +232,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         events,
         background,
         sockets,
+        tasks,
         hasher,
     })
 }
@@ -289,6 +298,16 @@ impl Application {
             worker.await.context("worker task")?;
         }
         self.background.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "shutdown grace period over; abandoning unfinished sends"
+            );
+        }
         self.db.close().await.context("closing the database pool")?;
         Ok(())
     }

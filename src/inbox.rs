@@ -17,6 +17,7 @@ use std::{
 use entity::notification::{self, Status};
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     cache::Cache,
@@ -42,13 +43,25 @@ const BUMP_RETRY: Duration = Duration::from_secs(1);
 /// them: without this, pages cached before an outage would be served stale,
 /// by every instance, until their TTL once the cache is back. Until then this
 /// instance reads those inboxes from the database.
-#[derive(Default)]
 pub struct LostBumps {
     keys: Mutex<HashSet<String>>,
     retrying: AtomicBool,
+    /// Ends the retry loop at shutdown (bumps still owed stay owed).
+    stop: CancellationToken,
+    /// Where the retry loop runs, so shutdown can wait for it to end.
+    tasks: TaskTracker,
 }
 
 impl LostBumps {
+    pub fn new(stop: CancellationToken, tasks: TaskTracker) -> Self {
+        Self {
+            keys: Mutex::default(),
+            retrying: AtomicBool::new(false),
+            stop,
+            tasks,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -62,7 +75,7 @@ impl LostBumps {
 
     /// Remembers `key` and makes sure a retry loop runs. The loop ends once
     /// every lost bump has landed (decided under the lock `remember` takes,
-    /// so no key is left without a loop).
+    /// so no key is left without a loop), or at shutdown.
     fn remember(self: &Arc<Self>, key: String, cache: Arc<dyn Cache>) {
         let mut keys = self.lock();
         keys.insert(key);
@@ -70,9 +83,12 @@ impl LostBumps {
             return;
         }
         let lost = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
-                tokio::time::sleep(BUMP_RETRY).await;
+                tokio::select! {
+                    () = lost.stop.cancelled() => break,
+                    () = tokio::time::sleep(BUMP_RETRY) => {}
+                }
                 let pending: Vec<String> = lost.lock().iter().cloned().collect();
                 for key in pending {
                     if cache.bump(&key).await.is_ok() {
@@ -191,4 +207,49 @@ impl Inbox {
 struct Versioned {
     version: u64,
     page: Page,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache that never answers a bump.
+    struct Unreachable;
+
+    #[async_trait::async_trait]
+    impl Cache for Unreachable {
+        async fn get(&self, _: &str) -> anyhow::Result<Option<String>> {
+            anyhow::bail!("down")
+        }
+        async fn get_many(&self, _: &[String]) -> anyhow::Result<Vec<Option<String>>> {
+            anyhow::bail!("down")
+        }
+        async fn set(&self, _: &str, _: &str, _: Duration) -> anyhow::Result<()> {
+            anyhow::bail!("down")
+        }
+        async fn version(&self, _: &str) -> anyhow::Result<u64> {
+            anyhow::bail!("down")
+        }
+        async fn bump(&self, _: &str) -> anyhow::Result<u64> {
+            anyhow::bail!("down")
+        }
+        fn backend(&self) -> &'static str {
+            "unreachable"
+        }
+        async fn ping(&self) -> anyhow::Result<()> {
+            anyhow::bail!("down")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lost_bump_retry_loop_ends_at_shutdown_with_the_bump_still_owed() {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let lost = Arc::new(LostBumps::new(stop.clone(), tasks.clone()));
+        lost.remember("v".to_owned(), Arc::new(Unreachable));
+        assert_eq!(tasks.len(), 1, "the retry loop runs");
+        // Though the cache is still down.
+        crate::test_support::shut_down(&stop, &tasks, "the retry loop").await;
+        assert!(lost.contains("v"), "the bump is still owed");
+    }
 }

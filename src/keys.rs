@@ -1,6 +1,35 @@
 //! The one key builder: every Redis key, stream, group and channel name
 //! Herald uses, under the configured prefix (DESIGN.md, invariant 7). The
 //! in-process backends use the same names, so both behave alike.
+//!
+//! No client-supplied text reaches a name as it is: an email becomes its
+//! digest, other text is kept only when it is short and plain. A name is
+//! thus bounded and never holds whitespace or control characters.
+
+use std::net::IpAddr;
+
+use sha2::{Digest as _, Sha256};
+
+/// The first 128 bits of `text`'s SHA-256, in hex: a fixed-size, plain
+/// stand-in for text a client chose.
+fn digest(text: &str) -> String {
+    let hash = Sha256::digest(text.as_bytes());
+    hex::encode(&hash[..16])
+}
+
+/// `text` itself when it is plain (at most 64 ASCII letters, digits or
+/// `-`), as the token ids Herald issues are; else `h:` and its digest (a
+/// plain part has no `:`, so the two never meet).
+fn plain_or_digest(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if plain {
+        text.to_owned()
+    } else {
+        format!("h:{}", digest(text))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -56,26 +85,125 @@ impl Keys {
     pub fn user(&self, user_id: i64) -> String {
         format!("{}user:{user_id}", self.prefix)
     }
+
+    /// Login failures for one account, by the digest of the normalised
+    /// email the client sent (registered or not).
+    pub fn login_failures_account(&self, email: &str) -> String {
+        format!("{}rl:login:account:{}", self.prefix, digest(email))
+    }
+
+    pub fn login_failures_ip(&self, ip: IpAddr) -> String {
+        format!("{}rl:login:ip:{ip}", self.prefix)
+    }
+
+    pub fn registrations_ip(&self, ip: IpAddr) -> String {
+        format!("{}rl:register:ip:{ip}", self.prefix)
+    }
+
+    pub fn sends_user(&self, user_id: i64) -> String {
+        format!("{}rl:send:user:{user_id}", self.prefix)
+    }
+
+    /// A logged-out token, by its `jti` (a UUID Herald issued, kept as is so
+    /// that marks written before this rule still match).
+    pub fn revoked_token(&self, jti: &str) -> String {
+        format!("{}revoked:{}", self.prefix, plain_or_digest(jti))
+    }
+
+    pub fn tokens_valid_after(&self, user_id: i64) -> String {
+        format!("{}tokens-valid-after:{user_id}", self.prefix)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_name_starts_with_the_prefix() {
-        let keys = Keys::new("t1:");
-        for name in [
-            keys.queue(),
-            keys.queue_group(),
-            keys.dead_letters(),
-            keys.events(),
-            keys.inbox_version(7),
-            keys.inbox_page(7, 2, 10),
-            keys.user(7),
-        ] {
-            assert!(name.starts_with("t1:"), "{name}");
+    /// Hostile text a client can put where a name takes text.
+    fn hostile() -> Vec<String> {
+        vec![
+            String::new(),
+            "a@example.com".to_owned(),
+            "evil\r\nDEL *\n@example.com".to_owned(),
+            "tab\tspace @x\u{0}\u{7f}\u{85}\u{2028}é".to_owned(),
+            "*?[]{}:".to_owned(),
+            "x".repeat(1 << 20),
+        ]
+    }
+
+    /// Every name, each method called with every hostile input; keyed by
+    /// the method's name.
+    fn every_name(keys: &Keys) -> Vec<(&'static str, String)> {
+        let ips: [IpAddr; 3] = [
+            "203.0.113.7".parse().expect("ip"),
+            "2001:db8::1".parse().expect("ip"),
+            "::ffff:192.0.2.1".parse().expect("ip"),
+        ];
+        let ids = [0, 7, -1, i64::MIN, i64::MAX];
+        let mut names = vec![
+            ("queue", keys.queue()),
+            ("queue_group", keys.queue_group()),
+            ("dead_letters", keys.dead_letters()),
+            ("events", keys.events()),
+        ];
+        for id in ids {
+            names.push(("inbox_version", keys.inbox_version(id)));
+            names.push(("inbox_page", keys.inbox_page(id, u64::MAX, 0)));
+            names.push(("user", keys.user(id)));
+            names.push(("sends_user", keys.sends_user(id)));
+            names.push(("tokens_valid_after", keys.tokens_valid_after(id)));
         }
+        for ip in ips {
+            names.push(("login_failures_ip", keys.login_failures_ip(ip)));
+            names.push(("registrations_ip", keys.registrations_ip(ip)));
+        }
+        for text in hostile() {
+            names.push(("login_failures_account", keys.login_failures_account(&text)));
+            names.push(("revoked_token", keys.revoked_token(&text)));
+        }
+        names
+    }
+
+    #[test]
+    fn every_name_is_prefixed_short_and_plain_even_for_hostile_input() {
+        let keys = Keys::new("t1:");
+        for (method, name) in every_name(&keys) {
+            assert!(name.starts_with("t1:"), "{method}: {name}");
+            assert!(name.len() <= 100, "{method}: {} bytes", name.len());
+            assert!(
+                !name.chars().any(|c| c.is_control() || c.is_whitespace()),
+                "{method}: {name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_test_covers_every_method() {
+        let source = include_str!("keys.rs");
+        let methods: std::collections::BTreeSet<&str> = source
+            .split("pub fn ")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('('))
+            .filter(|(name, args)| args.starts_with("&self") && *name != "prefix")
+            .map(|(name, _)| name)
+            .collect();
+        let covered: std::collections::BTreeSet<&str> = every_name(&Keys::new("p:"))
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(methods, covered);
+    }
+
+    #[test]
+    fn client_text_is_told_apart_and_issued_ids_stay_as_they_are() {
+        let keys = Keys::new("h:");
+        let a = keys.login_failures_account("a@example.com");
+        assert_ne!(a, keys.login_failures_account("b@example.com"));
+        assert_eq!(a, keys.login_failures_account("a@example.com"));
+        assert!(!a.contains("example"), "no email in a key: {a}");
+        let jti = uuid::Uuid::new_v4().to_string();
+        assert_eq!(keys.revoked_token(&jti), format!("h:revoked:{jti}"));
+        assert_ne!(keys.revoked_token("a\nb"), keys.revoked_token("a\rb"));
     }
 
     #[test]

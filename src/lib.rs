@@ -17,10 +17,13 @@ pub mod http;
 pub mod inbox;
 pub mod keys;
 pub mod mailer;
+pub mod notify;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;
 pub mod storage;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod worker;
 pub mod ws;

@@ -13,8 +13,6 @@ use std::{
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
 
-use crate::keys::Keys;
-
 /// A fixed window: at most `limit` per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -62,11 +60,14 @@ impl Default for RateLimits {
 
 #[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Hits counted in `key`'s current window, and seconds until it resets.
-    async fn count(&self, key: &str) -> anyhow::Result<(u64, u64)>;
-    /// Counts one more hit in a window of `window`; returns the new count
-    /// and the seconds until the window resets.
-    async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, u64)>;
+    /// Takes one of `rule.limit` attempts in `key`'s current window, in one
+    /// atomic step: `Ok(None)` when taken, else the seconds until the window
+    /// resets. Check and count are one step so that concurrent requests
+    /// cannot all pass a check made before any of them was counted.
+    async fn reserve(&self, key: &str, rule: Window) -> anyhow::Result<Option<u64>>;
+    /// Gives back an attempt taken by [`RateLimiter::reserve`] (a login that
+    /// succeeded is no failure).
+    async fn release(&self, key: &str) -> anyhow::Result<()>;
     /// Takes a token from `key`'s bucket: `Ok(None)` when allowed, else the
     /// seconds until one is available.
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>>;
@@ -88,6 +89,31 @@ impl RedisRateLimiter {
     }
 }
 
+/// A fixed window's reservation: KEYS[1] counts the window's attempts.
+/// Returns 0 when one is taken, else the seconds until the window resets.
+const RESERVE: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    ttl = tonumber(ARGV[2])
+  end
+  return math.max(ttl, 1)
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2], 'NX')
+return 0
+";
+
+/// Gives one reserved attempt back, never below zero.
+const RELEASE: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
+";
+
 /// GCRA on the server's clock: KEYS[1] holds the theoretical arrival time.
 const GCRA: &str = r"
 local t = redis.call('TIME')
@@ -105,35 +131,26 @@ return 0
 
 #[async_trait::async_trait]
 impl RateLimiter for RedisRateLimiter {
-    async fn count(&self, key: &str) -> anyhow::Result<(u64, u64)> {
+    async fn reserve(&self, key: &str, rule: Window) -> anyhow::Result<Option<u64>> {
         let mut conn = self.manager.clone();
-        let (count, ttl): (Option<u64>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(key)
-            .cmd("TTL")
-            .arg(key)
-            .query_async(&mut conn)
+        let retry_after: u64 = redis::Script::new(RESERVE)
+            .key(key)
+            .arg(rule.limit)
+            .arg(rule.window.as_secs().max(1))
+            .invoke_async(&mut conn)
             .await
-            .context("rate limit GET")?;
-        Ok((count.unwrap_or(0), u64::try_from(ttl).unwrap_or(0)))
+            .context("rate limit reserve")?;
+        Ok((retry_after > 0).then_some(retry_after))
     }
 
-    async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, u64)> {
+    async fn release(&self, key: &str) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
-        let (count, ttl): (u64, i64) = redis::pipe()
-            .cmd("INCR")
-            .arg(key)
-            .cmd("EXPIRE")
-            .arg(key)
-            .arg(window.as_secs().max(1))
-            .arg("NX")
-            .ignore()
-            .cmd("TTL")
-            .arg(key)
-            .query_async(&mut conn)
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(key)
+            .invoke_async(&mut conn)
             .await
-            .context("rate limit INCR")?;
-        Ok((count, u64::try_from(ttl).unwrap_or(0)))
+            .context("rate limit release")?;
+        Ok(())
     }
 
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>> {
@@ -155,6 +172,14 @@ pub struct InProcessRateLimiter {
     buckets: Mutex<HashMap<String, Instant>>,
 }
 
+impl InProcessRateLimiter {
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u64)>> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 fn secs_left(until: Instant) -> u64 {
     until
         .saturating_duration_since(Instant::now())
@@ -164,32 +189,33 @@ fn secs_left(until: Instant) -> u64 {
 
 #[async_trait::async_trait]
 impl RateLimiter for InProcessRateLimiter {
-    async fn count(&self, key: &str) -> anyhow::Result<(u64, u64)> {
-        let windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(match windows.get(key) {
-            Some((resets, n)) if *resets > Instant::now() => (*n, secs_left(*resets)),
-            _ => (0, 0),
-        })
-    }
-
-    async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, u64)> {
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    async fn reserve(&self, key: &str, rule: Window) -> anyhow::Result<Option<u64>> {
+        let mut windows = self.windows();
         let now = Instant::now();
         if windows.len() > 100_000 {
             windows.retain(|_, (resets, _)| *resets > now);
         }
-        let entry = windows.entry(key.to_owned()).or_insert((now + window, 0));
+        let entry = windows
+            .entry(key.to_owned())
+            .or_insert((now + rule.window, 0));
         if entry.0 <= now {
-            *entry = (now + window, 0);
+            *entry = (now + rule.window, 0);
+        }
+        if entry.1 >= rule.limit {
+            return Ok(Some(secs_left(entry.0).max(1)));
         }
         entry.1 += 1;
-        Ok((entry.1, secs_left(entry.0)))
+        Ok(None)
+    }
+
+    async fn release(&self, key: &str) -> anyhow::Result<()> {
+        let mut windows = self.windows();
+        if let Some((resets, n)) = windows.get_mut(key)
+            && *resets > Instant::now()
+        {
+            *n = n.saturating_sub(1);
+        }
+        Ok(())
     }
 
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>> {
@@ -212,47 +238,43 @@ impl RateLimiter for InProcessRateLimiter {
     }
 }
 
-/// The names of every limit's key.
-impl Keys {
-    pub fn login_failures_account(&self, email: &str) -> String {
-        format!("{}rl:login:account:{email}", self.prefix())
-    }
-
-    pub fn login_failures_ip(&self, ip: std::net::IpAddr) -> String {
-        format!("{}rl:login:ip:{ip}", self.prefix())
-    }
-
-    pub fn registrations_ip(&self, ip: std::net::IpAddr) -> String {
-        format!("{}rl:register:ip:{ip}", self.prefix())
-    }
-
-    pub fn sends_user(&self, user_id: i64) -> String {
-        format!("{}rl:send:user:{user_id}", self.prefix())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_window_counts_and_resets() {
+    async fn a_window_reserves_up_to_its_limit_gives_back_and_resets() {
         let rl = InProcessRateLimiter::default();
-        assert_eq!(
-            rl.hit("k", Duration::from_millis(50)).await.expect("hit").0,
-            1
-        );
-        assert_eq!(
-            rl.hit("k", Duration::from_millis(50)).await.expect("hit").0,
-            2
-        );
-        assert_eq!(rl.count("k").await.expect("count").0, 2);
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(rl.count("k").await.expect("count").0, 0);
-        assert_eq!(
-            rl.hit("k", Duration::from_millis(50)).await.expect("hit").0,
-            1
-        );
+        let rule = Window {
+            limit: 2,
+            window: Duration::from_millis(80),
+        };
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), None);
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), None);
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), Some(1));
+        // Another key has its own window.
+        assert_eq!(rl.reserve("j", rule).await.expect("reserve"), None);
+        // One given back can be taken again, once.
+        rl.release("k").await.expect("release");
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), None);
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), Some(1));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), None);
+    }
+
+    #[tokio::test]
+    async fn releasing_more_than_was_reserved_gives_nothing_extra() {
+        let rl = InProcessRateLimiter::default();
+        let rule = Window {
+            limit: 1,
+            window: Duration::from_secs(60),
+        };
+        rl.release("k").await.expect("release");
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), None);
+        rl.release("k").await.expect("release");
+        rl.release("k").await.expect("release");
+        assert_eq!(rl.reserve("k", rule).await.expect("reserve"), None);
+        assert!(rl.reserve("k", rule).await.expect("reserve").is_some());
     }
 
     #[tokio::test]

@@ -405,7 +405,9 @@ async fn main() -> anyhow::Result<()> {
 
     let redis = redis::Client::open(args.redis_url.as_str())?;
     let conn = redis.get_multiplexed_async_connection().await?;
-    let version_key: Arc<str> = format!("{}inbox:{user_id}:version", args.redis_prefix).into();
+    let version_key: Arc<str> = herald::keys::Keys::new(args.redis_prefix.as_str())
+        .inbox_version(user_id)
+        .into();
     let (c, t) = (client.clone(), token.clone());
     let uncached = closed_loop(
         "notifications, uncached",

@@ -14,6 +14,7 @@ use std::{
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{AuthUser, Claims};
 use crate::keys::Keys;
@@ -135,6 +136,10 @@ pub struct RevocationWatch {
     watched: Mutex<WatchedTokens>,
     next_id: AtomicU64,
     running: AtomicBool,
+    /// Ends the checks at shutdown.
+    stop: CancellationToken,
+    /// Where the checks run, so shutdown can wait for them to end.
+    tasks: TaskTracker,
 }
 
 /// One watched token; dropping it stops the watch. `revoked` is notified
@@ -152,13 +157,20 @@ impl Drop for Watched {
 }
 
 impl RevocationWatch {
-    pub fn new(revocations: Arc<dyn Revocations>, interval: Duration) -> Arc<Self> {
+    pub fn new(
+        revocations: Arc<dyn Revocations>,
+        interval: Duration,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         Arc::new(Self {
             revocations,
             interval,
             watched: Mutex::default(),
             next_id: AtomicU64::new(0),
             running: AtomicBool::new(false),
+            stop,
+            tasks,
         })
     }
 
@@ -167,17 +179,21 @@ impl RevocationWatch {
     }
 
     /// Watches `user`'s token until the returned guard drops. The checks
-    /// start with the first watch (on the caller's runtime) and stop once
-    /// the watch itself is gone.
+    /// start with the first watch (on the caller's runtime) and stop at
+    /// shutdown or once the watch itself is gone.
     pub fn watch(self: &Arc<Self>, user: AuthUser) -> Watched {
         if !self.running.swap(true, Ordering::AcqRel) {
             let weak = Arc::downgrade(self);
             let interval = self.interval;
-            tokio::spawn(async move {
+            let stop = self.stop.clone();
+            self.tasks.spawn(async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    ticks.tick().await;
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = ticks.tick() => {}
+                    }
                     let Some(watch) = weak.upgrade() else { break };
                     watch.check().await;
                 }
@@ -263,13 +279,38 @@ impl Revocations for InProcessRevocations {
         Ok(token || before)
     }
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Keys {
-    pub fn revoked_token(&self, jti: &str) -> String {
-        format!("{}revoked:{jti}", self.prefix())
+    fn user() -> AuthUser {
+        AuthUser {
+            user_id: 1,
+            claims: Claims {
+                sub: "1".into(),
+                iat: 0,
+                exp: i64::MAX,
+                jti: "j".into(),
+                iss: "herald".into(),
+                iat_ms: 0,
+            },
+        }
     }
 
-    pub fn tokens_valid_after(&self, user_id: i64) -> String {
-        format!("{}tokens-valid-after:{user_id}", self.prefix())
+    #[tokio::test]
+    async fn the_watch_stops_checking_at_shutdown_while_sockets_are_open() {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let watch = RevocationWatch::new(
+            Arc::new(InProcessRevocations::default()),
+            Duration::from_millis(10),
+            stop.clone(),
+            tasks.clone(),
+        );
+        let open = watch.watch(user());
+        assert_eq!(tasks.len(), 1, "the checks run");
+        // Though a socket still holds its watch.
+        crate::test_support::shut_down(&stop, &tasks, "the checks").await;
+        drop(open);
     }
 }

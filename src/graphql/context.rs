@@ -11,7 +11,7 @@ use crate::{
     auth::{AuthUser, JwtKeys, PasswordHasher, Revocations, TokenError},
     error::{ApiResult, AppError},
     inbox::Inbox,
-    queue::Queue,
+    notify::Notifications,
     ratelimit::{RateLimiter, RateLimits},
 };
 
@@ -21,7 +21,8 @@ pub struct ApiState {
     pub db: DatabaseConnection,
     pub jwt: Arc<JwtKeys>,
     pub hasher: PasswordHasher,
-    pub queue: Arc<dyn Queue>,
+    /// Sends: insert, announce, enqueue.
+    pub notifications: Notifications,
     pub inbox: Inbox,
     pub users: Arc<DataLoader<UserLoader>>,
     pub limiter: Arc<dyn RateLimiter>,

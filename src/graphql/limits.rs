@@ -62,7 +62,9 @@ impl QueryLimits {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Census {
     pub aliases: usize,
-    /// `login` and `register` fields in mutations.
+    /// `login` and `register` fields in mutations, each time it is reached:
+    /// directly, through inline fragments, or through every spread of a
+    /// named fragment.
     pub credential_fields: usize,
     /// The deepest field nesting of any operation, fragments followed. A
     /// `__schema` selection counts as nothing, as in graphql-armor: the
@@ -95,6 +97,9 @@ struct FragmentMeasure {
 struct Walker<'a> {
     doc: &'a ExecutableDocument,
     measured: HashMap<&'a str, FragmentMeasure>,
+    /// Credential fields per named fragment, counted once however often
+    /// it is spread.
+    credentials: HashMap<&'a str, usize>,
     /// Fragments being measured: a cycle is left to validation, which
     /// refuses it.
     open: HashSet<&'a str>,
@@ -139,32 +144,43 @@ impl<'a> Walker<'a> {
     }
 
     fn fragment(&mut self, name: &'a str, level: usize) -> FragmentMeasure {
-        if let Some(known) = self.measured.get(name) {
+        self.memoized(
+            name,
+            |w| &mut w.measured,
+            FragmentMeasure { depth: 0, lists: 0 },
+            |w, set| w.measure(set, level),
+        )
+    }
+
+    /// What `compute` finds in fragment `name`, computed once however often
+    /// it is spread; `unknown` for a missing fragment or one that spreads
+    /// itself (a cycle is left to validation, which refuses it).
+    fn memoized<T: Copy>(
+        &mut self,
+        name: &'a str,
+        memo: fn(&mut Self) -> &mut HashMap<&'a str, T>,
+        unknown: T,
+        compute: impl FnOnce(&mut Self, &'a SelectionSet) -> T,
+    ) -> T {
+        if let Some(known) = memo(self).get(name) {
             return *known;
         }
         let doc = self.doc;
         let Some((key, fragment)) = doc.fragments.get_key_value(name) else {
-            return FragmentMeasure { depth: 0, lists: 0 };
+            return unknown;
         };
         let key = key.as_str();
         if !self.open.insert(key) {
-            return FragmentMeasure { depth: 0, lists: 0 };
+            return unknown;
         }
-        let measure = self.measure(&fragment.node.selection_set.node, level);
+        let found = compute(self, &fragment.node.selection_set.node);
         self.open.remove(key);
-        self.measured.insert(key, measure);
-        measure
+        memo(self).insert(key, found);
+        found
     }
 
-    /// Aliases and credential fields, and the list nesting under every
-    /// introspection root field.
-    fn count(
-        &mut self,
-        census: &mut Census,
-        set: &'a SelectionSet,
-        mutation_root: bool,
-        level: usize,
-    ) {
+    /// Aliases, and the list nesting under every introspection root field.
+    fn count(&mut self, census: &mut Census, set: &'a SelectionSet, level: usize) {
         if level > WALK_LIMIT {
             return;
         }
@@ -175,28 +191,56 @@ impl<'a> Walker<'a> {
                         census.aliases += 1;
                     }
                     let name = field.node.name.node.as_str();
-                    if mutation_root && (name == "login" || name == "register") {
-                        census.credential_fields += 1;
-                    }
                     if name == "__schema" || name == "__type" {
                         let lists = self
                             .measure(&field.node.selection_set.node, level + 1)
                             .lists;
                         census.introspection_lists = census.introspection_lists.max(lists);
                     }
-                    self.count(census, &field.node.selection_set.node, false, level + 1);
+                    self.count(census, &field.node.selection_set.node, level + 1);
                 }
                 Selection::InlineFragment(fragment) => {
-                    self.count(
-                        census,
-                        &fragment.node.selection_set.node,
-                        mutation_root,
-                        level + 1,
-                    );
+                    self.count(census, &fragment.node.selection_set.node, level + 1);
                 }
                 Selection::FragmentSpread(_) => {}
             }
         }
+    }
+
+    /// `login` and `register` fields at a mutation's root level, following
+    /// inline fragments and every spread of a named fragment (the root's
+    /// fields are the only ones of the `Mutation` type).
+    fn credentials(&mut self, set: &'a SelectionSet, level: usize) -> usize {
+        if level > WALK_LIMIT {
+            // Too deep to tell: as many as it takes to refuse it.
+            return usize::MAX;
+        }
+        let mut found = 0usize;
+        for item in &set.items {
+            let here = match &item.node {
+                Selection::Field(field) => usize::from(matches!(
+                    field.node.name.node.as_str(),
+                    "login" | "register"
+                )),
+                Selection::InlineFragment(fragment) => {
+                    self.credentials(&fragment.node.selection_set.node, level + 1)
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.fragment_credentials(spread.node.fragment_name.node.as_str(), level + 1)
+                }
+            };
+            found = found.saturating_add(here);
+        }
+        found
+    }
+
+    fn fragment_credentials(&mut self, name: &'a str, level: usize) -> usize {
+        self.memoized(
+            name,
+            |w| &mut w.credentials,
+            0,
+            |w, set| w.credentials(set, level),
+        )
     }
 }
 
@@ -206,6 +250,7 @@ impl Census {
         let mut walker = Walker {
             doc,
             measured: HashMap::new(),
+            credentials: HashMap::new(),
             open: HashSet::new(),
         };
         let ops: Vec<_> = match &doc.operations {
@@ -215,10 +260,15 @@ impl Census {
         for op in ops {
             let set = &op.node.selection_set.node;
             census.depth = census.depth.max(walker.measure(set, 0).depth);
-            walker.count(&mut census, set, op.node.ty == OperationType::Mutation, 0);
+            walker.count(&mut census, set, 0);
+            if op.node.ty == OperationType::Mutation {
+                census.credential_fields = census
+                    .credential_fields
+                    .saturating_add(walker.credentials(set, 0));
+            }
         }
         for fragment in doc.fragments.values() {
-            walker.count(&mut census, &fragment.node.selection_set.node, false, 0);
+            walker.count(&mut census, &fragment.node.selection_set.node, 0);
         }
         census
     }
@@ -273,6 +323,20 @@ mod tests {
         Census::of(&async_graphql::parser::parse_query(query).expect("parses"))
     }
 
+    /// An operation whose fragments each spread the next twice, `links`
+    /// deep, down to `leaf`: 2^links copies of it once expanded.
+    fn doubling(operation: &str, on: &str, links: usize, leaf: &str) -> String {
+        let mut q = format!("{operation} {{ ...F0 }}");
+        for i in 0..links {
+            q.push_str(&format!(
+                " fragment F{i} on {on} {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        q.push_str(&format!(" fragment F{links} on {on} {{ {leaf} }}"));
+        q
+    }
+
     #[test]
     fn aliases_are_counted_everywhere() {
         assert_eq!(census("{ a: me { b: id } }").aliases, 2);
@@ -311,15 +375,10 @@ mod tests {
         );
         assert_eq!(census("{ ...Missing }").depth, 0);
         // A doubling chain of 40 fragments is measured once per fragment.
-        let mut q = String::from("{ ...F0 }");
-        for i in 0..40 {
-            q.push_str(&format!(
-                " fragment F{i} on Query {{ ...F{n} ...F{n} }}",
-                n = i + 1
-            ));
-        }
-        q.push_str(" fragment F40 on Query { me { id } }");
-        assert_eq!(census(&q).depth, 2);
+        assert_eq!(
+            census(&doubling("query", "Query", 40, "me { id }")).depth,
+            2
+        );
     }
 
     #[test]
@@ -361,5 +420,55 @@ mod tests {
             1
         );
         assert_eq!(census("{ login }").credential_fields, 0);
+    }
+
+    #[test]
+    fn credential_fields_are_counted_through_fragments() {
+        let credentials = |q: &str| census(q).credential_fields;
+        assert_eq!(
+            credentials(
+                "mutation { ...F } fragment F on Mutation { a: login { token } b: login { token } }"
+            ),
+            2
+        );
+        assert_eq!(
+            credentials("mutation { ...F ...F } fragment F on Mutation { login { token } }"),
+            2
+        );
+        assert_eq!(
+            credentials(
+                "mutation { ...A } fragment A on Mutation { ...B register { token } } fragment B on Mutation { login { token } }"
+            ),
+            2
+        );
+        assert_eq!(
+            credentials(
+                "mutation { ... on Mutation { a: login { token } } ... { b: login { token } } }"
+            ),
+            2
+        );
+        assert_eq!(
+            credentials(
+                "mutation { ... on Mutation { ...F } } fragment F on Mutation { login { token } }"
+            ),
+            1
+        );
+        // A fragment only a query spreads does not count.
+        assert_eq!(
+            credentials("query { ...F } fragment F on Query { login }"),
+            0
+        );
+        // Cycles and missing fragments end the walk.
+        assert_eq!(
+            credentials("mutation { ...A } fragment A on Mutation { ...A login { token } }"),
+            1
+        );
+        assert_eq!(credentials("mutation { ...Missing }"), 0);
+    }
+
+    #[test]
+    fn a_doubling_chain_of_fragments_counts_without_overflow() {
+        let q = doubling("mutation", "Mutation", 80, "login { token }");
+        assert_eq!(census(&q).credential_fields, usize::MAX);
     }
 }

@@ -80,7 +80,7 @@ pub(super) async fn graphql_post(
                 .iter_mut()
                 .filter_map(|r| r.parsed_query().ok())
                 .map(|doc| Census::of(doc).credential_fields)
-                .sum();
+                .fold(0usize, usize::saturating_add);
             if credentials > 1 {
                 return request_error(
                     StatusCode::BAD_REQUEST,

@@ -130,12 +130,18 @@ fn migrate_applies_migrations_and_status_lists_them() {
 struct Server {
     child: Child,
     url: String,
+    /// What it logged up to announcing its address.
+    log: String,
 }
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_logging(data_dir, "json")
+    }
+
+    fn start_logging(data_dir: &Path, log_format: &str) -> Self {
         let mut child = herald()
-            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .args(["--log-format", log_format, "serve", "--bind", "127.0.0.1:0"])
             .env("HERALD_DATA_DIR", data_dir)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -144,19 +150,27 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut log = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if let Some(addr) = parsed["addr"].as_str() {
-                    let _ = tx.send(addr.to_owned());
+                log.push_str(&line);
+                log.push('\n');
+                // "serving GraphQL on http://{addr}/graphql", in either format.
+                if let Some(addr) = line
+                    .split_once("serving GraphQL on http://")
+                    .and_then(|(_, rest)| rest.split_once("/graphql"))
+                    .map(|(addr, _)| addr.to_owned())
+                {
+                    let _ = tx.send((addr, std::mem::take(&mut log)));
                 }
             }
         });
-        let addr = rx
+        let (addr, log) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server announces its address");
         Self {
             child,
             url: format!("http://{addr}/graphql"),
+            log,
         }
     }
 
@@ -234,5 +248,17 @@ async fn a_restart_keeps_users_and_their_tokens() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("jwt.key")).expect("key"),
         key
+    );
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_logging(dir.path(), "pretty");
+    assert!(server.log.contains("serving GraphQL"), "{}", server.log);
+    assert!(
+        !server.log.contains('\u{1b}'),
+        "ANSI escapes in piped logs: {:?}",
+        server.log
     );
 }

@@ -1,8 +1,14 @@
 //! sendNotification → queue → worker → mail server → status, on Postgres +
 //! Redis and on SQLite + in-process, against a real SMTP server over TCP.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write as _,
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
 
+use entity::notification::Status;
 use secrecy::SecretString;
 
 use crate::helpers::{Backend, TestApp, error_code, unique_email};
@@ -153,6 +159,142 @@ async fn hangs(app: &TestApp, sink: &SmtpSink) {
     // that timed out does not count.
     let done = app.wait_for_status(&token, &stuck, "SENT", WITHIN).await;
     assert_eq!(done["attempts"], 1, "{done}");
+}
+
+// ---- A client that hangs up mid-request ----
+
+/// Sends cut short, each at its own moment.
+const SENDS: usize = 100;
+
+/// Writes one `sendNotification` request over a raw socket, waits `after`,
+/// and closes the connection, whether or not an answer came.
+fn send_and_hang_up(addr: SocketAddr, token: &str, title: &str, after: Duration) {
+    let body = serde_json::json!({
+        "query": "mutation($t: String!) { sendNotification(input: {title: $t, content: \"cut\"}) { id } }",
+        "variables": { "t": title },
+    })
+    .to_string();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("write");
+    std::thread::sleep(after);
+    drop(stream);
+}
+
+delivery_test!(
+    a_client_that_hangs_up_does_not_delay_delivery,
+    hung_up,
+    |c: &mut herald::config::Config| {
+        if let Some(w) = c.worker.as_mut() {
+            w.visibility_timeout = Duration::from_secs(600);
+        }
+    }
+);
+/// Every notification whose request was cut off after its INSERT is still
+/// announced and queued at once: SENT within 5 s, with its events, while
+/// the visibility timeout (which would let the sweeper cover a lost
+/// enqueue) is far longer than the test.
+async fn hung_up(app: &TestApp, _sink: &SmtpSink) {
+    let mut events = app.events.subscribe();
+    let token = app.token_for(&unique_email("hang-up")).await;
+    // A positive marker: once its creation event arrives, the event relay
+    // is attached and every later event will be seen.
+    let started = std::time::Instant::now();
+    let marker: i64 = app
+        .send_ok(&token, "marker", "body")
+        .await
+        .parse()
+        .expect("id");
+    let one_send = started.elapsed();
+    let mut seen: HashMap<i64, HashSet<Option<Status>>> = HashMap::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("the marker's event")
+            .expect("receiver open");
+        let id = event.notification.id;
+        seen.entry(id).or_default().insert(event.previous);
+        if id == marker {
+            break;
+        }
+    }
+
+    let addr: SocketAddr = app
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    // Hang-ups spread over twice the time a send takes, ten at a time, so
+    // some land between the INSERT and what follows it.
+    let mut clients = Vec::new();
+    for i in 0..SENDS {
+        let token = token.clone();
+        let after = one_send * 2 * ((i as u32 * 37) % 100) / 100;
+        clients.push(std::thread::spawn(move || {
+            send_and_hang_up(addr, &token, &format!("cut {i}"), after);
+        }));
+        if clients.len() % 10 == 0 {
+            for client in clients.drain(..) {
+                client.join().expect("client thread");
+            }
+        }
+    }
+    for client in clients {
+        client.join().expect("client thread");
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let stored = loop {
+        let body = app.page(&token, 1, 100).await;
+        let items = body["data"]["notifications"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no page: {body}"))
+            .clone();
+        let stuck: Vec<_> = items.iter().filter(|n| n["status"] != "SENT").collect();
+        if stuck.is_empty() {
+            break items;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} stored notifications are not SENT 5 s after their clients hung up: {stuck:?}",
+            stuck.len(),
+            items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(stored.len() > 1, "some sends were stored");
+
+    // Each one's creation and its SENT reached the event bus.
+    let wanted: HashSet<i64> = stored
+        .iter()
+        .map(|n| n["id"].as_str().and_then(|id| id.parse().ok()).expect("id"))
+        .collect();
+    // Ids whose creation (previous: none) or SENT (previous: PROCESSING)
+    // has not been seen yet.
+    let missing = |seen: &HashMap<i64, HashSet<Option<Status>>>| -> Vec<i64> {
+        wanted
+            .iter()
+            .filter(|id| {
+                !seen.get(id).is_some_and(|previous| {
+                    previous.contains(&None) && previous.contains(&Some(Status::Processing))
+                })
+            })
+            .copied()
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !missing(&seen).is_empty() {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("events missing for {:?}", missing(&seen)))
+            .expect("no event lost to lag");
+        seen.entry(event.notification.id)
+            .or_default()
+            .insert(event.previous);
+    }
 }
 
 /// Embedded mode end to end: no SMTP, the email is an .eml file.

@@ -144,16 +144,7 @@ async fn login_twice_in_one_request_is_rejected_alone_or_batched() {
         &["once per request"],
     );
     let login = json!({ "query": format!("mutation {{ login(email: \"{email}\", password: \"{PASSWORD}\") {{ token }} }}") });
-    let res = app
-        .client
-        .post(app.graphql_url())
-        .json(&vec![login.clone(), login])
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), 400);
-    let body: Value = crate::leaks::json_body(res).await;
-    rejected(&body, &["once per request"]);
+    batch_rejected(&app, &json!([login.clone(), login])).await;
     // One login, even in a batch with other operations, is fine.
     let res = app
         .client
@@ -164,6 +155,73 @@ async fn login_twice_in_one_request_is_rejected_alone_or_batched() {
         .expect("request");
     let body: Value = crate::leaks::json_body(res).await;
     assert!(body[0]["data"]["login"]["token"].is_string(), "{body}");
+}
+
+/// A batch refused whole (400) for holding two password checks.
+async fn batch_rejected(app: &TestApp, batch: &Value) {
+    let res = app
+        .client
+        .post(app.graphql_url())
+        .json(batch)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 400);
+    let body: Value = crate::leaks::json_body(res).await;
+    rejected(&body, &["once per request"]);
+}
+
+/// Two password checks reached through fragments, alone or in a batch,
+/// are refused like two aliases: none of them runs.
+#[tokio::test]
+async fn login_twice_through_fragments_is_rejected_alone_or_batched() {
+    let app = app().await;
+    let email = unique_email("fragments");
+    app.token_for(&email).await;
+    let hasher = app.hasher.as_ref().expect("the API runs here");
+    let login = |alias: &str, password: &str| {
+        format!("{alias}: login(email: \"{email}\", password: \"{password}\") {{ token }}")
+    };
+    let (a, b) = (login("a", "guess one"), login("b", PASSWORD));
+    let alone = [
+        // A named fragment holding both.
+        format!("mutation {{ ...F }} fragment F on Mutation {{ {a} {b} }}"),
+        // Two named fragments, one nested in the other.
+        format!(
+            "mutation {{ ...F }} fragment F on Mutation {{ {a} ...G }} fragment G on Mutation {{ {b} }}"
+        ),
+        // One fragment spread twice.
+        format!("mutation {{ ...F ...F }} fragment F on Mutation {{ {a} }}"),
+        // Inline fragments, with and without a type condition.
+        format!("mutation {{ ... on Mutation {{ {a} }} ... {{ {b} }} }}"),
+        // A named fragment inside an inline one, next to a direct field.
+        format!("mutation {{ {a} ... on Mutation {{ ...F }} }} fragment F on Mutation {{ {b} }}"),
+    ];
+    for query in &alone {
+        let before = hasher.verifications();
+        rejected(
+            &app.gql(query, json!({}), None).await,
+            &["once per request"],
+        );
+        assert_eq!(hasher.verifications(), before, "checked: {query}");
+    }
+    let in_fragment = format!("mutation {{ ...F }} fragment F on Mutation {{ {a} }}");
+    let inline = format!("mutation {{ ... on Mutation {{ {b} }} }}");
+    for batch in [
+        json!([{ "query": in_fragment }, { "query": in_fragment }]),
+        json!([{ "query": in_fragment }, { "query": inline }]),
+    ] {
+        let before = hasher.verifications();
+        batch_rejected(&app, &batch).await;
+        assert_eq!(hasher.verifications(), before, "checked: {batch}");
+    }
+    // One login through a fragment still works.
+    let one = format!(
+        "mutation {{ ...F }} fragment F on Mutation {{ {} }}",
+        login("only", PASSWORD)
+    );
+    let body = app.gql(&one, json!({}), None).await;
+    assert!(body["data"]["only"]["token"].is_string(), "{body}");
 }
 
 #[tokio::test]

@@ -228,16 +228,165 @@ async fn a_very_high_send_rate_is_accepted_by_redis() {
         assert!(body["data"]["sendNotification"]["id"].is_string(), "{body}");
     }
     // The limiter answered (no fail-open): its key exists in Redis.
-    let prefix = app.redis.as_ref().expect("redis").prefix.clone();
-    let client = redis::Client::open(crate::helpers::redis_url()).expect("client");
-    let mut conn = client
+    let me = app.me(Some(&token)).await;
+    let user_id: i64 = me["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{me}"));
+    let keys = herald::keys::Keys::new(app.redis.as_ref().expect("redis").prefix.clone());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(keys.sends_user(user_id))
+        .query_async(&mut redis_conn().await)
+        .await
+        .expect("exists");
+    assert!(exists);
+}
+
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(crate::helpers::redis_url())
+        .expect("client")
         .get_multiplexed_async_connection()
         .await
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}rl:send:*"))
-        .query_async(&mut conn)
+        .expect("redis")
+}
+
+/// Emails with line breaks, or as long as the body allows, become a digest
+/// in the key name: every name Herald writes is short and plain, so an
+/// operator's tools (and `redis-cli --scan`) can handle them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_login_emails_leave_only_short_plain_key_names() {
+    let Some(app) = spawn_default(Backend::Postgres).await else {
+        return;
+    };
+    for email in [
+        "evil\r\nFLUSHALL\r\n@example.com".to_owned(),
+        format!("{}@example.com", "x\n".repeat(200_000)),
+    ] {
+        let body = app.login(&email, "wrong password").await;
+        assert_eq!(error_code(&body), Some("UNAUTHENTICATED"), "{body}");
+    }
+    let prefix = app.redis.as_ref().expect("redis").prefix.clone();
+    let names: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis_conn().await)
         .await
         .expect("keys");
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    // Two account windows and the address's.
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in names {
+        let name = String::from_utf8_lossy(&name);
+        assert!(name.len() <= 100, "{} bytes", name.len());
+        assert!(
+            !name.chars().any(|c| c.is_control() || c.is_whitespace()),
+            "{name:?}"
+        );
+    }
+}
+
+/// The argon2 verifications every instance in `apps` has run.
+fn verifications(apps: &[&TestApp]) -> u64 {
+    apps.iter()
+        .map(|app| {
+            app.hasher
+                .as_ref()
+                .expect("the API runs here")
+                .verifications()
+        })
+        .sum()
+}
+
+/// 40 wrong guesses at one fresh account, all at once and spread over
+/// `apps`, on default settings (10 failures per account per 15 minutes):
+/// 10 are checked, 30 are refused before they cost a hash.
+async fn concurrent_guesses(apps: &[&TestApp]) {
+    let email = unique_email("rush");
+    apps[0].token_for(&email).await;
+    let before = verifications(apps);
+    let guesses = (0..40).map(|i| apps[i % apps.len()].login(&email, "wrong password"));
+    let bodies = futures_util::future::join_all(guesses).await;
+    let checked = verifications(apps) - before;
+    let codes = |code: &str| {
+        bodies
+            .iter()
+            .filter(|b| error_code(b) == Some(code))
+            .count()
+    };
+    assert_eq!(
+        (codes("UNAUTHENTICATED"), codes("RATE_LIMITED")),
+        (10, 30),
+        "{bodies:?}"
+    );
+    assert_eq!(checked, 10, "argon2 checked {checked} of 40 guesses");
+    // The right password now waits out the window too.
+    assert_limited(&apps[0].login(&email, PASSWORD).await);
+}
+
+async fn spawn_default(backend: Backend) -> Option<TestApp> {
+    spawn(backend, |l| *l = RateLimits::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_limited_before_hashing_in_process() {
+    let app = spawn_default(Backend::Sqlite).await.expect("sqlite");
+    concurrent_guesses(&[&app]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_limited_before_hashing_in_redis() {
+    if let Some(app) = spawn_default(Backend::Postgres).await {
+        concurrent_guesses(&[&app]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_over_two_instances_are_limited_together() {
+    let Some(first) = spawn_default(Backend::Postgres).await else {
+        return;
+    };
+    let second = first
+        .spawn_sibling(limits(|l| *l = RateLimits::default()))
+        .await;
+    concurrent_guesses(&[&first, &second]).await;
+}
+
+/// A success gives its reserved place back: after concurrent successes,
+/// and after one that took the last place, the account still has its full
+/// allowance of 10 failures.
+async fn successes_give_back(app: &TestApp) {
+    let email = unique_email("returns");
+    app.token_for(&email).await;
+    let logins = futures_util::future::join_all((0..5).map(|_| app.login(&email, PASSWORD))).await;
+    for body in &logins {
+        assert!(body["data"]["login"]["token"].is_string(), "{body}");
+    }
+    for _ in 0..9 {
+        assert_eq!(
+            error_code(&app.login(&email, "wrong password").await),
+            Some("UNAUTHENTICATED")
+        );
+    }
+    let last_place = app.login(&email, PASSWORD).await;
+    assert!(
+        last_place["data"]["login"]["token"].is_string(),
+        "{last_place}"
+    );
+    assert_eq!(
+        error_code(&app.login(&email, "wrong password").await),
+        Some("UNAUTHENTICATED"),
+        "the 10th failure is still allowed"
+    );
+    assert_limited(&app.login(&email, "wrong password").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_gives_its_reservation_back_in_process() {
+    let app = spawn_default(Backend::Sqlite).await.expect("sqlite");
+    successes_give_back(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_gives_its_reservation_back_in_redis() {
+    if let Some(app) = spawn_default(Backend::Postgres).await {
+        successes_give_back(&app).await;
+    }
 }

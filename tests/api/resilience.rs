@@ -164,7 +164,7 @@ async fn a_queue_entry_delivered_too_often_is_dead_lettered_and_fails() {
     let Some(api) = TestApp::spawn_with(Backend::Postgres, |c| c.worker = None).await else {
         return;
     };
-    let prefix = api.redis.as_ref().expect("redis").prefix.clone();
+    let keys = herald::keys::Keys::new(api.redis.as_ref().expect("redis").prefix.clone());
     let token = api.token_for(&unique_email("poison")).await;
     let id = api.send_ok(&token, "Poison", "body").await;
     // Not due for an hour: only the dead-letter path can move this row.
@@ -181,7 +181,7 @@ async fn a_queue_entry_delivered_too_often_is_dead_lettered_and_fails() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let (queue, group) = (format!("{prefix}queue"), format!("{prefix}workers"));
+    let (queue, group) = (keys.queue(), keys.queue_group());
     let _: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&queue)
@@ -244,7 +244,7 @@ async fn a_queue_entry_delivered_too_often_is_dead_lettered_and_fails() {
     assert!(error.contains("delivered 7 times"), "{failed}");
     let dead: Vec<redis::streams::StreamId> = {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(format!("{prefix}queue:dead"))
+            .arg(keys.dead_letters())
             .arg("-")
             .arg("+")
             .query_async(&mut conn)

@@ -17,53 +17,93 @@ use crate::{
 const BAD_CREDENTIALS: &str = "wrong email or password";
 
 /// Login failures, counted per account (known or not: the same answer) and
-/// per client address. A success does not count.
+/// per client address. Each attempt reserves its place in both windows
+/// before the password is checked and gives it back if it succeeds, so
+/// concurrent guesses are counted before any of them is hashed.
 struct LoginGuard<'a> {
     state: &'a ApiState,
-    keys: Vec<(String, Window)>,
+    /// The windows this attempt holds a place in.
+    reserved: Vec<String>,
 }
 
 impl<'a> LoginGuard<'a> {
-    fn new(ctx: &'a Context<'_>, email: &str) -> Self {
+    /// `RATE_LIMITED` when a window holds its limit already (failures and
+    /// attempts still being checked).
+    async fn reserve(ctx: &'a Context<'_>, email: &str) -> ApiResult<Self> {
         let state = ctx.state();
         let limits = &state.rate_limits;
         let account = email.trim().to_lowercase();
-        let mut keys = vec![(
+        let mut windows = vec![(
             state.inbox.keys.login_failures_account(&account),
             limits.login_failures_per_account,
         )];
         if let Some(ClientIp(ip)) = ctx.data_opt::<ClientIp>() {
-            keys.push((
+            windows.push((
                 state.inbox.keys.login_failures_ip(*ip),
                 limits.login_failures_per_ip,
             ));
         }
-        Self { state, keys }
-    }
-
-    /// `RATE_LIMITED` once a window holds its limit of failures.
-    async fn check(&self) -> ApiResult<()> {
-        for (key, rule) in &self.keys {
-            match self.state.limiter.count(key).await {
-                Ok((failures, ttl)) if failures >= rule.limit => {
-                    return Err(AppError::RateLimited {
-                        retry_after: ttl.max(1),
-                    });
+        let mut guard = Self {
+            state,
+            reserved: Vec::with_capacity(windows.len()),
+        };
+        for (key, rule) in windows {
+            match reserve(state, &key, rule).await {
+                Ok(true) => guard.reserved.push(key),
+                Ok(false) => {}
+                Err(limited) => {
+                    guard.release().await;
+                    return Err(limited);
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
             }
         }
-        Ok(())
+        Ok(guard)
     }
 
-    async fn failed(&self) {
-        for (key, rule) in &self.keys {
-            if let Err(e) = self.state.limiter.hit(key, rule.window).await {
-                tracing::warn!(error = ?e, "rate limiter unavailable; failure not counted");
+    /// Gives the places back: the attempt was no failure.
+    async fn release(self) {
+        for key in &self.reserved {
+            if let Err(e) = self.state.limiter.release(key).await {
+                tracing::warn!(error = ?e, "rate limiter unavailable; attempt not given back");
             }
         }
     }
+}
+
+/// One place in `key`'s window: `Ok(true)` when taken, `Ok(false)` when the
+/// limiter is unreachable (not limiting), else `RATE_LIMITED`.
+async fn reserve(state: &ApiState, key: &str, rule: Window) -> ApiResult<bool> {
+    match state.limiter.reserve(key, rule).await {
+        Ok(None) => Ok(true),
+        Ok(Some(retry_after)) => Err(AppError::RateLimited { retry_after }),
+        Err(e) => {
+            tracing::warn!(error = ?e, "rate limiter unavailable; not limiting");
+            Ok(false)
+        }
+    }
+}
+
+/// The account `email` and `password` name, or `UNAUTHENTICATED`.
+async fn authenticate(
+    state: &ApiState,
+    email: &str,
+    password: &str,
+) -> ApiResult<entity::user::Model> {
+    // Input that can never match an account fails like a wrong password;
+    // an oversized one is refused before it costs a hash.
+    let Ok(email) = Email::parse(email) else {
+        return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
+    };
+    if password.chars().count() > password::MAX_CHARS {
+        return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
+    }
+    let user = storage::users::find_by_email(&state.db, &email).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    if !state.hasher.verify(password, hash).await? {
+        return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
+    }
+    // `verify` is only true for a real hash, so the user is there.
+    user.ok_or(AppError::Unauthenticated(BAD_CREDENTIALS))
 }
 
 #[derive(Default)]
@@ -81,16 +121,7 @@ impl AccountMutation {
         let state = ctx.state();
         if let Some(ClientIp(ip)) = ctx.data_opt::<ClientIp>() {
             let key = state.inbox.keys.registrations_ip(*ip);
-            let rule = state.rate_limits.registrations_per_ip;
-            match state.limiter.hit(&key, rule.window).await {
-                Ok((count, ttl)) if count > rule.limit => {
-                    return Err(AppError::RateLimited {
-                        retry_after: ttl.max(1),
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
-            }
+            reserve(state, &key, state.rate_limits.registrations_per_ip).await?;
         }
         let email = Email::parse(&email)?;
         let password = Password::parse(&password)?;
@@ -132,26 +163,15 @@ impl AccountMutation {
         password: String,
     ) -> ApiResult<AuthPayload> {
         let state = ctx.state();
-        let guard = LoginGuard::new(ctx, &email);
-        guard.check().await?;
-        // Input that can never match an account fails like a wrong password;
-        // an oversized one is refused before it costs a hash.
-        let Ok(email) = Email::parse(&email) else {
-            guard.failed().await;
-            return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
+        let guard = LoginGuard::reserve(ctx, &email).await?;
+        let user = match authenticate(state, &email, &password).await {
+            // A failure keeps its place in the windows.
+            Err(e @ AppError::Unauthenticated(_)) => return Err(e),
+            outcome => {
+                guard.release().await;
+                outcome?
+            }
         };
-        if password.chars().count() > password::MAX_CHARS {
-            guard.failed().await;
-            return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
-        }
-        let user = storage::users::find_by_email(&state.db, &email).await?;
-        let hash = user.as_ref().map(|u| u.password_hash.clone());
-        if !state.hasher.verify(&password, hash).await? {
-            guard.failed().await;
-            return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
-        }
-        // `verify` is only true for a real hash, so the user is there.
-        let user = user.ok_or(AppError::Unauthenticated(BAD_CREDENTIALS))?;
         let token = state.jwt.issue(user.id)?;
         Ok(AuthPayload {
             token,

@@ -7,7 +7,6 @@ use crate::{
         context::ContextExt as _,
         types::{Notification, SendNotificationInput},
     },
-    storage,
 };
 
 #[derive(Default)]
@@ -35,24 +34,10 @@ impl NotificationMutation {
         }
         let title = Title::parse(&input.title)?;
         let content = Content::parse(input.content)?;
-        let row = storage::notifications::insert(
-            &state.db,
-            caller.user_id,
-            &title,
-            &content,
-            storage::now(),
-        )
-        .await?;
-        // The row is committed: from here on nothing may fail the request.
-        // Announce it before it is queued, so its PENDING event always comes
-        // before the worker's PROCESSING.
-        state.inbox.changed(None, &row).await;
-        if let Err(e) = state.queue.enqueue(row.id).await {
-            tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
-            if let Err(e) = storage::notifications::mark_unqueued(&state.db, row.id).await {
-                tracing::warn!(error = ?e, notification_id = row.id, "could not flag for the sweeper");
-            }
-        }
+        let row = state
+            .notifications
+            .send(caller.user_id, title, content)
+            .await?;
         Ok(row.into())
     }
 }

@@ -1,0 +1,348 @@
+//! The command line: subcommands, flags and their environment variables.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a notification center server (GraphQL API, delivery worker, live status)",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API, with a delivery worker unless --no-worker (the default).
+    Serve(Box<ServeArgs>),
+    /// Run a delivery worker (and sweeper) without the API.
+    Worker(Box<WorkerArgs>),
+    /// Apply database migrations, or show their status.
+    Migrate(MigrateArgs),
+    /// Print the GraphQL schema (SDL) to standard output.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Folder for embedded-mode state: the SQLite file and jwt.key.
+    #[arg(
+        long,
+        env = "HERALD_DATA_DIR",
+        default_value = "./herald-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// sqlite://… or postgres://…; default: sqlite://<data dir>/herald.db?mode=rwc.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    /// HS256 signing secret, at least 32 bytes. Required with Postgres; in
+    /// embedded mode it defaults to <data dir>/jwt.key, created on first start.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// Token lifetime: seconds, or a number with ms, s, m, h or d.
+    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub jwt_ttl: Duration,
+    /// Serve the API only; run workers elsewhere (`herald worker`).
+    #[arg(long, env = "HERALD_NO_WORKER")]
+    pub no_worker: bool,
+    /// `production` turns off field suggestions and (unless
+    /// HERALD_INTROSPECTION=true) introspection.
+    #[arg(long = "env", env = "HERALD_ENV", value_enum, default_value_t = Environment::Development)]
+    pub environment: Environment,
+    /// Allow introspection queries; default: on, off in production.
+    #[arg(long, env = "HERALD_INTROSPECTION")]
+    pub introspection: Option<bool>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+    /// Proxies (comma-separated IPs) whose X-Forwarded-For names the client.
+    #[arg(long, env = "HERALD_TRUST_PROXY", value_delimiter = ',')]
+    pub trust_proxy: Vec<std::net::IpAddr>,
+    /// Browser origins allowed to call the API and open websockets
+    /// (comma-separated, exact). Default: any localhost origin; none in production.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Active subscriptions on one websocket.
+    #[arg(long, env = "HERALD_WS_MAX_SUBSCRIPTIONS", default_value_t = 20)]
+    pub ws_max_subscriptions: usize,
+    /// Open websockets per user, per instance.
+    #[arg(long, env = "HERALD_WS_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub ws_max_sockets_per_user: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Bounds on one request (see README, Security).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Deepest selection nesting.
+    #[arg(long, env = "HERALD_MAX_DEPTH", default_value_t = 10)]
+    pub max_depth: usize,
+    /// Query complexity: each field costs 1, a page of notifications its pageSize.
+    #[arg(long, env = "HERALD_MAX_COMPLEXITY", default_value_t = 1000)]
+    pub max_complexity: usize,
+    /// Aliases in one operation document.
+    #[arg(long, env = "HERALD_MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+    /// Directives on one field.
+    #[arg(long, env = "HERALD_MAX_DIRECTIVES", default_value_t = 50)]
+    pub max_directives: usize,
+    /// Recursive depth of the document (fragments included).
+    #[arg(long, env = "HERALD_MAX_RECURSIVE_DEPTH", default_value_t = 32)]
+    pub max_recursive_depth: usize,
+    /// Query text, in bytes.
+    #[arg(long, env = "HERALD_MAX_QUERY_BYTES", default_value_t = 16 * 1024)]
+    pub max_query_bytes: usize,
+    /// Operations in one batched request.
+    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 10)]
+    pub max_batch: usize,
+    /// Execution time of one operation.
+    #[arg(long, env = "HERALD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Rate limits (see README, Security); they hold across instances through Redis.
+#[derive(Debug, Args)]
+pub struct RateLimitArgs {
+    /// Failed logins per account per 15 minutes.
+    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
+    pub login_failures_per_account: u64,
+    /// Failed logins per client address per 15 minutes.
+    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_IP", default_value_t = 50)]
+    pub login_failures_per_ip: u64,
+    /// Registrations per client address per hour.
+    #[arg(long, env = "HERALD_REGISTER_PER_IP", default_value_t = 10)]
+    pub register_per_ip: u64,
+    /// Notifications a user may send per minute, steadily.
+    #[arg(long, env = "HERALD_SEND_PER_MINUTE", default_value_t = 60)]
+    pub send_per_minute: u64,
+    /// Notifications a user may send at once.
+    #[arg(long, env = "HERALD_SEND_BURST", default_value_t = 20)]
+    pub send_burst: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Settings `serve` and `worker` share: backends, delivery, cache.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Do not apply migrations on start (run `herald migrate` instead).
+    #[arg(long, env = "HERALD_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// redis://host:port[/db]: queue (Streams), cache and events (Pub/Sub).
+    /// Unset: in-process backends (embedded mode, one instance).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key, stream and channel Herald uses.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:")]
+    pub redis_prefix: String,
+    /// smtp://[user:pass@]host:port[?tls=starttls] or smtps://…
+    /// Unset: emails are written as .eml files to <data dir>/outbox/.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+    /// The From of every email.
+    #[arg(long, env = "SMTP_FROM", default_value = "Herald <herald@localhost>")]
+    pub smtp_from: String,
+    /// How long one send may take before it counts as a transient failure.
+    #[arg(long, env = "SMTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub smtp_timeout: Duration,
+    /// Deliveries in flight at once, per process.
+    #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+    /// Delivery attempts in all, at most: a bound under the retry window
+    /// (attempts that found the mail server unreachable do not count).
+    #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = crate::worker::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: i32,
+    /// Backoff after the first failed attempt; doubles each time, with jitter.
+    #[arg(long, env = "HERALD_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// The longest backoff, and the longest wait between probes of an
+    /// unreachable mail server.
+    #[arg(long, env = "HERALD_RETRY_MAX", default_value = "15m", value_parser = parse_duration)]
+    pub retry_max: Duration,
+    /// How long after its creation a notification refused with 4xx is
+    /// still retried.
+    #[arg(long, env = "HERALD_RETRY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub retry_window: Duration,
+    /// A claim or queue entry older than this is taken to belong to a dead
+    /// worker. Must exceed SMTP_TIMEOUT.
+    #[arg(long, env = "HERALD_VISIBILITY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub visibility_timeout: Duration,
+    /// How often the sweeper looks for lost or due work.
+    #[arg(long, env = "HERALD_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Queue deliveries of one entry before it goes to the dead letters.
+    #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u64,
+    /// After SIGTERM/SIGINT: how long in-flight requests and deliveries get
+    /// before deliveries are put back for another worker.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// How long a cached page of `notifications` lives.
+    #[arg(long, env = "HERALD_CACHE_TTL", default_value = "300s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: Option<MigrateAction>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration (the default).
+    Up,
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+impl Cli {
+    /// Parses the command line; no subcommand means `serve` with its
+    /// environment variables and defaults applied.
+    pub fn parse_with_default() -> Self {
+        let cli = Self::parse();
+        if cli.command.is_some() {
+            return cli;
+        }
+        Self::parse_from(std::env::args_os().chain([std::ffi::OsString::from("serve")]))
+    }
+}
+
+impl GlobalArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("herald.db").display()
+            )
+        })
+    }
+}
+
+/// Parses `90`, `250ms`, `90s`, `15m`, `1h`, `7d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration (e.g. 3600, 90s, 15m, 1h, 7d)"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => {
+            return Err(format!(
+                "{raw:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err("a duration must be positive".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_cli_defaults_to_serve_and_reads_flags() {
+        let cli = Cli::try_parse_from(["herald"]).expect("parses");
+        assert!(cli.command.is_none());
+        let cli =
+            Cli::try_parse_from(["herald", "serve", "--bind", "0.0.0.0:9000", "--no-migrate"])
+                .expect("parses");
+        match cli.command {
+            Some(Command::Serve(args)) => {
+                assert_eq!(args.bind, SocketAddr::from(([0, 0, 0, 0], 9000)));
+                assert_eq!(args.jwt_ttl, Duration::from_secs(3600));
+                assert!(args.runtime.no_migrate);
+                assert_eq!(args.runtime.redis_prefix, "herald:");
+                assert_eq!(args.runtime.worker_concurrency, 16);
+            }
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_delivery_defaults_are_the_retry_policys() {
+        let cli = Cli::try_parse_from(["herald", "worker"]).expect("parses");
+        let Some(Command::Worker(args)) = cli.command else {
+            panic!("expected worker");
+        };
+        let policy = crate::worker::RetryPolicy::default();
+        let rt = &args.runtime;
+        assert_eq!(
+            (
+                rt.max_attempts,
+                rt.retry_base,
+                rt.retry_max,
+                rt.retry_window
+            ),
+            (
+                policy.max_attempts,
+                policy.base,
+                policy.max_delay,
+                policy.window
+            )
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Command line and configuration: every setting is a flag and an environment
+//! variable, with defaults that run with nothing installed.
+//!
+//! `Config` is the resolved form `app::build` takes; tests build it directly.
+//! `cli` holds the clap arguments, `resolve` turns them into a `Config`, and
+//! `secret` reads or creates the embedded JWT key file.
+
+mod cli;
+mod resolve;
+mod secret;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use secrecy::{SecretBox, SecretString};
+
+pub use cli::*;
+
+use crate::{
+    cors::AllowedOrigins,
+    graphql::SchemaOptions,
+    ratelimit::RateLimits,
+    worker::{RetryPolicy, SystemClock, WorkerSettings},
+    ws::SocketLimits,
+};
+
+/// Everything `app::build` needs, resolved and validated.
+pub struct Config {
+    pub database_url: String,
+    pub migrate_on_start: bool,
+    pub data_dir: PathBuf,
+    /// The GraphQL API; `None` for a worker-only process.
+    pub http: Option<HttpSettings>,
+    /// `None`: in-process queue, cache and events.
+    pub redis: Option<RedisSettings>,
+    pub mail: MailSettings,
+    /// `None`: no worker or sweeper in this process.
+    pub worker: Option<WorkerSettings>,
+    pub cache_ttl: Duration,
+}
+
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    /// The HS256 key, at least 32 bytes.
+    pub jwt_secret: SecretBox<[u8]>,
+    pub jwt_ttl: Duration,
+    /// Limits, introspection, suggestions.
+    pub schema: SchemaOptions,
+    pub rate_limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Origins allowed by CORS and on the websocket upgrade.
+    pub cors: AllowedOrigins,
+    /// Subscriptions per socket and sockets per user.
+    pub sockets: SocketLimits,
+}
+
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+}
+
+pub struct MailSettings {
+    /// `None`: `.eml` files in `<data dir>/outbox/`.
+    pub smtp_url: Option<SecretString>,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// Embedded defaults around a database URL, for tests and tools:
+    /// in-process backends, .eml outbox, a worker with the default settings.
+    pub fn embedded(database_url: String, data_dir: PathBuf, jwt_secret: &[u8]) -> Self {
+        Self {
+            database_url,
+            migrate_on_start: true,
+            data_dir,
+            http: Some(HttpSettings {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                jwt_secret: SecretBox::new(jwt_secret.into()),
+                jwt_ttl: Duration::from_secs(3600),
+                schema: SchemaOptions::default(),
+                rate_limits: RateLimits::default(),
+                trusted_proxies: Vec::new(),
+                cors: AllowedOrigins::Localhost,
+                sockets: SocketLimits::default(),
+            }),
+            redis: None,
+            mail: MailSettings {
+                smtp_url: None,
+                from: "Herald <herald@localhost>".to_owned(),
+                timeout: Duration::from_secs(10),
+            },
+            worker: Some(WorkerSettings {
+                concurrency: 16,
+                retry: RetryPolicy::default(),
+                visibility_timeout: Duration::from_secs(60),
+                sweep_interval: Duration::from_secs(2),
+                max_deliveries: 5,
+                shutdown_grace: Duration::from_secs(10),
+                clock: std::sync::Arc::new(SystemClock),
+            }),
+            cache_ttl: Duration::from_secs(300),
+        }
+    }
+}

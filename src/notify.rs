@@ -1,0 +1,90 @@
+//! The notification service: what storing a notification means, from the
+//! INSERT to the hints that follow its commit (announce, enqueue, and the
+//! sweeper flag when the enqueue fails). Resolvers validate and authorize,
+//! then call it; it knows nothing of GraphQL.
+//!
+//! A send runs in a task of its own, tracked by the application's shutdown
+//! `TaskTracker`: a client that hangs up drops its request, never the work
+//! after a commit (before, a row stored just before the hang-up waited for
+//! the sweeper's visibility timeout, with no event and no cache bump).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use entity::notification;
+use sea_orm::DatabaseConnection;
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    domain::{Content, Title},
+    inbox::Inbox,
+    queue::Queue,
+    storage,
+};
+
+#[derive(Clone)]
+pub struct Notifications {
+    db: DatabaseConnection,
+    inbox: Inbox,
+    queue: Arc<dyn Queue>,
+    /// Sends in progress; the application waits for them at shutdown.
+    tasks: TaskTracker,
+}
+
+impl Notifications {
+    pub fn new(
+        db: DatabaseConnection,
+        inbox: Inbox,
+        queue: Arc<dyn Queue>,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            db,
+            inbox,
+            queue,
+            tasks,
+        }
+    }
+
+    /// Stores a PENDING notification to `user_id`, announces it and queues
+    /// its delivery. Answers once all of that is done (so a page read after
+    /// it shows the notification), but the work completes even if the
+    /// caller stops waiting.
+    pub async fn send(
+        &self,
+        user_id: i64,
+        title: Title,
+        content: Content,
+    ) -> anyhow::Result<notification::Model> {
+        let this = self.clone();
+        self.tasks
+            .spawn(async move {
+                let row = storage::notifications::insert(
+                    &this.db,
+                    user_id,
+                    &title,
+                    &content,
+                    storage::now(),
+                )
+                .await
+                .context("storing a notification")?;
+                this.created(&row).await;
+                Ok(row)
+            })
+            .await
+            .context("the send task")?
+    }
+
+    /// After the INSERT's commit: nothing here may fail the send.
+    async fn created(&self, row: &notification::Model) {
+        // Announced before it is queued, so its PENDING event always comes
+        // before the worker's PROCESSING.
+        self.inbox.changed(None, row).await;
+        if let Err(e) = self.queue.enqueue(row.id).await {
+            tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
+            if let Err(e) = storage::notifications::mark_unqueued(&self.db, row.id).await {
+                tracing::warn!(error = ?e, notification_id = row.id, "could not flag for the sweeper");
+            }
+        }
+    }
+}
