@@ -309,6 +309,30 @@ async fn a_mail_server_that_is_down_uses_no_attempts(backend: Backend) {
 }
 per_backend!(a_mail_server_that_is_down_uses_no_attempts);
 
+/// A TLS handshake that fails (`smtps://` to a server speaking plain
+/// SMTP) is the server's side too: no attempt used, and the circuit opens.
+async fn a_failed_tls_handshake_uses_no_attempts(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let url = format!("smtps://127.0.0.1:{}", sink.port);
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.mail.smtp_url = Some(SecretString::from(url));
+    })
+    .await
+    else {
+        return;
+    };
+    let token = app.token_for(&unique_email("tls")).await;
+    send_n(&app, &token, 3, "tls").await;
+    until_circuit(&app, "circuit open", Duration::from_secs(15)).await;
+    let db = Database::connect(&app.database_url).await.expect("db");
+    let now = until_no_claims(&db).await;
+    for row in now.values() {
+        assert_eq!((row.status, row.attempts), (Status::Pending, 0), "{row:?}");
+    }
+    assert!(sink.received().is_empty());
+}
+per_backend!(a_failed_tls_handshake_uses_no_attempts);
+
 /// Default delivery settings on a clock the test moves, with sweeps every
 /// 100 ms of real time (the sweep interval paces the test, not the policy).
 async fn on_a_shifted_clock(
