@@ -35,8 +35,6 @@ use crate::{
 
 /// Entries the in-process queue and cache hold at most.
 const IN_PROCESS_CAPACITY: usize = 100_000;
-/// How long in-flight HTTP requests get after shutdown is asked for.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Application {
     http: Option<(TcpListener, axum::Router, SocketAddr)>,
@@ -49,6 +47,9 @@ pub struct Application {
     /// Closes open websockets when shutdown starts (the HTTP server does not
     /// wait for upgraded connections).
     sockets: CancellationToken,
+    /// How long in-flight requests and tracked tasks get after shutdown is
+    /// asked for.
+    shutdown_grace: Duration,
     /// Work that must outlive the request that started it (a send's
     /// announce and enqueue) and background loops; waited for at shutdown,
     /// before the database closes.
@@ -61,7 +62,8 @@ struct Backends {
     cache: Arc<dyn Cache>,
     events: Arc<dyn EventBus>,
     limiter: Arc<dyn RateLimiter>,
-    revocations: Arc<dyn Revocations>,
+    /// For the stores built later, from the API's settings.
+    redis: Option<ConnectionManager>,
 }
 
 fn backends(
@@ -75,7 +77,7 @@ fn backends(
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
             events: Arc::new(InProcessEventBus::default()),
             limiter: Arc::new(InProcessRateLimiter::default()),
-            revocations: Arc::new(InProcessRevocations::default()),
+            redis: None,
         });
     };
     let client = redis::Client::open(redis.url.expose_secret()).context("REDIS_URL")?;
@@ -90,10 +92,8 @@ fn backends(
             .set_max_delay(Duration::from_millis(500)),
     )
     .context("creating the Redis connection manager")?;
-    let visibility = config
-        .worker
-        .as_ref()
-        .map_or(Duration::from_secs(60), |w| w.visibility_timeout);
+    // Only a worker consumes the queue, and only a consumer reclaims.
+    let visibility = config.worker.as_ref().map(|w| w.visibility_timeout);
     Ok(Backends {
         queue: Arc::new(RedisStreamQueue::new(
             client.clone(),
@@ -103,21 +103,26 @@ fn backends(
         )),
         cache: Arc::new(RedisCache::new(manager.clone())),
         limiter: Arc::new(RedisRateLimiter::new(manager.clone())),
-        revocations: Arc::new(RedisRevocations::new(
-            manager.clone(),
-            keys.clone(),
-            config
-                .http
-                .as_ref()
-                .map_or(Duration::from_secs(3600), |h| h.jwt_ttl),
-        )),
         events: Arc::new(RedisEventBus::new(
             client,
-            manager,
+            manager.clone(),
             keys.events(),
             background.clone(),
         )),
+        redis: Some(manager),
     })
+}
+
+/// Revoked tokens: a revocation lives as long as the token it names.
+fn revocations(
+    redis: Option<ConnectionManager>,
+    keys: &Keys,
+    jwt_ttl: Duration,
+) -> Arc<dyn Revocations> {
+    match redis {
+        Some(manager) => Arc::new(RedisRevocations::new(manager, keys.clone(), jwt_ttl)),
+        None => Arc::new(InProcessRevocations::default()),
+    }
 }
 
 /// Connects and migrates the database, picks the backends, builds the API
@@ -127,11 +132,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     if config.migrate_on_start {
         storage::migrate(&db).await?;
     }
+    // In process, names need no namespace.
     let keys = Keys::new(
         config
             .redis
             .as_ref()
-            .map_or("herald:".to_owned(), |r| r.prefix.clone()),
+            .map_or_else(String::new, |r| r.prefix.clone()),
     );
     let background = CancellationToken::new();
     let sockets = CancellationToken::new();
@@ -141,7 +147,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         cache,
         events,
         limiter,
-        revocations,
+        redis,
     } = backends(&config, &keys, &background)?;
     let directory = Arc::new(Directory::new(
         db.clone(),
@@ -195,7 +201,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 users: Arc::new(users),
                 limiter,
                 rate_limits: settings.rate_limits.clone(),
-                revocations,
+                revocations: revocations(redis, &keys, settings.jwt_ttl),
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(
@@ -232,6 +238,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         events,
         background,
         sockets,
+        shutdown_grace: config.shutdown_grace,
         tasks,
         hasher,
     })
@@ -262,8 +269,8 @@ impl Application {
     }
 
     /// Serves (and delivers) until `shutdown` is cancelled; then in-flight
-    /// requests get `SHUTDOWN_GRACE` and in-flight deliveries the worker's
-    /// grace period.
+    /// requests and deliveries get `HERALD_SHUTDOWN_GRACE`. When the server
+    /// fails, the worker is stopped too before the error is returned.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = self.delivery.map(|delivery| {
             tracing::info!(
@@ -278,28 +285,19 @@ impl Application {
             stop.cancelled().await;
             sockets.cancel();
         });
-        if let Some((listener, router, addr)) = self.http {
+        let server = self.http.map(|(listener, router, addr)| {
             tracing::info!(addr = %addr, "serving GraphQL on http://{addr}/graphql");
-            let server = axum::serve(
+            axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-            let server = tokio::spawn(async move { server.await });
-            tokio::select! {
-                result = server => result.context("server task")?.context("serving HTTP")?,
-                () = async {
-                    shutdown.cancelled().await;
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
-                } => tracing::warn!("shutdown grace period over; dropping open connections"),
-            }
-        }
-        if let Some(worker) = worker {
-            worker.await.context("worker task")?;
-        }
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future()
+        });
+        let result = serve_then_join(server, worker, &shutdown, self.shutdown_grace).await;
         self.background.cancel();
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+        if tokio::time::timeout(self.shutdown_grace, self.tasks.wait())
             .await
             .is_err()
         {
@@ -309,6 +307,79 @@ impl Application {
             );
         }
         self.db.close().await.context("closing the database pool")?;
-        Ok(())
+        result
+    }
+}
+
+/// Runs `server` until `shutdown`, then gives its in-flight requests
+/// `grace` before it is dropped; then waits for `worker`. A server that
+/// fails cancels `shutdown`, so the worker stops (and puts its jobs back)
+/// instead of running on unseen.
+async fn serve_then_join<S>(
+    server: Option<S>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()>
+where
+    S: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let mut result = Ok(());
+    if let Some(server) = server {
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            joined = &mut server => {
+                result = joined.context("server task").and_then(|r| r.context("serving HTTP"));
+            }
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "shutdown grace period over; dropping open connections");
+                server.abort();
+            }
+        }
+        if result.is_err() {
+            shutdown.cancel();
+        }
+    }
+    if let Some(worker) = worker {
+        worker.await.context("worker task")?;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_server_stops_the_worker() {
+        let shutdown = CancellationToken::new();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let worker = tokio::spawn({
+            let (shutdown, stopped) = (shutdown.clone(), stopped.clone());
+            async move {
+                shutdown.cancelled().await;
+                stopped.store(true, Ordering::SeqCst);
+            }
+        });
+        let failing = async { Err(std::io::Error::other("the listener broke")) };
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            serve_then_join(
+                Some(failing),
+                Some(worker),
+                &shutdown,
+                Duration::from_secs(1),
+            ),
+        )
+        .await
+        .expect("returns once the worker has stopped");
+        let error = format!("{:#}", result.expect_err("the server's error"));
+        assert!(error.contains("the listener broke"), "{error}");
+        assert!(stopped.load(Ordering::SeqCst), "the worker was stopped");
     }
 }

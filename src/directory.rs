@@ -13,10 +13,14 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use entity::user;
-use sea_orm::{ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _};
+use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::{cache::Cache, keys::Keys};
+use crate::{
+    cache::Cache,
+    keys::Keys,
+    wire::{self, UserV1},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
@@ -31,6 +35,26 @@ impl From<user::Model> for Profile {
             id: m.id,
             email: m.email,
             created_at: m.created_at,
+        }
+    }
+}
+
+impl From<UserV1> for Profile {
+    fn from(u: UserV1) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            created_at: u.created_at,
+        }
+    }
+}
+
+impl From<&Profile> for UserV1 {
+    fn from(p: &Profile) -> Self {
+        Self {
+            id: p.id,
+            email: p.email.clone(),
+            created_at: p.created_at,
         }
     }
 }
@@ -100,8 +124,10 @@ impl Directory {
         });
         let mut from_db = Vec::new();
         for (id, json) in missing.into_iter().zip(cached) {
-            match json.and_then(|j| serde_json::from_str::<Profile>(&j).ok()) {
-                Some(p) => {
+            // Another release's format, or unreadable: read it again.
+            match json.and_then(|j| wire::decode::<UserV1>(&j).ok().flatten()) {
+                Some(user) => {
+                    let p = Profile::from(user);
                     self.remember(&p);
                     found.insert(id, p);
                 }
@@ -111,13 +137,10 @@ impl Directory {
         if from_db.is_empty() {
             return Ok(found);
         }
-        let rows = user::Entity::find()
-            .filter(user::Column::Id.is_in(from_db))
-            .all(&self.db)
-            .await?;
+        let rows = crate::storage::users::find_many(&self.db, from_db).await?;
         for row in rows {
             let profile = Profile::from(row);
-            if let Ok(json) = serde_json::to_string(&profile) {
+            if let Ok(json) = wire::encode(&UserV1::from(&profile)) {
                 let _ = self
                     .cache
                     .set(&self.keys.user(profile.id), &json, self.ttl)

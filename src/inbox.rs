@@ -16,7 +16,6 @@ use std::{
 
 use entity::notification::{self, Status};
 use sea_orm::DatabaseConnection;
-use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -24,6 +23,7 @@ use crate::{
     keys::Keys,
     pubsub::{EventBus, StatusEvent},
     storage::{self, StorageError},
+    wire::{self, NotificationV1, PageV1},
 };
 
 #[derive(Clone)]
@@ -107,10 +107,10 @@ impl LostBumps {
     }
 }
 
-/// A cached page: the rows and the total.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One page of notifications, newest first, and the total.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
-    pub items: Vec<notification::Model>,
+    pub items: Vec<NotificationV1>,
     pub total: u64,
 }
 
@@ -129,8 +129,8 @@ impl Inbox {
         // Published after the bump: a client that refetches on the event
         // never reads the page as it was before the change.
         let event = StatusEvent {
-            notification: row.clone(),
-            previous,
+            notification: row.clone().into(),
+            previous: previous.map(Into::into),
             at: row.updated_at,
         };
         if let Err(e) = self.events.publish(&event).await {
@@ -167,9 +167,16 @@ impl Inbox {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
                 if let Some(json) = values.next().flatten() {
-                    match serde_json::from_str::<Versioned>(&json) {
-                        Ok(entry) if entry.version == version => return Ok(entry.page),
-                        Ok(_) => {} // an older version's copy: stale, ignore
+                    match wire::decode::<PageV1>(&json) {
+                        Ok(Some(entry)) if entry.inbox_version == version => {
+                            return Ok(Page {
+                                items: entry.items,
+                                total: entry.total,
+                            });
+                        }
+                        // A copy from an older inbox version (stale), or in
+                        // another release's format: a miss.
+                        Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, page_key, "unreadable cache entry"),
                     }
                 }
@@ -180,16 +187,20 @@ impl Inbox {
                 None
             }
         };
-        let (items, total) = storage::notifications::page(db, user_id, page, page_size).await?;
-        let fresh = Page { items, total };
+        let (rows, total) = storage::notifications::page(db, user_id, page, page_size).await?;
+        let fresh = Page {
+            items: rows.into_iter().map(NotificationV1::from).collect(),
+            total,
+        };
         // Stored under the version read *before* the query: if a change
         // landed meanwhile, the version has moved on and this copy never counts.
-        if let Some(version) = version {
-            let entry = Versioned {
-                version,
-                page: fresh.clone(),
+        if let Some(inbox_version) = version {
+            let entry = PageV1 {
+                inbox_version,
+                items: fresh.items.clone(),
+                total,
             };
-            match serde_json::to_string(&entry) {
+            match wire::encode(&entry) {
                 Ok(json) => {
                     if let Err(e) = self.cache.set(&page_key, &json, self.ttl).await {
                         tracing::warn!(error = ?e, "cache write failed");
@@ -200,13 +211,6 @@ impl Inbox {
         }
         Ok(fresh)
     }
-}
-
-/// A cached page and the inbox version it was read at.
-#[derive(Serialize, Deserialize)]
-struct Versioned {
-    version: u64,
-    page: Page,
 }
 
 #[cfg(test)]

@@ -25,5 +25,6 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod wire;
 pub mod worker;
 pub mod ws;

@@ -7,33 +7,16 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use entity::notification::{self, Status};
 use futures_util::StreamExt as _;
 use redis::{Client, aio::ConnectionManager};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// One status change of one notification, after its commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusEvent {
-    /// The row as committed.
-    pub notification: notification::Model,
-    /// `None` when the notification was just created.
-    pub previous: Option<Status>,
-    pub at: DateTime<Utc>,
-}
+use crate::wire;
 
-impl StatusEvent {
-    pub fn user_id(&self) -> i64 {
-        self.notification.user_id
-    }
-
-    pub fn status(&self) -> Status {
-        self.notification.status
-    }
-}
+/// One status change of one notification, after its commit, in the
+/// payload format this release publishes.
+pub type StatusEvent = wire::StatusEventV1;
 
 /// Events buffered per receiver before a slow one starts missing some.
 const FANOUT_CAPACITY: usize = 4096;
@@ -104,7 +87,7 @@ impl RedisEventBus {
 #[async_trait::async_trait]
 impl EventBus for RedisEventBus {
     async fn publish(&self, event: &StatusEvent) -> anyhow::Result<()> {
-        let payload = serde_json::to_string(event)?;
+        let payload = wire::encode(event)?;
         let mut conn = self.manager.clone();
         let _: i64 = redis::cmd("PUBLISH")
             .arg(&self.channel)
@@ -141,10 +124,13 @@ async fn subscriber(
                         continue;
                     }
                 };
-                match serde_json::from_str::<StatusEvent>(&payload) {
-                    Ok(event) => {
+                match wire::decode::<StatusEvent>(&payload) {
+                    Ok(Some(event)) => {
                         let _ = fanout.send(event);
                     }
+                    // Published by a release with another payload format
+                    // (a rolling deploy): not ours to read.
+                    Ok(None) => tracing::debug!("status event of another format version skipped"),
                     Err(e) => tracing::warn!(error = %e, "malformed status event"),
                 }
             }

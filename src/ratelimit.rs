@@ -39,20 +39,20 @@ impl Default for RateLimits {
     fn default() -> Self {
         Self {
             login_failures_per_account: Window {
-                limit: 10,
+                limit: crate::config::defaults::LOGIN_FAILURES_PER_ACCOUNT.default,
                 window: Duration::from_secs(15 * 60),
             },
             login_failures_per_ip: Window {
-                limit: 50,
+                limit: crate::config::defaults::LOGIN_FAILURES_PER_IP.default,
                 window: Duration::from_secs(15 * 60),
             },
             registrations_per_ip: Window {
-                limit: 10,
+                limit: crate::config::defaults::REGISTER_PER_IP.default,
                 window: Duration::from_secs(3600),
             },
             sends_per_user: Bucket {
-                per_minute: 60,
-                burst: 20,
+                per_minute: crate::config::defaults::SEND_PER_MINUTE.default,
+                burst: crate::config::defaults::SEND_BURST.default,
             },
         }
     }

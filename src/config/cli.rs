@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use super::defaults;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "herald",
@@ -38,7 +40,7 @@ pub struct GlobalArgs {
     #[arg(
         long,
         env = "HERALD_DATA_DIR",
-        default_value = "./herald-data",
+        default_value = defaults::DATA_DIR,
         global = true
     )]
     pub data_dir: PathBuf,
@@ -59,14 +61,14 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "HERALD_BIND", default_value = defaults::BIND)]
     pub bind: SocketAddr,
     /// HS256 signing secret, at least 32 bytes. Required with Postgres; in
     /// embedded mode it defaults to <data dir>/jwt.key, created on first start.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
     /// Token lifetime: seconds, or a number with ms, s, m, h or d.
-    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "JWT_TTL", default_value = defaults::JWT_TTL.text, value_parser = defaults::JWT_TTL.parser())]
     pub jwt_ttl: Duration,
     /// Serve the API only; run workers elsewhere (`herald worker`).
     #[arg(long, env = "HERALD_NO_WORKER")]
@@ -90,10 +92,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
     /// Active subscriptions on one websocket.
-    #[arg(long, env = "HERALD_WS_MAX_SUBSCRIPTIONS", default_value_t = 20)]
+    #[arg(long, env = "HERALD_WS_MAX_SUBSCRIPTIONS", default_value_t = defaults::WS_MAX_SUBSCRIPTIONS.default, value_parser = defaults::WS_MAX_SUBSCRIPTIONS.parser())]
     pub ws_max_subscriptions: usize,
     /// Open websockets per user, per instance.
-    #[arg(long, env = "HERALD_WS_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    #[arg(long, env = "HERALD_WS_MAX_SOCKETS_PER_USER", default_value_t = defaults::WS_MAX_SOCKETS_PER_USER.default, value_parser = defaults::WS_MAX_SOCKETS_PER_USER.parser())]
     pub ws_max_sockets_per_user: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -109,28 +111,28 @@ pub enum Environment {
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Deepest selection nesting.
-    #[arg(long, env = "HERALD_MAX_DEPTH", default_value_t = 10)]
+    #[arg(long, env = "HERALD_MAX_DEPTH", default_value_t = defaults::MAX_DEPTH.default, value_parser = defaults::MAX_DEPTH.parser())]
     pub max_depth: usize,
     /// Query complexity: each field costs 1, a page of notifications its pageSize.
-    #[arg(long, env = "HERALD_MAX_COMPLEXITY", default_value_t = 1000)]
+    #[arg(long, env = "HERALD_MAX_COMPLEXITY", default_value_t = defaults::MAX_COMPLEXITY.default, value_parser = defaults::MAX_COMPLEXITY.parser())]
     pub max_complexity: usize,
     /// Aliases in one operation document.
-    #[arg(long, env = "HERALD_MAX_ALIASES", default_value_t = 30)]
+    #[arg(long, env = "HERALD_MAX_ALIASES", default_value_t = defaults::MAX_ALIASES.default, value_parser = defaults::MAX_ALIASES.parser())]
     pub max_aliases: usize,
     /// Directives on one field.
-    #[arg(long, env = "HERALD_MAX_DIRECTIVES", default_value_t = 50)]
+    #[arg(long, env = "HERALD_MAX_DIRECTIVES", default_value_t = defaults::MAX_DIRECTIVES.default, value_parser = defaults::MAX_DIRECTIVES.parser())]
     pub max_directives: usize,
     /// Recursive depth of the document (fragments included).
-    #[arg(long, env = "HERALD_MAX_RECURSIVE_DEPTH", default_value_t = 32)]
+    #[arg(long, env = "HERALD_MAX_RECURSIVE_DEPTH", default_value_t = defaults::MAX_RECURSIVE_DEPTH.default, value_parser = defaults::MAX_RECURSIVE_DEPTH.parser())]
     pub max_recursive_depth: usize,
     /// Query text, in bytes.
-    #[arg(long, env = "HERALD_MAX_QUERY_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "HERALD_MAX_QUERY_BYTES", default_value_t = defaults::MAX_QUERY_BYTES.default, value_parser = defaults::MAX_QUERY_BYTES.parser())]
     pub max_query_bytes: usize,
     /// Operations in one batched request.
-    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 10)]
+    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = defaults::MAX_BATCH.default, value_parser = defaults::MAX_BATCH.parser())]
     pub max_batch: usize,
     /// Execution time of one operation.
-    #[arg(long, env = "HERALD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT.text, value_parser = defaults::REQUEST_TIMEOUT.parser())]
     pub request_timeout: Duration,
 }
 
@@ -138,19 +140,19 @@ pub struct LimitArgs {
 #[derive(Debug, Args)]
 pub struct RateLimitArgs {
     /// Failed logins per account per 15 minutes.
-    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
+    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = defaults::LOGIN_FAILURES_PER_ACCOUNT.default, value_parser = defaults::LOGIN_FAILURES_PER_ACCOUNT.parser())]
     pub login_failures_per_account: u64,
     /// Failed logins per client address per 15 minutes.
-    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_IP", default_value_t = 50)]
+    #[arg(long, env = "HERALD_LOGIN_FAILURES_PER_IP", default_value_t = defaults::LOGIN_FAILURES_PER_IP.default, value_parser = defaults::LOGIN_FAILURES_PER_IP.parser())]
     pub login_failures_per_ip: u64,
     /// Registrations per client address per hour.
-    #[arg(long, env = "HERALD_REGISTER_PER_IP", default_value_t = 10)]
+    #[arg(long, env = "HERALD_REGISTER_PER_IP", default_value_t = defaults::REGISTER_PER_IP.default, value_parser = defaults::REGISTER_PER_IP.parser())]
     pub register_per_ip: u64,
     /// Notifications a user may send per minute, steadily.
-    #[arg(long, env = "HERALD_SEND_PER_MINUTE", default_value_t = 60)]
+    #[arg(long, env = "HERALD_SEND_PER_MINUTE", default_value_t = defaults::SEND_PER_MINUTE.default, value_parser = defaults::SEND_PER_MINUTE.parser())]
     pub send_per_minute: u64,
     /// Notifications a user may send at once.
-    #[arg(long, env = "HERALD_SEND_BURST", default_value_t = 20)]
+    #[arg(long, env = "HERALD_SEND_BURST", default_value_t = defaults::SEND_BURST.default, value_parser = defaults::SEND_BURST.parser())]
     pub send_burst: u64,
 }
 
@@ -171,52 +173,52 @@ pub struct RuntimeArgs {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key, stream and channel Herald uses.
-    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:")]
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = defaults::REDIS_PREFIX)]
     pub redis_prefix: String,
     /// smtp://[user:pass@]host:port[?tls=starttls] or smtps://…
     /// Unset: emails are written as .eml files to <data dir>/outbox/.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
     /// The From of every email.
-    #[arg(long, env = "SMTP_FROM", default_value = "Herald <herald@localhost>")]
+    #[arg(long, env = "SMTP_FROM", default_value = defaults::SMTP_FROM)]
     pub smtp_from: String,
     /// How long one send may take before it counts as a transient failure.
-    #[arg(long, env = "SMTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SMTP_TIMEOUT", default_value = defaults::SMTP_TIMEOUT.text, value_parser = defaults::SMTP_TIMEOUT.parser())]
     pub smtp_timeout: Duration,
     /// Deliveries in flight at once, per process.
-    #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY.default, value_parser = defaults::WORKER_CONCURRENCY.parser())]
     pub worker_concurrency: usize,
     /// Delivery attempts in all, at most: a bound under the retry window
     /// (attempts that found the mail server unreachable do not count).
-    #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = crate::worker::DEFAULT_MAX_ATTEMPTS)]
+    #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS.default, value_parser = defaults::MAX_ATTEMPTS.parser())]
     pub max_attempts: i32,
     /// Backoff after the first failed attempt; doubles each time, with jitter.
-    #[arg(long, env = "HERALD_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_RETRY_BASE", default_value = defaults::RETRY_BASE.text, value_parser = defaults::RETRY_BASE.parser())]
     pub retry_base: Duration,
     /// The longest backoff, and the longest wait between probes of an
     /// unreachable mail server.
-    #[arg(long, env = "HERALD_RETRY_MAX", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_RETRY_MAX", default_value = defaults::RETRY_MAX.text, value_parser = defaults::RETRY_MAX.parser())]
     pub retry_max: Duration,
     /// How long after its creation a notification refused with 4xx is
     /// still retried.
-    #[arg(long, env = "HERALD_RETRY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_RETRY_WINDOW", default_value = defaults::RETRY_WINDOW.text, value_parser = defaults::RETRY_WINDOW.parser())]
     pub retry_window: Duration,
     /// A claim or queue entry older than this is taken to belong to a dead
     /// worker. Must exceed SMTP_TIMEOUT.
-    #[arg(long, env = "HERALD_VISIBILITY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_VISIBILITY_TIMEOUT", default_value = defaults::VISIBILITY_TIMEOUT.text, value_parser = defaults::VISIBILITY_TIMEOUT.parser())]
     pub visibility_timeout: Duration,
     /// How often the sweeper looks for lost or due work.
-    #[arg(long, env = "HERALD_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL.text, value_parser = defaults::SWEEP_INTERVAL.parser())]
     pub sweep_interval: Duration,
     /// Queue deliveries of one entry before it goes to the dead letters.
-    #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = 5)]
+    #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = defaults::MAX_DELIVERIES.default, value_parser = defaults::MAX_DELIVERIES.parser())]
     pub max_deliveries: u64,
     /// After SIGTERM/SIGINT: how long in-flight requests and deliveries get
     /// before deliveries are put back for another worker.
-    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = defaults::SHUTDOWN_GRACE.text, value_parser = defaults::SHUTDOWN_GRACE.parser())]
     pub shutdown_grace: Duration,
     /// How long a cached page of `notifications` lives.
-    #[arg(long, env = "HERALD_CACHE_TTL", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_CACHE_TTL", default_value = defaults::CACHE_TTL.text, value_parser = defaults::CACHE_TTL.parser())]
     pub cache_ttl: Duration,
 }
 
@@ -257,51 +259,9 @@ impl GlobalArgs {
     }
 }
 
-/// Parses `90`, `250ms`, `90s`, `15m`, `1h`, `7d`.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => raw.split_at(i),
-        None => (raw, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration (e.g. 3600, 90s, 15m, 1h, 7d)"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "d" => Duration::from_secs(n.saturating_mul(86_400)),
-        _ => {
-            return Err(format!(
-                "{raw:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    if duration.is_zero() {
-        return Err("a duration must be positive".into());
-    }
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_duration("3600"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn the_cli_defaults_to_serve_and_reads_flags() {
@@ -320,29 +280,5 @@ mod tests {
             }
             other => panic!("expected serve, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn the_delivery_defaults_are_the_retry_policys() {
-        let cli = Cli::try_parse_from(["herald", "worker"]).expect("parses");
-        let Some(Command::Worker(args)) = cli.command else {
-            panic!("expected worker");
-        };
-        let policy = crate::worker::RetryPolicy::default();
-        let rt = &args.runtime;
-        assert_eq!(
-            (
-                rt.max_attempts,
-                rt.retry_base,
-                rt.retry_max,
-                rt.retry_window
-            ),
-            (
-                policy.max_attempts,
-                policy.base,
-                policy.max_delay,
-                policy.window
-            )
-        );
     }
 }

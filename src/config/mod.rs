@@ -2,10 +2,13 @@
 //! variable, with defaults that run with nothing installed.
 //!
 //! `Config` is the resolved form `app::build` takes; tests build it directly.
-//! `cli` holds the clap arguments, `resolve` turns them into a `Config`, and
-//! `secret` reads or creates the embedded JWT key file.
+//! `cli` holds the clap arguments, `defaults` every default and range,
+//! `duration` the duration syntax, `resolve` turns the arguments into a
+//! `Config`, and `secret` reads or creates the embedded JWT key file.
 
 mod cli;
+pub mod defaults;
+mod duration;
 mod resolve;
 mod secret;
 
@@ -14,6 +17,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use secrecy::{SecretBox, SecretString};
 
 pub use cli::*;
+pub use duration::parse_duration;
 
 use crate::{
     cors::AllowedOrigins,
@@ -36,6 +40,10 @@ pub struct Config {
     /// `None`: no worker or sweeper in this process.
     pub worker: Option<WorkerSettings>,
     pub cache_ttl: Duration,
+    /// After shutdown is asked for: how long in-flight requests get (the
+    /// worker's deliveries get `WorkerSettings::shutdown_grace`, the same
+    /// setting).
+    pub shutdown_grace: Duration,
 }
 
 pub struct HttpSettings {
@@ -68,7 +76,8 @@ pub struct MailSettings {
 
 impl Config {
     /// Embedded defaults around a database URL, for tests and tools:
-    /// in-process backends, .eml outbox, a worker with the default settings.
+    /// in-process backends, .eml outbox, a worker with the default settings;
+    /// it listens on a free port rather than `defaults::BIND`.
     pub fn embedded(database_url: String, data_dir: PathBuf, jwt_secret: &[u8]) -> Self {
         Self {
             database_url,
@@ -77,7 +86,7 @@ impl Config {
             http: Some(HttpSettings {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 jwt_secret: SecretBox::new(jwt_secret.into()),
-                jwt_ttl: Duration::from_secs(3600),
+                jwt_ttl: defaults::JWT_TTL.default,
                 schema: SchemaOptions::default(),
                 rate_limits: RateLimits::default(),
                 trusted_proxies: Vec::new(),
@@ -87,19 +96,45 @@ impl Config {
             redis: None,
             mail: MailSettings {
                 smtp_url: None,
-                from: "Herald <herald@localhost>".to_owned(),
-                timeout: Duration::from_secs(10),
+                from: defaults::SMTP_FROM.to_owned(),
+                timeout: defaults::SMTP_TIMEOUT.default,
             },
             worker: Some(WorkerSettings {
-                concurrency: 16,
-                retry: RetryPolicy::default(),
-                visibility_timeout: Duration::from_secs(60),
-                sweep_interval: Duration::from_secs(2),
-                max_deliveries: 5,
-                shutdown_grace: Duration::from_secs(10),
+                concurrency: defaults::WORKER_CONCURRENCY.default,
+                retry: RetryPolicy {
+                    max_attempts: defaults::MAX_ATTEMPTS.default,
+                    base: defaults::RETRY_BASE.default,
+                    max_delay: defaults::RETRY_MAX.default,
+                    window: defaults::RETRY_WINDOW.default,
+                },
+                visibility_timeout: defaults::VISIBILITY_TIMEOUT.default,
+                sweep_interval: defaults::SWEEP_INTERVAL.default,
+                max_deliveries: defaults::MAX_DELIVERIES.default,
+                shutdown_grace: defaults::SHUTDOWN_GRACE.default,
                 clock: std::sync::Arc::new(SystemClock),
             }),
-            cache_ttl: Duration::from_secs(300),
+            cache_ttl: defaults::CACHE_TTL.default,
+            shutdown_grace: defaults::SHUTDOWN_GRACE.default,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_attempt_bound_lasts_the_default_retry_window() {
+        let config = Config::embedded(String::new(), PathBuf::new(), &[0; 32]);
+        let retry = config.worker.expect("a worker").retry;
+        assert_eq!(retry.window, Duration::from_secs(24 * 3600));
+        // Even if every delay drew its shortest jitter, the attempts span
+        // the window: the count never cuts it short.
+        assert!(
+            retry.shortest_span() >= retry.window,
+            "{:?} < {:?}",
+            retry.shortest_span(),
+            retry.window
+        );
     }
 }

@@ -105,14 +105,6 @@ impl Config {
             rt.visibility_timeout,
             rt.smtp_timeout
         );
-        anyhow::ensure!(
-            rt.max_attempts >= 1,
-            "HERALD_MAX_ATTEMPTS must be at least 1"
-        );
-        anyhow::ensure!(
-            rt.worker_concurrency >= 1,
-            "HERALD_WORKER_CONCURRENCY must be at least 1"
-        );
         Ok(Self {
             database_url,
             migrate_on_start: !rt.no_migrate,
@@ -142,6 +134,92 @@ impl Config {
                 clock: std::sync::Arc::new(SystemClock),
             }),
             cache_ttl: rt.cache_ttl,
+            shutdown_grace: rt.shutdown_grace,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Command, defaults};
+
+    fn serve(args: &[&str]) -> Result<Box<ServeArgs>, clap::Error> {
+        let line = ["herald", "serve"].iter().chain(args);
+        match Cli::try_parse_from(line)?.command {
+            Some(Command::Serve(serve)) => Ok(serve),
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_are_the_command_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = "s".repeat(32);
+        let data_dir = dir.path().to_str().expect("utf-8");
+        let cli = Cli::try_parse_from([
+            "herald",
+            "--data-dir",
+            data_dir,
+            "serve",
+            "--jwt-secret",
+            &secret,
+        ])
+        .expect("parses");
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("serve");
+        };
+        assert_eq!(args.bind.to_string(), defaults::BIND);
+        let parsed = Config::for_serve(&cli.global, *args).expect("resolves");
+        let embedded = Config::embedded(
+            cli.global.database_url(),
+            dir.path().to_owned(),
+            secret.as_bytes(),
+        );
+        let debug = |c: &Config| {
+            let http = c.http.as_ref().expect("http");
+            format!(
+                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {}",
+                c.database_url,
+                c.migrate_on_start,
+                c.data_dir,
+                c.redis.as_ref().map(|r| &r.prefix),
+                c.mail.from,
+                c.mail.timeout,
+                c.worker,
+                c.cache_ttl,
+                c.shutdown_grace,
+                http.jwt_ttl,
+                http.schema,
+                http.rate_limits,
+                http.trusted_proxies,
+                (&http.cors, &http.sockets),
+                c.mail.smtp_url.is_none(),
+            )
+        };
+        assert_eq!(debug(&parsed), debug(&embedded));
+    }
+
+    #[test]
+    fn huge_values_are_refused_naming_the_setting() {
+        for (flag, value) in [
+            ("--visibility-timeout", u64::MAX.to_string()),
+            ("--visibility-timeout", "2d".to_owned()),
+            ("--send-burst", (1u64 << 33).to_string()),
+            ("--send-per-minute", "0".to_owned()),
+            ("--max-attempts", "3000000000".to_owned()),
+            ("--cache-ttl", "100000d".to_owned()),
+            ("--max-query-bytes", "2000000".to_owned()),
+        ] {
+            let err = serve(&[flag, &value]).expect_err(&format!("{flag} {value}"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+            assert_eq!(err.exit_code(), 2);
+            let message = err.to_string();
+            assert!(message.contains(flag), "{message}");
+        }
+        let edge = serve(&["--send-burst", "1000000000", "--jwt-ttl", "365d"]).expect("in range");
+        assert_eq!(edge.rate_limits.send_burst, 1_000_000_000);
     }
 }

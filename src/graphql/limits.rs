@@ -33,14 +33,14 @@ pub struct QueryLimits {
 impl Default for QueryLimits {
     fn default() -> Self {
         Self {
-            max_depth: 10,
-            max_complexity: 1000,
-            max_aliases: 30,
-            max_directives: 50,
-            max_recursive_depth: 32,
-            max_query_bytes: 16 * 1024,
-            max_batch: 10,
-            timeout: Duration::from_secs(10),
+            max_depth: crate::config::defaults::MAX_DEPTH.default,
+            max_complexity: crate::config::defaults::MAX_COMPLEXITY.default,
+            max_aliases: crate::config::defaults::MAX_ALIASES.default,
+            max_directives: crate::config::defaults::MAX_DIRECTIVES.default,
+            max_recursive_depth: crate::config::defaults::MAX_RECURSIVE_DEPTH.default,
+            max_query_bytes: crate::config::defaults::MAX_QUERY_BYTES.default,
+            max_batch: crate::config::defaults::MAX_BATCH.default,
+            timeout: crate::config::defaults::REQUEST_TIMEOUT.default,
         }
     }
 }

@@ -1,11 +1,15 @@
-//! GraphQL output types, converted from storage models at the edge.
+//! GraphQL output types, converted at the edge from storage models and
+//! from the payloads the cache and the event bus carry.
 
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::notification;
 
 use super::context::ContextExt as _;
-use crate::error::{ApiResult, AppError};
+use crate::{
+    error::{ApiResult, AppError},
+    wire,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
 pub struct User {
@@ -55,13 +59,13 @@ pub enum NotificationStatus {
     Failed,
 }
 
-impl From<notification::Status> for NotificationStatus {
-    fn from(s: notification::Status) -> Self {
+impl From<wire::Status> for NotificationStatus {
+    fn from(s: wire::Status) -> Self {
         match s {
-            notification::Status::Pending => Self::Pending,
-            notification::Status::Processing => Self::Processing,
-            notification::Status::Sent => Self::Sent,
-            notification::Status::Failed => Self::Failed,
+            wire::Status::Pending => Self::Pending,
+            wire::Status::Processing => Self::Processing,
+            wire::Status::Sent => Self::Sent,
+            wire::Status::Failed => Self::Failed,
         }
     }
 }
@@ -93,6 +97,12 @@ pub struct Notification {
 
 impl From<notification::Model> for Notification {
     fn from(m: notification::Model) -> Self {
+        wire::NotificationV1::from(m).into()
+    }
+}
+
+impl From<wire::NotificationV1> for Notification {
+    fn from(m: wire::NotificationV1) -> Self {
         Self {
             id: ID(m.id.to_string()),
             title: m.title,

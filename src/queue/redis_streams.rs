@@ -29,7 +29,8 @@ pub struct RedisStreamQueue {
     manager: ConnectionManager,
     keys: Keys,
     consumer: String,
-    visibility: Duration,
+    /// `None` in a process that only enqueues: it reclaims nothing.
+    visibility: Option<Duration>,
     /// The blocking-read connection, made on first use and again after an error.
     reader: Mutex<Option<MultiplexedConnection>>,
     group_ready: std::sync::atomic::AtomicBool,
@@ -43,7 +44,7 @@ impl RedisStreamQueue {
         client: Client,
         manager: ConnectionManager,
         keys: Keys,
-        visibility: Duration,
+        visibility: Option<Duration>,
     ) -> Self {
         let consumer = format!(
             "{}-{}-{}",
@@ -107,19 +108,22 @@ impl RedisStreamQueue {
     /// Entries other consumers took and never acked within the visibility
     /// timeout, now ours, with how often each has been handed out.
     async fn reclaim(&self, max: usize) -> anyhow::Result<Vec<Job>> {
+        let Some(visibility) = self.visibility else {
+            return Ok(Vec::new());
+        };
         {
             let mut last = self
                 .last_reclaim
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let every = (self.visibility / 4).max(Duration::from_millis(200));
+            let every = (visibility / 4).max(Duration::from_millis(200));
             if last.is_some_and(|at| at.elapsed() < every) {
                 return Ok(Vec::new());
             }
             *last = Some(tokio::time::Instant::now());
         }
         let mut conn = self.manager.clone();
-        let idle_ms = u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX);
+        let idle_ms = u64::try_from(visibility.as_millis()).unwrap_or(u64::MAX);
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
             .arg(self.keys.queue())
             .arg(self.keys.queue_group())

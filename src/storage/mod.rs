@@ -16,6 +16,17 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3)
 }
 
+/// `at - span`, or the earliest time there is when that would overflow.
+pub fn before(
+    at: chrono::DateTime<chrono::Utc>,
+    span: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_sub_signed(span))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The unique index `users_email_key` rejected the insert.
@@ -23,4 +34,23 @@ pub enum StorageError {
     EmailTaken,
     #[error(transparent)]
     Db(#[from] sea_orm::DbErr),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn before_saturates_instead_of_panicking() {
+        let now = super::now();
+        assert_eq!(
+            super::before(now, Duration::from_secs(60)),
+            now - chrono::Duration::seconds(60)
+        );
+        let earliest = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        assert_eq!(super::before(now, Duration::from_secs(u64::MAX)), earliest);
+        assert_eq!(super::before(now, Duration::MAX), earliest);
+        // chrono's own range ends long before Duration's.
+        assert_eq!(super::before(now, Duration::from_secs(1 << 50)), earliest);
+    }
 }

@@ -235,7 +235,7 @@ pub async fn expired_claims(
 ) -> Result<Vec<notification::Model>> {
     Ok(notification::Entity::find()
         .filter(Column::Status.eq(Status::Processing))
-        .filter(Column::ClaimedAt.lt(claim_cutoff(now, visibility)))
+        .filter(Column::ClaimedAt.lt(super::before(now, visibility)))
         .order_by_asc(Column::Id)
         .limit(limit)
         .all(db)
@@ -254,7 +254,7 @@ pub async fn release_expired_claim(
     now: DateTime<Utc>,
     visibility: Duration,
 ) -> Result<Option<notification::Model>> {
-    let still_expired = Condition::all().add(Column::ClaimedAt.lt(claim_cutoff(now, visibility)));
+    let still_expired = Condition::all().add(Column::ClaimedAt.lt(super::before(now, visibility)));
     record_where(
         db,
         expired.id,
@@ -264,13 +264,6 @@ pub async fn release_expired_claim(
         still_expired,
     )
     .await
-}
-
-fn claim_cutoff(now: DateTime<Utc>, visibility: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(visibility)
-        .ok()
-        .and_then(|v| now.checked_sub_signed(v))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// PENDING rows that are due and whose queue entry may be lost (never

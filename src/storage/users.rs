@@ -1,12 +1,16 @@
 use entity::user;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QueryFilter, SqlErr};
-use sea_orm::{ColumnTrait as _, prelude::DateTimeUtc};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QueryFilter, RuntimeErr};
+use sea_orm::{ColumnTrait as _, prelude::DateTimeUtc, sqlx};
 
 use super::StorageError;
 use crate::domain::Email;
 
+/// The unique index on `users.email` (see the migration).
+const EMAIL_INDEX: &str = "users_email_key";
+
 /// Inserts a user. A concurrent or earlier registration of the same email
-/// loses on the unique index and comes back as `EmailTaken`.
+/// loses on the email's unique index and comes back as `EmailTaken`; any
+/// other violation stays a database error.
 pub async fn insert(
     db: &impl ConnectionTrait,
     email: &Email,
@@ -22,12 +26,43 @@ pub async fn insert(
     user::Entity::insert(row)
         .exec_with_returning(db)
         .await
-        .map_err(|e| match e.sql_err() {
-            // `users_email_key` is the only unique index a new row can hit:
-            // the id comes from the database.
-            Some(SqlErr::UniqueConstraintViolation(_)) => StorageError::EmailTaken,
-            _ => StorageError::Db(e),
+        .map_err(|e| {
+            if violates_email_index(&e) {
+                StorageError::EmailTaken
+            } else {
+                StorageError::Db(e)
+            }
         })
+}
+
+/// Whether `e` is a unique violation of the email's index. Postgres names
+/// the index (`constraint`); SQLite names none and reports the columns
+/// instead, as `UNIQUE constraint failed: users.email`.
+fn violates_email_index(e: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = e else {
+        return false;
+    };
+    let sqlx::Error::Database(e) = &**e else {
+        return false;
+    };
+    if e.kind() != sqlx::error::ErrorKind::UniqueViolation {
+        return false;
+    }
+    match e.constraint() {
+        Some(name) => name == EMAIL_INDEX,
+        None => e.message() == "UNIQUE constraint failed: users.email",
+    }
+}
+
+/// Users by id; those that do not exist are left out.
+pub async fn find_many(
+    db: &impl ConnectionTrait,
+    ids: Vec<i64>,
+) -> Result<Vec<user::Model>, StorageError> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Id.is_in(ids))
+        .all(db)
+        .await?)
 }
 
 pub async fn find_by_email(

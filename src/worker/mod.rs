@@ -24,10 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use breaker::{Breaker, Circuit};
 pub use clock::{Clock, SystemClock};
-pub use retry::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_RETRY_WINDOW, Decision,
-    Failure, RetryPolicy,
-};
+pub use retry::{Decision, Failure, RetryPolicy};
 pub use sweeper::{SweepReport, sweep};
 
 use crate::{

@@ -14,13 +14,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(5);
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(15 * 60);
-pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// Enough for the default window even if every delay is at its shortest
-/// (a unit test checks it).
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 250;
-
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included: an upper bound, set high enough
@@ -32,17 +25,6 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// How long after its creation a notification is still retried.
     pub window: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            base: DEFAULT_RETRY_BASE,
-            max_delay: DEFAULT_RETRY_MAX,
-            window: DEFAULT_RETRY_WINDOW,
-        }
-    }
 }
 
 /// What went wrong with one attempt, as far as retrying goes.
@@ -87,6 +69,13 @@ impl RetryPolicy {
             .unwrap_or(0)
             .min(20);
         self.base.saturating_mul(1 << exp).min(self.max_delay)
+    }
+
+    /// The least time `max_attempts` attempts can span (every delay at its
+    /// shortest): when it is shorter than the window, the attempt bound,
+    /// not the window, decides.
+    pub fn shortest_span(&self) -> Duration {
+        (1..self.max_attempts).map(|a| self.full_delay(a) / 2).sum()
     }
 
     /// The last moment a notification created at `created_at` is retried.
@@ -251,14 +240,5 @@ mod tests {
             p.decide(Failure::Permanent, 1, now, now),
             Decision::GiveUp { budget: None }
         );
-    }
-
-    #[test]
-    fn the_default_attempt_bound_lasts_the_default_window() {
-        // Even if every delay drew its shortest jitter (half), the default
-        // attempts span the default window: the count never cuts it short.
-        let p = RetryPolicy::default();
-        let shortest: Duration = (1..p.max_attempts).map(|a| p.full_delay(a) / 2).sum();
-        assert!(shortest >= p.window, "{shortest:?} < {:?}", p.window);
     }
 }

@@ -8,7 +8,7 @@ use entity::notification::Status;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Failure, outcome_of};
-use crate::storage::notifications;
+use crate::storage::{self, notifications};
 
 /// Rows looked at per pass, at most.
 const SWEEP_BATCH: u64 = 1000;
@@ -80,8 +80,7 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
     let stamped_before = if everything {
         now
     } else {
-        now - chrono::Duration::from_std(settings.visibility_timeout)
-            .unwrap_or(chrono::Duration::MAX)
+        storage::before(now, settings.visibility_timeout)
     };
     let mut enqueued = 0;
     // Batch after batch while there is a backlog (after an outage, say),

@@ -168,3 +168,42 @@ async fn public(app: &TestApp) {
         .await;
     assert!(body["data"]["register"]["token"].is_string(), "{body}");
 }
+
+both_backends!(
+    only_the_email_index_makes_a_duplicate_email,
+    other_unique_violations
+);
+/// A unique violation of another index (one a later migration might add,
+/// here on `created_at`) is a database error, not "email taken".
+async fn other_unique_violations(app: &TestApp) {
+    use herald::{domain::Email, storage::StorageError, storage::users};
+    use sea_orm::ConnectionTrait as _;
+    let db = sea_orm::Database::connect(&app.database_url)
+        .await
+        .expect("connect");
+    db.execute_unprepared("CREATE UNIQUE INDEX users_created_at_key ON users (created_at)")
+        .await
+        .expect("index");
+    let now = herald::storage::now();
+    let first = Email::parse(&unique_email("first")).expect("email");
+    let second = Email::parse(&unique_email("second")).expect("email");
+    users::insert(&db, &first, "hash".into(), now)
+        .await
+        .expect("the first insert");
+    let same_email = users::insert(
+        &db,
+        &first,
+        "hash".into(),
+        now + chrono::Duration::seconds(1),
+    )
+    .await;
+    assert!(
+        matches!(same_email, Err(StorageError::EmailTaken)),
+        "{same_email:?}"
+    );
+    let same_moment = users::insert(&db, &second, "hash".into(), now).await;
+    assert!(
+        matches!(&same_moment, Err(StorageError::Db(e)) if e.to_string().contains("created_at")),
+        "{same_moment:?}"
+    );
+}

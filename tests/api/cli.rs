@@ -136,13 +136,14 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
-        Self::start_logging(data_dir, "json")
+        Self::start_with(data_dir, "json", &[])
     }
 
-    fn start_logging(data_dir: &Path, log_format: &str) -> Self {
+    fn start_with(data_dir: &Path, log_format: &str, env: &[(&str, &str)]) -> Self {
         let mut child = herald()
             .args(["--log-format", log_format, "serve", "--bind", "127.0.0.1:0"])
             .env("HERALD_DATA_DIR", data_dir)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -176,13 +177,17 @@ impl Server {
 
     /// SIGTERM, then the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.child.wait().expect("waits")
+    }
+
+    fn signal_term(&self) {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
         assert!(killed.success());
-        self.child.wait().expect("waits")
     }
 }
 
@@ -254,11 +259,98 @@ async fn a_restart_keeps_users_and_their_tokens() {
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_logging(dir.path(), "pretty");
+    let server = Server::start_with(dir.path(), "pretty", &[]);
     assert!(server.log.contains("serving GraphQL"), "{}", server.log);
     assert!(
         !server.log.contains('\u{1b}'),
         "ANSI escapes in piped logs: {:?}",
         server.log
+    );
+}
+
+/// A request whose body is half sent: in flight until the rest comes.
+fn half_sent_request(server: &Server) -> (std::net::TcpStream, &'static [u8]) {
+    use std::io::Write as _;
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql");
+    let body: &'static [u8] = br#"{"query":"{ __typename }"}"#;
+    let mut conn = std::net::TcpStream::connect(addr).expect("connects");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        conn,
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("head");
+    conn.write_all(&body[..10]).expect("half the body");
+    (conn, &body[10..])
+}
+
+#[test]
+fn shutdown_grace_governs_in_flight_requests() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with(dir.path(), "json", &[("HERALD_SHUTDOWN_GRACE", "2s")]);
+    let (mut finishing, rest) = half_sent_request(&server);
+    let (mut stalled, _) = half_sent_request(&server);
+    // Both request heads reach the server before shutdown starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    server.signal_term();
+
+    // Within the grace: the request completes.
+    std::thread::sleep(Duration::from_millis(300));
+    finishing.write_all(rest).expect("the rest of the body");
+    let mut answer = String::new();
+    finishing.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""__typename":"Query""#), "{answer}");
+
+    // After the grace: the stalled one is cut and the process exits.
+    let mut nothing = Vec::new();
+    let _ = stalled.read_to_end(&mut nothing);
+    let status = server.child.wait().expect("exits");
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(nothing.is_empty(), "{}", String::from_utf8_lossy(&nothing));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "exited {took:?} after SIGTERM with a 2 s grace"
+    );
+}
+
+#[test]
+fn a_huge_setting_stops_the_start_with_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = herald()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("HERALD_VISIBILITY_TIMEOUT", u64::MAX.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herald started with a visibility timeout of u64::MAX seconds");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("reads");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--visibility-timeout") && stderr.contains("out of range"),
+        "{stderr}"
     );
 }

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use entity::notification::Status;
+use herald::wire::Status;
 use secrecy::SecretString;
 
 use crate::helpers::{Backend, TestApp, error_code, unique_email};

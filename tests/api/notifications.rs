@@ -288,7 +288,7 @@ async fn events(app: &TestApp) {
             seen.push((event.previous, event.status()));
         }
     }
-    use entity::notification::Status::*;
+    use herald::wire::Status::*;
     assert_eq!(
         seen,
         [
@@ -297,4 +297,128 @@ async fn events(app: &TestApp) {
             (Some(Processing), Sent)
         ]
     );
+}
+
+/// A rolling deploy: another release shares this Redis. Its cached pages and
+/// events carry fields this one does not know (they are read), or another
+/// payload version (a cache miss; an event skipped), never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_from_another_release_are_read_or_passed_over() {
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |c| c.worker = None).await else {
+        return;
+    };
+    let redis_prefix = app.redis.as_ref().expect("services mode").prefix.clone();
+    let keys = herald::keys::Keys::new(redis_prefix);
+    let client = redis::Client::open(crate::helpers::redis_url()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let body = app
+        .register(&unique_email("deploy"), crate::helpers::PASSWORD)
+        .await;
+    let token = body["data"]["register"]["token"].as_str().expect("token");
+    let user_id: i64 = body["data"]["register"]["user"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("user id");
+    let id: i64 = app
+        .send_ok(token, "stored title", "body")
+        .await
+        .parse()
+        .expect("id");
+    let title = |body: &Value| body["data"]["notifications"]["items"][0]["title"].clone();
+    assert_eq!(title(&app.page(token, 1, 10).await), "stored title");
+
+    // The cached copy, as a newer release would write it: an extra field at
+    // each level (and a title of its own, to tell the copy from the row).
+    let page_key = keys.inbox_page(user_id, 1, 10);
+    let cached: String = redis::cmd("GET")
+        .arg(&page_key)
+        .query_async(&mut redis)
+        .await
+        .expect("the page is cached");
+    let mut entry: Value = serde_json::from_str(&cached).expect("json");
+    entry["added_later"] = serde_json::json!({ "nested": [1, 2] });
+    entry["items"][0]["added_later"] = Value::Bool(true);
+    entry["items"][0]["title"] = Value::from("cached title");
+    let set = |value: Value| {
+        redis::cmd("SET")
+            .arg(&page_key)
+            .arg(value.to_string())
+            .arg("EX")
+            .arg(60)
+            .clone()
+    };
+    let _: () = set(entry.clone())
+        .query_async(&mut redis)
+        .await
+        .expect("SET");
+    assert_eq!(
+        title(&app.page(token, 1, 10).await),
+        "cached title",
+        "a cached page with unknown fields is read"
+    );
+    // Another payload version: a miss, read from the database.
+    entry["v"] = Value::from(2);
+    let _: () = set(entry).query_async(&mut redis).await.expect("SET");
+    let body = app.page(token, 1, 10).await;
+    assert_eq!(title(&body), "stored title", "{body}");
+
+    // Events: one with unknown fields arrives; one of another version is
+    // skipped, and the relay goes on (a marker after it arrives next).
+    let mut events = app.events.subscribe();
+    let event = |v: u32, title: &str| {
+        serde_json::json!({
+            "v": v,
+            "notification": {
+                "id": id, "user_id": user_id, "title": title, "content": "body",
+                "status": "SENT", "attempts": 1, "last_error": null,
+                "next_attempt_at": null, "sent_at": "2026-01-01T00:00:00Z",
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                "priority": "high",
+            },
+            "previous": "PROCESSING",
+            "at": "2026-01-01T00:00:00Z",
+            "trace_id": "abc",
+        })
+        .to_string()
+    };
+    let publish = |payload: String| {
+        redis::cmd("PUBLISH")
+            .arg(keys.events())
+            .arg(payload)
+            .clone()
+    };
+    // The relay subscribes in the background: publish until it hears.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let heard = loop {
+        let _: i64 = publish(event(1, "newer"))
+            .query_async(&mut redis)
+            .await
+            .expect("PUBLISH");
+        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            break e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event relayed");
+    };
+    assert_eq!(heard.notification.title, "newer");
+    assert_eq!(heard.previous, Some(herald::wire::Status::Processing));
+    for payload in [event(2, "other version"), event(1, "marker")] {
+        let _: i64 = publish(payload)
+            .query_async(&mut redis)
+            .await
+            .expect("PUBLISH");
+    }
+    // Past the copies of the first event still on their way.
+    let next = loop {
+        let next = tokio::time::timeout(WITHIN, events.recv())
+            .await
+            .expect("the marker arrives")
+            .expect("receiver open");
+        if next.notification.title != "newer" {
+            break next;
+        }
+    };
+    assert_eq!(next.notification.title, "marker", "{next:?}");
 }

@@ -1,0 +1,195 @@
+//! What goes into the cache and over Pub/Sub: payload types of their own
+//! (DESIGN.md, invariant 10), so two versions of Herald can share one Redis
+//! during a rolling deploy. A storage model may change with a migration; a
+//! payload changes only with its format version.
+//!
+//! Every payload is JSON with its format version in `v`. A reader ignores
+//! fields it does not know (a newer minor change adds fields), and treats a
+//! payload of another version as absent: a cache miss, an event skipped.
+
+use chrono::{DateTime, Utc};
+use entity::notification;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A payload type and its format version.
+pub trait Payload: Serialize + DeserializeOwned {
+    const VERSION: u32;
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    v: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    v: u32,
+}
+
+/// `payload` as JSON, its version in `v`.
+pub fn encode<T: Payload>(payload: &T) -> serde_json::Result<String> {
+    serde_json::to_string(&Envelope {
+        v: T::VERSION,
+        body: payload,
+    })
+}
+
+/// `Ok(None)`: the payload is of another format version (another release
+/// wrote it). An error: it is not a payload at all.
+pub fn decode<T: Payload>(json: &str) -> serde_json::Result<Option<T>> {
+    if serde_json::from_str::<Probe>(json)?.v != T::VERSION {
+        return Ok(None);
+    }
+    serde_json::from_str(json).map(Some)
+}
+
+/// A notification's status as payloads spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    Processing,
+    Sent,
+    Failed,
+}
+
+impl From<notification::Status> for Status {
+    fn from(s: notification::Status) -> Self {
+        match s {
+            notification::Status::Pending => Self::Pending,
+            notification::Status::Processing => Self::Processing,
+            notification::Status::Sent => Self::Sent,
+            notification::Status::Failed => Self::Failed,
+        }
+    }
+}
+
+/// A notification as clients see it (no claim or queue bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationV1 {
+    pub id: i64,
+    pub user_id: i64,
+    pub title: String,
+    pub content: String,
+    pub status: Status,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<notification::Model> for NotificationV1 {
+    fn from(m: notification::Model) -> Self {
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            title: m.title,
+            content: m.content,
+            status: m.status.into(),
+            attempts: m.attempts,
+            last_error: m.last_error,
+            next_attempt_at: m.next_attempt_at,
+            sent_at: m.sent_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// One status change of one notification, after its commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEventV1 {
+    /// The notification as committed.
+    pub notification: NotificationV1,
+    /// `None` when the notification was just created.
+    pub previous: Option<Status>,
+    pub at: DateTime<Utc>,
+}
+
+impl Payload for StatusEventV1 {
+    const VERSION: u32 = 1;
+}
+
+impl StatusEventV1 {
+    pub fn user_id(&self) -> i64 {
+        self.notification.user_id
+    }
+
+    pub fn status(&self) -> Status {
+        self.notification.status
+    }
+}
+
+/// A cached page of notifications, newest first, read at inbox version
+/// `inbox_version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageV1 {
+    pub inbox_version: u64,
+    pub items: Vec<NotificationV1>,
+    pub total: u64,
+}
+
+impl Payload for PageV1 {
+    const VERSION: u32 = 1;
+}
+
+/// A user's public profile, as cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserV1 {
+    pub id: i64,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Payload for UserV1 {
+    const VERSION: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserV1 {
+        UserV1 {
+            id: 7,
+            email: "a@example.com".into(),
+            created_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_payload_round_trips_with_its_version() {
+        let json = encode(&user()).expect("encode");
+        assert!(json.contains("\"v\":1"), "{json}");
+        assert_eq!(decode::<UserV1>(&json).expect("decode"), Some(user()));
+    }
+
+    #[test]
+    fn unknown_extra_fields_still_decode() {
+        // As a newer release may write during a rolling deploy.
+        let json = r#"{"v":1,"id":7,"email":"a@example.com","created_at":"2023-11-14T22:13:20.123Z","nickname":"new","flags":[1,2]}"#;
+        assert_eq!(decode::<UserV1>(json).expect("decode"), Some(user()));
+        let event = r#"{"v":1,"notification":{"id":1,"user_id":7,"title":"t","content":"c","status":"SENT","attempts":1,"last_error":null,"next_attempt_at":null,"sent_at":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z","priority":"high"},"previous":"PROCESSING","at":"2023-11-14T22:13:20.123Z","trace":"x"}"#;
+        let event = decode::<StatusEventV1>(event)
+            .expect("decode")
+            .expect("version 1");
+        assert_eq!(event.status(), Status::Sent);
+        assert_eq!(event.previous, Some(Status::Processing));
+    }
+
+    #[test]
+    fn another_version_is_absent_not_an_error() {
+        let json = r#"{"v":2,"id":"u-7","mail":"a@example.com"}"#;
+        assert_eq!(decode::<UserV1>(json).expect("not an error"), None);
+    }
+
+    #[test]
+    fn what_is_not_a_payload_is_an_error() {
+        assert!(decode::<UserV1>("not json").is_err());
+        assert!(decode::<UserV1>(r#"{"id":7}"#).is_err(), "no version");
+    }
+}
