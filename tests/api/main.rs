@@ -20,6 +20,7 @@ mod outage;
 mod ratelimits;
 mod resilience;
 mod smtp_sink;
+mod smtp_tls;
 mod subscriptions;
 mod tokens;
 mod ws_client;
