@@ -55,7 +55,8 @@ pub const MAX_ALIASES: Count<usize> = Count::new(30, 1, 10_000);
 pub const MAX_DIRECTIVES: Count<usize> = Count::new(50, 1, 10_000);
 pub const MAX_RECURSIVE_DEPTH: Count<usize> = Count::new(32, 1, 10_000);
 /// At most the request body limit.
-pub const MAX_QUERY_BYTES: Count<usize> = Count::new(16 * 1024, 1, 1024 * 1024);
+pub const MAX_QUERY_BYTES: Count<usize> =
+    Count::new(16 * 1024, 1, crate::http::MAX_BODY_BYTES as u64);
 pub const MAX_BATCH: Count<usize> = Count::new(10, 1, 1_000);
 pub const REQUEST_TIMEOUT: Span = Span::new("10s", "10ms", "1h");
 
