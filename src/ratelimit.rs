@@ -228,7 +228,10 @@ impl RateLimiter for InProcessRateLimiter {
         let tat = buckets.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat + interval;
         let allow_at = new_tat
-            .checked_sub(interval * bucket.burst.max(1) as u32)
+            // A burst too big for u32 is a burst of u32::MAX, not a truncated one.
+            .checked_sub(
+                interval.saturating_mul(u32::try_from(bucket.burst.max(1)).unwrap_or(u32::MAX)),
+            )
             .unwrap_or(now);
         if now < allow_at {
             return Ok(Some(secs_left(allow_at).max(1)));
@@ -241,6 +244,18 @@ impl RateLimiter for InProcessRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_huge_burst_is_not_truncated() {
+        let rl = InProcessRateLimiter::default();
+        let bucket = Bucket {
+            per_minute: 60,
+            burst: 1 << 33,
+        };
+        for _ in 0..100 {
+            assert_eq!(rl.take("k", bucket).await.expect("take"), None);
+        }
+    }
 
     #[tokio::test]
     async fn a_window_reserves_up_to_its_limit_gives_back_and_resets() {
