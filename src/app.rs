@@ -167,6 +167,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         Some(settings) => {
             let mailer = Mailer::new(MailerConfig {
                 smtp_url: config.mail.smtp_url.clone(),
+                smtp_ca_file: config.mail.ca_file.clone(),
                 from: config.mail.from.clone(),
                 timeout: config.mail.timeout,
                 outbox: config.data_dir.join("outbox"),

@@ -179,6 +179,11 @@ pub struct RuntimeArgs {
     /// Unset: emails are written as .eml files to <data dir>/outbox/.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
+    /// A PEM file of CA certificates to trust for the SMTP server's TLS
+    /// certificate, besides the public roots (a private CA, or a
+    /// self-signed certificate).
+    #[arg(long, env = "SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// The From of every email.
     #[arg(long, env = "SMTP_FROM", default_value = defaults::SMTP_FROM)]
     pub smtp_from: String,

@@ -70,6 +70,8 @@ pub struct RedisSettings {
 pub struct MailSettings {
     /// `None`: `.eml` files in `<data dir>/outbox/`.
     pub smtp_url: Option<SecretString>,
+    /// Extra CA certificates (PEM) for the SMTP server's TLS certificate.
+    pub ca_file: Option<PathBuf>,
     pub from: String,
     pub timeout: Duration,
 }
@@ -96,6 +98,7 @@ impl Config {
             redis: None,
             mail: MailSettings {
                 smtp_url: None,
+                ca_file: None,
                 from: defaults::SMTP_FROM.to_owned(),
                 timeout: defaults::SMTP_TIMEOUT.default,
             },

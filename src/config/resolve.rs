@@ -116,6 +116,7 @@ impl Config {
             }),
             mail: MailSettings {
                 smtp_url: rt.smtp_url,
+                ca_file: rt.smtp_ca_file,
                 from: rt.smtp_from,
                 timeout: rt.smtp_timeout,
             },

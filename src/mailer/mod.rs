@@ -17,7 +17,7 @@ use lettre::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-pub use smtp::{SmtpTarget, TlsMode};
+pub use smtp::{SmtpPool, SmtpTarget, TlsMode};
 
 pub enum Transport {
     Smtp(smtp::SmtpPool),
@@ -45,6 +45,8 @@ pub struct Mailer {
 
 pub struct MailerConfig {
     pub smtp_url: Option<SecretString>,
+    /// CA certificates (PEM) trusted for the server's certificate too.
+    pub smtp_ca_file: Option<PathBuf>,
     pub from: String,
     pub timeout: Duration,
     /// Where `.eml` files go when there is no SMTP URL.
@@ -63,11 +65,19 @@ impl Mailer {
             .with_context(|| format!("SMTP_FROM {:?} is not a mailbox", config.from))?;
         let id_domain = from.email.domain().to_owned();
         let transport = match &config.smtp_url {
-            Some(url) => Transport::Smtp(smtp::SmtpPool::new(
-                SmtpTarget::parse(url.expose_secret())?,
-                config.timeout,
-                config.pool_size,
-            )),
+            Some(url) => {
+                let mut target = SmtpTarget::parse(url.expose_secret())?;
+                if let Some(path) = &config.smtp_ca_file {
+                    let pem = std::fs::read(path)
+                        .with_context(|| format!("reading SMTP_CA_FILE {}", path.display()))?;
+                    target = target.trust(&pem)?;
+                }
+                Transport::Smtp(smtp::SmtpPool::new(
+                    target,
+                    config.timeout,
+                    config.pool_size,
+                ))
+            }
             None => {
                 std::fs::create_dir_all(&config.outbox)
                     .with_context(|| format!("creating {}", config.outbox.display()))?;
@@ -133,6 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mailer = Mailer::new(MailerConfig {
             smtp_url: None,
+            smtp_ca_file: None,
             from: "Herald <herald@example.org>".into(),
             timeout: Duration::from_secs(5),
             outbox: dir.path().join("outbox"),

@@ -5,10 +5,19 @@
 //! delayed ACK (40 ms on Linux; lettre PR #1159 fixes it upstream, not yet
 //! released). Herald opens the TCP connection itself, turns Nagle off, and
 //! hands the socket to lettre's `AsyncSmtpConnection`, which speaks the
-//! protocol (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA). Implicit TLS
-//! (`smtps://`) goes through lettre's own connect, so it keeps the stall.
+//! protocol (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA). For implicit TLS
+//! (`smtps://`) Herald also does the TLS handshake on that socket (rustls,
+//! as lettre) before handing it over.
+//!
+//! Certificates are checked against the webpki roots and, when the
+//! operator names a file (`SMTP_CA_FILE`), the CA certificates in it.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use lettre::{
@@ -16,11 +25,19 @@ use lettre::{
     transport::smtp::{
         Error as SmtpError,
         authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, TlsParameters},
+        client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters},
         extension::ClientId,
     },
 };
-use tokio::time::Instant;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    time::Instant,
+};
+use tokio_rustls::rustls::{
+    self, RootCertStore,
+    pki_types::{CertificateDer, ServerName, pem::PemObject as _},
+};
 
 use super::SendError;
 
@@ -42,6 +59,8 @@ pub struct SmtpTarget {
     pub port: u16,
     pub tls: TlsMode,
     pub credentials: Option<Credentials>,
+    /// CA certificates trusted besides the webpki roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for SmtpTarget {
@@ -54,6 +73,7 @@ impl std::fmt::Debug for SmtpTarget {
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<redacted>"),
             )
+            .field("extra_roots", &self.extra_roots.len())
             .finish()
     }
 }
@@ -100,7 +120,88 @@ impl SmtpTarget {
             port,
             tls,
             credentials,
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// Trusts the CA certificates of a PEM file too (a private CA, or a
+    /// self-signed server certificate). A file without any certificate, or
+    /// with one that is not a usable trust anchor, is refused.
+    pub fn trust(mut self, pem: &[u8]) -> anyhow::Result<Self> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .context("SMTP_CA_FILE: not PEM certificates")?;
+        anyhow::ensure!(!certs.is_empty(), "SMTP_CA_FILE holds no certificate");
+        let mut probe = RootCertStore::empty();
+        for cert in &certs {
+            probe
+                .add(cert.clone())
+                .context("SMTP_CA_FILE: a certificate is not usable as a CA")?;
+        }
+        self.extra_roots.extend(certs);
+        Ok(self)
+    }
+
+    /// What STARTTLS checks the server's certificate against.
+    fn starttls_parameters(&self) -> Result<TlsParameters, SmtpError> {
+        let mut builder = TlsParameters::builder(self.host.clone());
+        for cert in &self.extra_roots {
+            builder = builder.add_root_certificate(Certificate::from_der(cert.to_vec())?);
+        }
+        builder.build()
+    }
+
+    /// The same for implicit TLS, which Herald does itself.
+    fn implicit_tls(&self) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Checked in `trust`.
+        roots.add_parsable_certificates(self.extra_roots.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+}
+
+/// An implicit-TLS session on a socket Herald opened (with `TCP_NODELAY`),
+/// for lettre.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
     }
 }
 
@@ -168,27 +269,27 @@ impl SmtpPool {
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, Connect> {
         let t = &self.target;
-        let tls = || TlsParameters::new(t.host.clone());
-        let mut conn = if t.tls == TlsMode::Implicit {
-            AsyncSmtpConnection::connect_tokio1(
-                (t.host.as_str(), t.port),
-                Some(self.connect_timeout),
-                &self.hello,
-                Some(tls()?),
-                None,
-            )
-            .await?
-        } else {
-            let tcp = tokio::time::timeout(
-                self.connect_timeout,
-                tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
-            )
-            .await
-            .map_err(|_| Connect::Tcp("timed out".to_owned()))?
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((t.host.as_str(), t.port)),
+        )
+        .await
+        .map_err(|_| Connect::Tcp("timed out".to_owned()))?
+        .map_err(|e| Connect::Tcp(e.to_string()))?;
+        // The point of this module: no Nagle, no delayed-ACK stall.
+        tcp.set_nodelay(true)
             .map_err(|e| Connect::Tcp(e.to_string()))?;
-            // The point of this module: no Nagle, no delayed-ACK stall.
-            tcp.set_nodelay(true)
-                .map_err(|e| Connect::Tcp(e.to_string()))?;
+        let mut conn = if t.tls == TlsMode::Implicit {
+            let tls_error = |e: &dyn std::fmt::Display| Connect::Tcp(format!("TLS: {e}"));
+            let connector = t.implicit_tls().map_err(|e| tls_error(&e))?;
+            let name = ServerName::try_from(t.host.clone()).map_err(|e| tls_error(&e))?;
+            let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
+                .await
+                .map_err(|_| Connect::Tcp("TLS handshake timed out".to_owned()))?
+                .map_err(|e| Connect::Tcp(format!("TLS handshake: {e}")))?;
+            AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(tls)), &self.hello)
+                .await?
+        } else {
             let mut conn =
                 AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?;
             let upgrade = match t.tls {
@@ -197,7 +298,7 @@ impl SmtpPool {
                 TlsMode::None | TlsMode::Implicit => false,
             };
             if upgrade {
-                conn.starttls(tls()?, &self.hello).await?;
+                conn.starttls(t.starttls_parameters()?, &self.hello).await?;
             }
             conn
         };

@@ -22,6 +22,7 @@ mod notifications;
 mod ratelimits;
 mod resilience;
 mod smtp_sink;
+mod smtp_tls;
 mod subscriptions;
 mod tokens;
 mod ws_client;

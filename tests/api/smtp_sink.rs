@@ -1,6 +1,8 @@
 //! A small SMTP server for tests: speaks enough SMTP over TCP for lettre,
 //! records every message, and can be told how to answer the next ones
-//! (4xx, 5xx), to hold replies until released, or to hang.
+//! (4xx, 5xx), to hold replies until released, or to hang. It can offer
+//! TLS (implicit, or STARTTLS) with a self-signed certificate made for the
+//! test, and require `AUTH PLAIN`.
 
 use std::{
     collections::VecDeque,
@@ -8,11 +10,13 @@ use std::{
     time::Duration,
 };
 
+use base64::Engine as _;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
+use tokio_rustls::{TlsAcceptor, rustls};
 
 /// How the sink answers one message (or one connection, for `Hang`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,10 @@ pub enum Reply {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub rcpt_to: Vec<String>,
+    /// Whether the session was encrypted when the message came.
+    pub tls: bool,
+    /// The user the session authenticated as.
+    pub user: Option<String>,
     /// The message as sent (headers and body), dot-unstuffed.
     pub data: String,
 }
@@ -70,9 +78,54 @@ struct State {
     held: usize,
 }
 
+/// What the sink offers besides plain SMTP.
+#[derive(Clone, Default)]
+pub struct Offer {
+    pub tls: Option<SinkTls>,
+    /// `AUTH PLAIN` with this user and password, required before `MAIL`
+    /// (and offered only once the session is encrypted, if TLS is on).
+    pub auth: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct SinkTls {
+    pub acceptor: TlsAcceptor,
+    /// TLS from the first byte (`smtps://`), else after `STARTTLS`.
+    pub implicit: bool,
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, made for one
+/// test: the acceptor that serves it and the certificate's PEM (for the
+/// client to trust).
+pub fn self_signed() -> (TlsAcceptor, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("server config");
+    (TlsAcceptor::from(Arc::new(config)), cert.pem())
+}
+
+/// Where a session stands.
+#[derive(Clone, Copy)]
+struct Session {
+    /// Send the 220 banner (not after STARTTLS).
+    greet: bool,
+    encrypted: bool,
+    /// Offer STARTTLS.
+    starttls: bool,
+}
+
 #[derive(Clone)]
 pub struct SmtpSink {
     pub port: u16,
+    offer: Arc<Offer>,
     state: Arc<Mutex<State>>,
     /// While false, replies to DATA wait.
     open: watch::Sender<bool>,
@@ -80,11 +133,20 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> Self {
+        Self::start_with(Offer::default()).await
+    }
+
+    pub async fn start_with(offer: Offer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State::default()));
         let (open, _) = watch::channel(true);
-        let sink = Self { port, state, open };
+        let sink = Self {
+            port,
+            offer: Arc::new(offer),
+            state,
+            open,
+        };
         let server = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -162,20 +224,94 @@ impl SmtpSink {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
         }
-        let (read, mut write) = stream.into_split();
+        match self.offer.tls.clone() {
+            Some(SinkTls {
+                acceptor,
+                implicit: true,
+            }) => {
+                let stream = acceptor.accept(stream).await?;
+                let session = Session {
+                    greet: true,
+                    encrypted: true,
+                    starttls: false,
+                };
+                self.session(stream, session).await.map(drop)
+            }
+            Some(SinkTls { acceptor, .. }) => {
+                let session = Session {
+                    greet: true,
+                    encrypted: false,
+                    starttls: true,
+                };
+                if let Some(plain) = self.session(stream, session).await? {
+                    let stream = acceptor.accept(plain).await?;
+                    let session = Session {
+                        greet: false,
+                        encrypted: true,
+                        starttls: false,
+                    };
+                    self.session(stream, session).await?;
+                }
+                Ok(())
+            }
+            None => {
+                let session = Session {
+                    greet: true,
+                    encrypted: false,
+                    starttls: false,
+                };
+                self.session(stream, session).await.map(drop)
+            }
+        }
+    }
+
+    /// One SMTP session on `stream`; the stream back when the client asked
+    /// for STARTTLS (the caller does the handshake and goes on).
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        session: Session,
+    ) -> std::io::Result<Option<S>> {
+        let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read);
-        write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+        if session.greet {
+            write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+        }
+        let auth_offered =
+            self.offer.auth.is_some() && (session.encrypted || self.offer.tls.is_none());
+        let mut user: Option<String> = None;
         let mut rcpt_to = Vec::new();
         let mut line = String::new();
         loop {
             line.clear();
             if lines.read_line(&mut line).await? == 0 {
-                return Ok(());
+                return Ok(None);
             }
             let verb = line.trim_end().to_ascii_uppercase();
             if verb.starts_with("EHLO") {
+                let mut ehlo = String::from("250-sink.test\r\n250-8BITMIME\r\n");
+                if session.starttls {
+                    ehlo.push_str("250-STARTTLS\r\n");
+                }
+                if auth_offered {
+                    ehlo.push_str("250-AUTH PLAIN\r\n");
+                }
+                ehlo.push_str("250 SMTPUTF8\r\n");
+                write.write_all(ehlo.as_bytes()).await?;
+            } else if verb == "STARTTLS" && session.starttls {
+                write.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+                return Ok(Some(lines.into_inner().unsplit(write)));
+            } else if verb.starts_with("AUTH PLAIN ") && auth_offered {
+                let claimed = plain_credentials(line.trim_end()["AUTH PLAIN ".len()..].trim());
+                if claimed.is_some() && claimed == self.offer.auth {
+                    user = claimed.map(|(name, _)| name);
+                    write.write_all(b"235 2.7.0 authenticated\r\n").await?;
+                } else {
+                    write.write_all(b"535 5.7.8 bad credentials\r\n").await?;
+                }
+            } else if verb.starts_with("MAIL FROM") && self.offer.auth.is_some() && user.is_none() {
                 write
-                    .write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                    .write_all(b"530 5.7.0 authentication required\r\n")
                     .await?;
             } else if verb.starts_with("HELO")
                 || verb.starts_with("NOOP")
@@ -198,7 +334,7 @@ impl SmtpSink {
                 loop {
                     line.clear();
                     if lines.read_line(&mut line).await? == 0 {
-                        return Ok(());
+                        return Ok(None);
                     }
                     if line == ".\r\n" {
                         break;
@@ -216,6 +352,8 @@ impl SmtpSink {
                     Reply::Accept | Reply::Hang => {
                         self.lock().received.push(Received {
                             rcpt_to: std::mem::take(&mut rcpt_to),
+                            tls: session.encrypted,
+                            user: user.clone(),
                             data,
                         });
                         write.write_all(b"250 2.0.0 queued\r\n").await?;
@@ -231,10 +369,22 @@ impl SmtpSink {
                 }
             } else if verb.starts_with("QUIT") {
                 write.write_all(b"221 bye\r\n").await?;
-                return Ok(());
+                return Ok(None);
             } else {
                 write.write_all(b"502 not implemented\r\n").await?;
             }
         }
     }
+}
+
+/// The user and password of an `AUTH PLAIN` initial response
+/// (base64 of `authzid NUL user NUL password`).
+fn plain_credentials(encoded: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let mut parts = text.split('\0');
+    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((user.to_owned(), password.to_owned()))
 }
