@@ -1,8 +1,10 @@
 //! Rate limits that hold across instances: Redis in services mode, a map in
 //! process in embedded mode (chosen once, in `app.rs`).
 //!
-//! Two primitives: a fixed-window counter (login failures, registrations)
-//! and a token bucket as GCRA (sends: a steady rate with a burst).
+//! Two primitives: a fixed-window counter whose places are reserved before
+//! the work they guard and can be given back (login failures,
+//! registrations), and a token bucket as GCRA (sends: a steady rate with a
+//! burst).
 
 use std::{
     collections::HashMap,

@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Herald's key prefix.
-    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald:")]
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = herald::config::defaults::REDIS_PREFIX)]
     redis_prefix: String,
     /// Concurrent clients per API phase.
     #[arg(long, default_value_t = 32)]

@@ -55,7 +55,8 @@ pub const MAX_ALIASES: Count<usize> = Count::new(30, 1, 10_000);
 pub const MAX_DIRECTIVES: Count<usize> = Count::new(50, 1, 10_000);
 pub const MAX_RECURSIVE_DEPTH: Count<usize> = Count::new(32, 1, 10_000);
 /// At most the request body limit.
-pub const MAX_QUERY_BYTES: Count<usize> = Count::new(16 * 1024, 1, 1024 * 1024);
+pub const MAX_QUERY_BYTES: Count<usize> =
+    Count::new(16 * 1024, 1, crate::http::MAX_BODY_BYTES as u64);
 pub const MAX_BATCH: Count<usize> = Count::new(10, 1, 1_000);
 pub const REQUEST_TIMEOUT: Span = Span::new("10s", "10ms", "1h");
 
@@ -69,9 +70,12 @@ pub const SEND_BURST: Count<u64> = Count::new(20, 1, HUGE);
 // Delivery, cache, lifecycle.
 pub const SMTP_TIMEOUT: Span = Span::new("10s", "100ms", "1h");
 pub const WORKER_CONCURRENCY: Count<usize> = Count::new(16, 1, 10_000);
-pub const MAX_ATTEMPTS: Count<i32> = Count::new(5, 1, 1_000_000);
+/// An upper bound under the retry window, high enough for the default one
+/// even if every delay is at its shortest (a test checks it).
+pub const MAX_ATTEMPTS: Count<i32> = Count::new(250, 1, 1_000_000);
 pub const RETRY_BASE: Span = Span::new("5s", "10ms", "1d");
 pub const RETRY_MAX: Span = Span::new("15m", "10ms", "7d");
+pub const RETRY_WINDOW: Span = Span::new("24h", "1s", "365d");
 pub const VISIBILITY_TIMEOUT: Span = Span::new("60s", "1s", "1d");
 pub const SWEEP_INTERVAL: Span = Span::new("2s", "10ms", "1h");
 pub const MAX_DELIVERIES: Count<u64> = Count::new(5, 1, 1_000_000);

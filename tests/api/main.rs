@@ -19,6 +19,7 @@ mod leaks;
 mod limits;
 mod logout;
 mod notifications;
+mod outage;
 mod ratelimits;
 mod resilience;
 mod smtp_sink;
