@@ -1,5 +1,5 @@
-//! sendNotification → queue → worker → mail server → status, on Postgres +
-//! Redis and on SQLite + in-process, against a real SMTP server over TCP.
+//! sendNotification → queue → worker → mail server → status, on every
+//! database with every kind of services, against a real SMTP server over TCP.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +16,7 @@ use crate::smtp_sink::{Reply, SmtpSink};
 
 const WITHIN: Duration = Duration::from_secs(20);
 
-/// Runs a delivery test body on both backends with an SMTP sink.
+/// Runs a delivery test body on every backend combination with an SMTP sink.
 macro_rules! delivery_test {
     ($name:ident, $body:ident) => {
         delivery_test!($name, $body, |_c: &mut herald::config::Config| {});
@@ -39,15 +39,7 @@ macro_rules! delivery_test {
                 super::$body(&app, &sink).await;
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(Backend::Postgres).await;
-            }
+            crate::on_every_backend!(run);
         }
     };
 }

@@ -309,16 +309,20 @@ async fn a_mail_server_that_is_down_uses_no_attempts(backend: Backend) {
 }
 per_backend!(a_mail_server_that_is_down_uses_no_attempts);
 
+/// An app (the quick test policy) sending to `smtp_url`.
+async fn sending_to(backend: Backend, smtp_url: String) -> Option<TestApp> {
+    TestApp::spawn_with(backend, |c| {
+        c.mail.smtp_url = Some(SecretString::from(smtp_url));
+    })
+    .await
+}
+
 /// A TLS handshake that fails (`smtps://` to a server speaking plain
 /// SMTP) is the server's side too: no attempt used, and the circuit opens.
 async fn a_failed_tls_handshake_uses_no_attempts(backend: Backend) {
     let sink = SmtpSink::start().await;
     let url = format!("smtps://127.0.0.1:{}", sink.port);
-    let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.mail.smtp_url = Some(SecretString::from(url));
-    })
-    .await
-    else {
+    let Some(app) = sending_to(backend, url).await else {
         return;
     };
     let token = app.token_for(&unique_email("tls")).await;
@@ -332,6 +336,26 @@ async fn a_failed_tls_handshake_uses_no_attempts(backend: Backend) {
     assert!(sink.received().is_empty());
 }
 per_backend!(a_failed_tls_handshake_uses_no_attempts);
+
+/// A `421` in answer to a message means the server is going away, not that
+/// it refuses the message: that attempt does not count.
+async fn a_421_after_data_uses_no_attempt(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    sink.script(&[Reply::ShuttingDown]);
+    let url = sink.url();
+    let Some(app) = sending_to(backend, url).await else {
+        return;
+    };
+    let token = app.token_for(&unique_email("421")).await;
+    let id = app.send_ok(&token, "Closing", "body").await;
+    let sent = app
+        .wait_for_status(&token, &id, "SENT", Duration::from_secs(20))
+        .await;
+    assert_eq!(sent["attempts"], 1, "{sent}");
+    assert_eq!(sink.rejected(), 1);
+    all_sent_once(&sink, 1);
+}
+per_backend!(a_421_after_data_uses_no_attempt);
 
 /// Default delivery settings on a clock the test moves, with sweeps every
 /// 100 ms of real time (the sweep interval paces the test, not the policy).

@@ -30,6 +30,8 @@ pub enum Reply {
     Transient,
     /// `550 5.1.1 no such mailbox`
     Permanent,
+    /// `421 4.3.2 shutting down`, and the connection closes.
+    ShuttingDown,
     /// Accept the connection and never say a word.
     Hang,
 }
@@ -466,6 +468,11 @@ impl SmtpSink {
                     Reply::Permanent => {
                         self.lock().rejected += 1;
                         write.write_all(b"550 5.1.1 no such mailbox\r\n").await?;
+                    }
+                    Reply::ShuttingDown => {
+                        self.lock().rejected += 1;
+                        write.write_all(b"421 4.3.2 shutting down\r\n").await?;
+                        return Ok(None);
                     }
                 }
             } else if verb.starts_with("QUIT") {
