@@ -48,8 +48,8 @@ pub struct SocketLimits {
 impl Default for SocketLimits {
     fn default() -> Self {
         Self {
-            max_subscriptions: 20,
-            max_sockets_per_user: 10,
+            max_subscriptions: crate::config::defaults::WS_MAX_SUBSCRIPTIONS.default,
+            max_sockets_per_user: crate::config::defaults::WS_MAX_SOCKETS_PER_USER.default,
             open: Arc::default(),
         }
     }

@@ -257,8 +257,8 @@ async fn never_stale(backend: Backend) {
 every_backend!(every_status_change_is_published_in_order, events);
 async fn events(app: &TestApp) {
     let mut rx = app.events.subscribe();
-    // Let the Redis subscriber attach before the first publish.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The Redis subscriber attaches in the background after the start.
+    crate::ws_client::until_events_flow(app).await;
     let token = app.token_for(&unique_email("events")).await;
     let id: i64 = app
         .send_ok(&token, "Watch me", "go")

@@ -153,3 +153,71 @@ pub async fn next_event(socket: &mut Socket, id: &str) -> Value {
     );
     msg
 }
+
+/// [`until_live`] for graphql-ws, which has no ping: the answer to a query
+/// sent now (its `data`, then `complete`) proves the earlier subscriptions
+/// live. Fails on any other message meanwhile.
+pub async fn until_live_legacy(socket: &mut Socket) {
+    send(
+        socket,
+        json!({ "id": "live", "type": "start", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    for expected in ["data", "complete"] {
+        let msg = next_json(socket).await;
+        assert_eq!(
+            (msg["type"].as_str(), msg["id"].as_str()),
+            (Some(expected), Some("live")),
+            "{msg}"
+        );
+    }
+}
+
+/// Returns once `app` receives the status events it publishes: in services
+/// mode its Redis Pub/Sub subscription attaches in the background after the
+/// start. Publishes a marker event (of no user, so no subscriber sees it)
+/// every 100 ms until one comes back.
+pub async fn until_events_flow(app: &TestApp) {
+    use herald::wire::{NotificationV1, StatusEventV1};
+    use tokio::sync::broadcast::error::RecvError;
+    const MARKER: i64 = -1;
+    let now = chrono::Utc::now();
+    let marker = StatusEventV1 {
+        notification: NotificationV1 {
+            id: MARKER,
+            user_id: MARKER,
+            title: "marker".into(),
+            content: String::new(),
+            status: herald::wire::Status::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+        },
+        previous: None,
+        at: now,
+    };
+    let mut events = app.events.subscribe();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        app.events.publish(&marker).await.expect("publish a marker");
+        let back = tokio::time::timeout(Duration::from_millis(100), async {
+            loop {
+                match events.recv().await {
+                    Ok(event) if event.notification.id == MARKER => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => panic!("the event bus closed"),
+                }
+            }
+        });
+        if back.await.is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "published events never came back"
+        );
+    }
+}
