@@ -12,6 +12,7 @@ mod cors;
 mod delivery;
 mod helpers;
 mod http;
+mod inbox;
 mod leaks;
 mod limits;
 mod logout;
