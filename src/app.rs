@@ -179,6 +179,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 mailer: Arc::new(mailer),
                 inbox: inbox.clone(),
                 directory: directory.clone(),
+                breaker: Arc::new(settings.breaker()),
                 settings: settings.clone(),
             })
         }
@@ -220,6 +221,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 trusted_proxies: settings.trusted_proxies.clone(),
                 cors: settings.cors.clone(),
                 sockets: settings.sockets.clone(),
+                mail: delivery.as_ref().map(|d| d.breaker.clone()),
             });
             let listener = TcpListener::bind(settings.bind)
                 .await

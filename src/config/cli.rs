@@ -193,15 +193,21 @@ pub struct RuntimeArgs {
     /// Deliveries in flight at once, per process.
     #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY.default, value_parser = defaults::WORKER_CONCURRENCY.parser())]
     pub worker_concurrency: usize,
-    /// Delivery attempts in all before a notification is FAILED.
+    /// Delivery attempts in all, at most: a bound under the retry window
+    /// (attempts that found the mail server unreachable do not count).
     #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS.default, value_parser = defaults::MAX_ATTEMPTS.parser())]
     pub max_attempts: i32,
     /// Backoff after the first failed attempt; doubles each time, with jitter.
     #[arg(long, env = "HERALD_RETRY_BASE", default_value = defaults::RETRY_BASE.text, value_parser = defaults::RETRY_BASE.parser())]
     pub retry_base: Duration,
-    /// The longest backoff.
+    /// The longest backoff, and the longest wait between probes of an
+    /// unreachable mail server.
     #[arg(long, env = "HERALD_RETRY_MAX", default_value = defaults::RETRY_MAX.text, value_parser = defaults::RETRY_MAX.parser())]
     pub retry_max: Duration,
+    /// How long after its creation a notification refused with 4xx is
+    /// still retried.
+    #[arg(long, env = "HERALD_RETRY_WINDOW", default_value = defaults::RETRY_WINDOW.text, value_parser = defaults::RETRY_WINDOW.parser())]
+    pub retry_window: Duration,
     /// A claim or queue entry older than this is taken to belong to a dead
     /// worker. Must exceed SMTP_TIMEOUT.
     #[arg(long, env = "HERALD_VISIBILITY_TIMEOUT", default_value = defaults::VISIBILITY_TIMEOUT.text, value_parser = defaults::VISIBILITY_TIMEOUT.parser())]

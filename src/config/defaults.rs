@@ -70,9 +70,12 @@ pub const SEND_BURST: Count<u64> = Count::new(20, 1, HUGE);
 // Delivery, cache, lifecycle.
 pub const SMTP_TIMEOUT: Span = Span::new("10s", "100ms", "1h");
 pub const WORKER_CONCURRENCY: Count<usize> = Count::new(16, 1, 10_000);
-pub const MAX_ATTEMPTS: Count<i32> = Count::new(5, 1, 1_000_000);
+/// An upper bound under the retry window, high enough for the default one
+/// even if every delay is at its shortest (a test checks it).
+pub const MAX_ATTEMPTS: Count<i32> = Count::new(250, 1, 1_000_000);
 pub const RETRY_BASE: Span = Span::new("5s", "10ms", "1d");
 pub const RETRY_MAX: Span = Span::new("15m", "10ms", "7d");
+pub const RETRY_WINDOW: Span = Span::new("24h", "1s", "365d");
 pub const VISIBILITY_TIMEOUT: Span = Span::new("60s", "1s", "1d");
 pub const SWEEP_INTERVAL: Span = Span::new("2s", "10ms", "1h");
 pub const MAX_DELIVERIES: Count<u64> = Count::new(5, 1, 1_000_000);

@@ -23,7 +23,7 @@ use crate::{
     cors::AllowedOrigins,
     graphql::SchemaOptions,
     ratelimit::RateLimits,
-    worker::{RetryPolicy, WorkerSettings},
+    worker::{RetryPolicy, SystemClock, WorkerSettings},
     ws::SocketLimits,
 };
 
@@ -108,14 +108,36 @@ impl Config {
                     max_attempts: defaults::MAX_ATTEMPTS.default,
                     base: defaults::RETRY_BASE.default,
                     max_delay: defaults::RETRY_MAX.default,
+                    window: defaults::RETRY_WINDOW.default,
                 },
                 visibility_timeout: defaults::VISIBILITY_TIMEOUT.default,
                 sweep_interval: defaults::SWEEP_INTERVAL.default,
                 max_deliveries: defaults::MAX_DELIVERIES.default,
                 shutdown_grace: defaults::SHUTDOWN_GRACE.default,
+                clock: std::sync::Arc::new(SystemClock),
             }),
             cache_ttl: defaults::CACHE_TTL.default,
             shutdown_grace: defaults::SHUTDOWN_GRACE.default,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_attempt_bound_lasts_the_default_retry_window() {
+        let config = Config::embedded(String::new(), PathBuf::new(), &[0; 32]);
+        let retry = config.worker.expect("a worker").retry;
+        assert_eq!(retry.window, Duration::from_secs(24 * 3600));
+        // Even if every delay drew its shortest jitter, the attempts span
+        // the window: the count never cuts it short.
+        assert!(
+            retry.shortest_span() >= retry.window,
+            "{:?} < {:?}",
+            retry.shortest_span(),
+            retry.window
+        );
     }
 }

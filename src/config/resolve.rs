@@ -9,7 +9,7 @@ use crate::{
     graphql::{SchemaOptions, limits::QueryLimits},
     ratelimit::{Bucket, RateLimits, Window},
     storage::DatabaseKind,
-    worker::{RetryPolicy, WorkerSettings},
+    worker::{RetryPolicy, SystemClock, WorkerSettings},
     ws::SocketLimits,
 };
 
@@ -126,11 +126,13 @@ impl Config {
                     max_attempts: rt.max_attempts,
                     base: rt.retry_base,
                     max_delay: rt.retry_max,
+                    window: rt.retry_window,
                 },
                 visibility_timeout: rt.visibility_timeout,
                 sweep_interval: rt.sweep_interval,
                 max_deliveries: rt.max_deliveries,
                 shutdown_grace: rt.shutdown_grace,
+                clock: std::sync::Arc::new(SystemClock),
             }),
             cache_ttl: rt.cache_ttl,
             shutdown_grace: rt.shutdown_grace,

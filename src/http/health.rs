@@ -6,14 +6,17 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use serde_json::json;
 
 use super::HttpState;
-use crate::storage;
+use crate::{storage, worker::Circuit};
 
 pub(super) async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" })))
 }
 
 /// 200 when the database and the cache backend (Redis, when configured)
-/// answer within two seconds; 503 naming what failed otherwise.
+/// answer within two seconds; 503 naming what failed otherwise. In a
+/// process that delivers, `checks.mail` shows the mail server's circuit
+/// (`ok`, or `circuit open` with `mailCircuit` saying since when and when
+/// the next probe is due); an open circuit does not fail readiness.
 pub(super) async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let limit = Duration::from_secs(2);
     let (db_ok, cache_ok) = tokio::join!(
@@ -29,13 +32,19 @@ pub(super) async fn readyz(State(state): State<HttpState>) -> impl IntoResponse 
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({
-            "status": if ready { "ready" } else { "unavailable" },
-            "checks": { "database": word(db_ok), state.cache.backend(): word(cache_ok) },
-        })),
-    )
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": { "database": word(db_ok), state.cache.backend(): word(cache_ok) },
+    });
+    match state.mail.as_ref().map(|breaker| breaker.circuit()) {
+        None => {}
+        Some(Circuit::Closed) => body["checks"]["mail"] = json!("ok"),
+        Some(Circuit::Open { since, next_probe }) => {
+            body["checks"]["mail"] = json!("circuit open");
+            body["mailCircuit"] = json!({ "openSince": since, "nextProbe": next_probe });
+        }
+    }
+    (status, axum::Json(body))
 }
 
 pub(super) async fn not_found() -> impl IntoResponse {

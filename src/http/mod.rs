@@ -41,6 +41,9 @@ pub struct HttpState {
     pub sockets: crate::ws::SocketLimits,
     /// Open websockets' tokens, checked for revocation in one batch.
     pub revocation_watch: std::sync::Arc<crate::auth::revocation::RevocationWatch>,
+    /// The mail server's circuit breaker, when this process delivers:
+    /// `/readyz` shows it without failing on it (the API still works).
+    pub mail: Option<std::sync::Arc<crate::worker::Breaker>>,
 }
 
 pub fn router(state: HttpState) -> Router {

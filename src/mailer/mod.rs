@@ -2,15 +2,16 @@
 //! SMTP (`SMTP_URL`, lettre's pooled async transport) or `.eml` files in
 //! `<data dir>/outbox/` (embedded mode).
 //!
-//! Every message carries a `Message-ID` derived from the notification id, so
-//! a receiver can drop the copy that an at-least-once redelivery may send.
+//! The mailer knows emails (`Email`), not notifications: the worker builds
+//! one from a notification and its recipient. Every message carries a
+//! `Message-ID` derived from the email's seed (the notification id), so a
+//! receiver can drop the copy that an at-least-once redelivery may send.
 
 mod smtp;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use entity::notification;
 use lettre::{
     AsyncFileTransport, AsyncTransport as _, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
@@ -24,10 +25,27 @@ pub enum Transport {
     File(AsyncFileTransport<Tokio1Executor>),
 }
 
-/// Why a message was not sent, by what should happen next.
+/// One email to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    /// Plain text.
+    pub body: String,
+    /// Makes the `Message-ID`: the same seed, the same id, on every copy.
+    pub id_seed: i64,
+}
+
+/// Why a message was not sent, by whose fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// Worth another attempt later: 4xx replies, connection failures, timeouts.
+    /// The mail server could not be reached or would not talk: refused or
+    /// timed-out connections, no greeting, a failed TLS handshake or login,
+    /// `421`. Not the message's fault.
+    #[error("{0}")]
+    Unreachable(String),
+    /// This message is refused for now (4xx after MAIL, RCPT or DATA), or
+    /// was not answered in time; worth another attempt later.
     #[error("{0}")]
     Transient(String),
     /// Will never work: 5xx replies, an unusable recipient address.
@@ -92,44 +110,42 @@ impl Mailer {
         })
     }
 
-    pub fn message_id(&self, notification_id: i64) -> String {
-        format!("<notification-{notification_id}@{}>", self.id_domain)
+    pub fn message_id(&self, seed: i64) -> String {
+        format!("<notification-{seed}@{}>", self.id_domain)
     }
 
-    /// Sends `notification` to `to`, within the send timeout.
-    pub async fn send(
-        &self,
-        notification: &notification::Model,
-        to: &str,
-    ) -> Result<(), SendError> {
-        let to: Mailbox = to
+    /// Sends `email`. Opening the session and sending the message each get
+    /// the send timeout.
+    pub async fn send(&self, email: &Email) -> Result<(), SendError> {
+        let to: Mailbox = email
+            .to
             .parse()
-            .map_err(|e| SendError::Permanent(format!("invalid recipient {to:?}: {e}")))?;
+            .map_err(|e| SendError::Permanent(format!("invalid recipient {:?}: {e}", email.to)))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(notification.title.clone())
-            .message_id(Some(self.message_id(notification.id)))
+            .subject(email.subject.clone())
+            .message_id(Some(self.message_id(email.id_seed)))
             .header(ContentType::TEXT_PLAIN)
-            .body(notification.content.clone())
+            .body(email.body.clone())
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
-        let sent = tokio::time::timeout(self.timeout, async {
-            match &self.transport {
-                Transport::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
-                Transport::File(file) => file
-                    .send(message)
-                    .await
-                    .map(drop)
-                    .map_err(|e| SendError::Transient(format!("writing the .eml file: {e}"))),
-            }
-        })
-        .await;
-        match sent {
-            Ok(result) => result,
-            Err(_) => Err(SendError::Transient(format!(
-                "no answer from the mail server within {} s",
-                self.timeout.as_secs_f32()
-            ))),
+        match &self.transport {
+            Transport::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
+            Transport::File(file) => tokio::time::timeout(self.timeout, file.send(message))
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|written| written.map(drop).map_err(|e| e.to_string()))
+                .map_err(|e| SendError::Transient(format!("writing the .eml file: {e}"))),
+        }
+    }
+
+    /// Whether the mail server answers: opens a session (greeting, TLS,
+    /// login) without sending anything, and keeps it for the next message.
+    /// Writing files needs no server.
+    pub async fn probe(&self) -> Result<(), String> {
+        match &self.transport {
+            Transport::Smtp(pool) => pool.probe().await.map_err(|e| e.to_string()),
+            Transport::File(_) => Ok(()),
         }
     }
 }

@@ -221,6 +221,7 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 pub struct SmtpPool {
     target: SmtpTarget,
     hello: ClientId,
+    /// What one send (or probe) may take, connecting included.
     connect_timeout: Duration,
     max_idle_connections: usize,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -260,11 +261,54 @@ impl SmtpPool {
         }
     }
 
-    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
-        self.connect().await.map_err(|e| match e {
-            Connect::Tcp(message) => SendError::Transient(format!("SMTP: connecting: {message}")),
-            Connect::Smtp(e) => classify(&e),
-        })
+    /// A new session, by `deadline`. Whatever fails before the message
+    /// (connect, greeting, TLS, login) is the server's side, so it is
+    /// `Unreachable`, whatever the reply code.
+    async fn open(&self, deadline: Instant) -> Result<AsyncSmtpConnection, SendError> {
+        match tokio::time::timeout_at(deadline, self.connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(Connect::Tcp(message))) => Err(SendError::Unreachable(format!(
+                "SMTP: connecting: {message}"
+            ))),
+            Ok(Err(Connect::Smtp(e))) => Err(SendError::Unreachable(describe(&e))),
+            Err(_) => Err(SendError::Unreachable(format!(
+                "SMTP: no greeting within {} s",
+                self.connect_timeout.as_secs_f32()
+            ))),
+        }
+    }
+
+    /// Opens a session and keeps it for the next message: does the server
+    /// answer?
+    pub async fn probe(&self) -> Result<(), SendError> {
+        let conn = self.open(Instant::now() + self.connect_timeout).await?;
+        self.put_back(conn);
+        Ok(())
+    }
+
+    /// Sends on `conn` by `deadline`; `Err(None)`: no answer in time.
+    async fn transmit(
+        conn: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        message: &[u8],
+        deadline: Instant,
+    ) -> Result<(), Option<SmtpError>> {
+        match tokio::time::timeout_at(deadline, conn.send(envelope, message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Why a message failed on an open session.
+    fn failed(&self, e: Option<SmtpError>) -> SendError {
+        match e {
+            Some(e) => classify(&e),
+            None => SendError::Transient(format!(
+                "SMTP: no answer to the message within {} s",
+                self.connect_timeout.as_secs_f32()
+            )),
+        }
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, Connect> {
@@ -311,29 +355,36 @@ impl SmtpPool {
 
     /// Sends one message. A reused connection that turns out to be dead
     /// (closed by the server while idle) is replaced once, at once.
+    /// All of it within the timeout; a session that timed out is dropped,
+    /// not quit: it would not answer.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
+        let deadline = Instant::now() + self.connect_timeout;
         if let Some(mut conn) = self.take_idle() {
-            match conn.send(envelope, message).await {
-                Ok(_) => {
+            match Self::transmit(&mut conn, envelope, message, deadline).await {
+                Ok(()) => {
                     self.put_back(conn);
                     return Ok(());
                 }
-                Err(e) if e.status().is_some() => {
-                    conn.abort().await;
-                    return Err(classify(&e));
+                Err(Some(e)) if e.status().is_none() => conn.abort().await,
+                Err(e) => {
+                    if e.is_some() {
+                        conn.abort().await;
+                    }
+                    return Err(self.failed(e));
                 }
-                Err(_) => conn.abort().await,
             }
         }
-        let mut conn = self.open().await?;
-        match conn.send(envelope, message).await {
-            Ok(_) => {
+        let mut conn = self.open(deadline).await?;
+        match Self::transmit(&mut conn, envelope, message, deadline).await {
+            Ok(()) => {
                 self.put_back(conn);
                 Ok(())
             }
             Err(e) => {
-                conn.abort().await;
-                Err(classify(&e))
+                if e.is_some() {
+                    conn.abort().await;
+                }
+                Err(self.failed(e))
             }
         }
     }
@@ -353,17 +404,23 @@ impl From<SmtpError> for Connect {
     }
 }
 
-/// 5xx and client-side refusals are permanent; 4xx, network trouble and
-/// everything else are worth another attempt.
+/// A failure while sending a message: `421` (the server is closing the
+/// session) is the server's side; other 5xx and client-side refusals are
+/// permanent; other 4xx, a broken connection and the rest are worth
+/// another attempt.
 pub fn classify(e: &SmtpError) -> SendError {
-    let text = match e.status() {
+    let text = describe(e);
+    match e.status().map(u16::from) {
+        Some(421) => SendError::Unreachable(text),
+        _ if e.is_permanent() => SendError::Permanent(text),
+        _ => SendError::Transient(text),
+    }
+}
+
+fn describe(e: &SmtpError) -> String {
+    match e.status() {
         Some(code) => format!("SMTP {code}: {e}"),
         None => format!("SMTP: {e}"),
-    };
-    if e.is_permanent() {
-        SendError::Permanent(text)
-    } else {
-        SendError::Transient(text)
     }
 }
 

@@ -145,6 +145,12 @@ pub enum Outcome {
         error: String,
         retry_at: DateTime<Utc>,
     },
+    /// Back to PENDING, due again at `retry_at`, and the attempt does not
+    /// count (`attempts` goes back down): the mail server was unreachable.
+    GiveBack {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
     Failed {
         error: String,
     },
@@ -153,12 +159,29 @@ pub enum Outcome {
 /// PROCESSING → SENT | PENDING | FAILED, only if the row is still the claim
 /// `attempt` made: a worker whose claim expired and was taken over finds the
 /// row moved, and `None` tells it to stop.
+///
+/// `attempts` is the claim's token. A give-back lowers it again, so one
+/// number can name two claims in turn; it never names a claim after one the
+/// sweeper took over (that release counts, so later claims go higher), and
+/// the sweeper itself checks that the claim is still expired
+/// (`release_expired_claim`).
 pub async fn record(
     db: &impl ConnectionTrait,
     id: i64,
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
+) -> Result<Option<notification::Model>> {
+    record_where(db, id, attempt, outcome, now, Condition::all()).await
+}
+
+async fn record_where(
+    db: &impl ConnectionTrait,
+    id: i64,
+    attempt: i32,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+    extra: Condition,
 ) -> Result<Option<notification::Model>> {
     let none = Option::<DateTime<Utc>>::None;
     let update = notification::Entity::update_many()
@@ -175,6 +198,12 @@ pub async fn record(
             .col_expr(Column::LastError, Expr::value(Some(error.clone())))
             .col_expr(Column::NextAttemptAt, Expr::value(Some(*retry_at)))
             .col_expr(Column::EnqueuedAt, Expr::value(none)),
+        Outcome::GiveBack { error, retry_at } => update
+            .col_expr(Column::Status, Expr::value(Status::Pending))
+            .col_expr(Column::Attempts, Expr::value(attempt - 1))
+            .col_expr(Column::LastError, Expr::value(Some(error.clone())))
+            .col_expr(Column::NextAttemptAt, Expr::value(Some(*retry_at)))
+            .col_expr(Column::EnqueuedAt, Expr::value(none)),
         Outcome::Failed { error } => update
             .col_expr(Column::Status, Expr::value(Status::Failed))
             .col_expr(Column::LastError, Expr::value(Some(error.clone())))
@@ -184,6 +213,7 @@ pub async fn record(
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(Status::Processing))
         .filter(Column::Attempts.eq(attempt))
+        .filter(extra)
         .exec_with_returning(db)
         .await?;
     Ok(rows.into_iter().next())
@@ -218,45 +248,45 @@ pub async fn fail_unfinished(
     Ok(rows.into_iter().next().map(|row| (before.status, row)))
 }
 
-/// PROCESSING rows whose claim is older than `visibility` belong to a worker
-/// that died: back to PENDING (to be enqueued at once), or FAILED once they
-/// have used every attempt. Returns the rows it moved.
-pub async fn release_expired_claims(
+/// PROCESSING rows whose claim is older than `visibility` at `now`: their
+/// worker died (or lost its database) before recording an outcome.
+pub async fn expired_claims(
     db: &impl ConnectionTrait,
     now: DateTime<Utc>,
     visibility: Duration,
-    max_attempts: i32,
     limit: u64,
 ) -> Result<Vec<notification::Model>> {
-    let cutoff = super::before(now, visibility);
-    let expired: Vec<notification::Model> = notification::Entity::find()
+    Ok(notification::Entity::find()
         .filter(Column::Status.eq(Status::Processing))
-        .filter(Column::ClaimedAt.lt(cutoff))
+        .filter(Column::ClaimedAt.lt(super::before(now, visibility)))
+        .order_by_asc(Column::Id)
         .limit(limit)
         .all(db)
-        .await?;
-    let mut moved = Vec::with_capacity(expired.len());
-    for row in expired {
-        let outcome = if row.attempts >= max_attempts {
-            Outcome::Failed {
-                error: format!(
-                    "the worker stopped without an outcome, {} attempts used",
-                    row.attempts
-                ),
-            }
-        } else {
-            Outcome::Retry {
-                error: "the worker stopped without an outcome; retrying".to_owned(),
-                retry_at: now,
-            }
-        };
-        // A compare-and-set on the claim's attempt number: a worker that
-        // finished meanwhile, or a newer claim, wins over the sweeper.
-        if let Some(updated) = record(db, row.id, row.attempts, &outcome, now).await? {
-            moved.push(updated);
-        }
-    }
-    Ok(moved)
+        .await?)
+}
+
+/// Records `outcome` for an expired claim found by `expired_claims`: a
+/// compare-and-set on the claim's attempt number, and on the claim still
+/// being expired. A worker that finished meanwhile, or a fresh claim (even
+/// one at the same attempt number after a give-back), wins over the
+/// sweeper, and of two sweepers one wins.
+pub async fn release_expired_claim(
+    db: &impl ConnectionTrait,
+    expired: &notification::Model,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+    visibility: Duration,
+) -> Result<Option<notification::Model>> {
+    let still_expired = Condition::all().add(Column::ClaimedAt.lt(super::before(now, visibility)));
+    record_where(
+        db,
+        expired.id,
+        expired.attempts,
+        outcome,
+        now,
+        still_expired,
+    )
+    .await
 }
 
 /// PENDING rows that are due and whose queue entry may be lost (never

@@ -3,8 +3,11 @@
 //! Worker, per job: claim the row (PENDING → PROCESSING, compare-and-set),
 //! send the email, record the outcome (compare-and-set on the claim), then
 //! announce the change and ack the queue entry. Sweeper: put back what the
-//! queue lost, and release the claims of workers that died.
+//! queue lost, and release the claims of workers that died. While the mail
+//! server is unreachable the circuit breaker pauses both (`breaker`).
 
+mod breaker;
+mod clock;
 mod retry;
 mod sweeper;
 
@@ -19,18 +22,17 @@ use sea_orm::DatabaseConnection;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-pub use retry::RetryPolicy;
+pub use breaker::{Breaker, Circuit};
+pub use clock::{Clock, SystemClock};
+pub use retry::{Decision, Failure, RetryPolicy};
 pub use sweeper::{SweepReport, sweep};
 
 use crate::{
     directory::Directory,
     inbox::Inbox,
-    mailer::{Mailer, SendError},
+    mailer::{Email, Mailer, SendError},
     queue::{Job, Queue},
-    storage::{
-        self,
-        notifications::{self, Outcome},
-    },
+    storage::notifications::{self, Outcome},
 };
 
 /// Everything a worker and a sweeper act on.
@@ -43,6 +45,8 @@ pub struct Delivery {
     /// Recipients' addresses (users never change: cached in process).
     pub directory: Arc<Directory>,
     pub settings: WorkerSettings,
+    /// Whether the mail server is taking deliveries; `/readyz` shows it.
+    pub breaker: Arc<Breaker>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +63,16 @@ pub struct WorkerSettings {
     pub max_deliveries: u64,
     /// How long in-flight jobs get to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// What "now" is for claims, retries, the sweeper and the breaker.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl WorkerSettings {
+    /// A circuit breaker that probes from the retry base up to the longest
+    /// retry delay.
+    pub fn breaker(&self) -> Breaker {
+        Breaker::new(self.retry.base, self.retry.max_delay)
+    }
 }
 
 /// Jobs read from the queue at once, at most.
@@ -84,6 +98,13 @@ impl Delivery {
         let read_ahead = self.settings.concurrency.clamp(1, READ_BATCH);
         loop {
             while tasks.try_join_next().is_some() {}
+            if self.breaker.is_open() {
+                self.hand_back(&mut buffered).await;
+                if !self.probe_when_due(&shutdown).await {
+                    break;
+                }
+                continue;
+            }
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit {
@@ -91,6 +112,10 @@ impl Delivery {
                     Err(_) => break,
                 },
             };
+            // The circuit may have opened while we waited for the permit.
+            if self.breaker.is_open() {
+                continue;
+            }
             if buffered.is_empty() {
                 let jobs = tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -139,16 +164,56 @@ impl Delivery {
         }
     }
 
+    /// The circuit is open: jobs read ahead go back to the sweeper, which
+    /// enqueues their rows again once the circuit closes.
+    async fn hand_back(&self, buffered: &mut VecDeque<Job>) {
+        for job in buffered.drain(..) {
+            if let Err(e) = notifications::mark_unqueued(&self.db, job.notification_id).await {
+                // Not acked: the entry comes back after the visibility timeout.
+                tracing::warn!(error = ?e, notification_id = job.notification_id, "handing a job back failed");
+                continue;
+            }
+            self.ack(&job).await;
+        }
+    }
+
+    /// While the circuit is open: waits for the next probe (re-reading the
+    /// clock every sweep interval), then probes. `false` on shutdown.
+    async fn probe_when_due(&self, shutdown: &CancellationToken) -> bool {
+        let clock = &self.settings.clock;
+        let Some(due) = self.breaker.next_probe() else {
+            return true;
+        };
+        let wait = (due - clock.now()).to_std().unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(wait.min(self.settings.sweep_interval)) => {}
+            }
+            return true;
+        }
+        let probed = tokio::select! {
+            () = shutdown.cancelled() => return false,
+            probed = self.mailer.probe() => probed,
+        };
+        match probed {
+            Ok(()) => self.breaker.answered(clock.now()),
+            Err(error) => self.breaker.probe_failed(&error, clock.now()),
+        }
+        true
+    }
+
     /// After an aborted shutdown: put the rows we still held back to PENDING
     /// so another worker takes them now rather than after the claim expires.
     async fn release(&self, in_flight: &InFlight) {
         let held: Vec<(i64, i32)> = lock(in_flight).drain().collect();
+        let now = self.settings.clock.now();
         for (id, attempt) in held {
             let outcome = Outcome::Retry {
                 error: "the worker shut down during delivery".to_owned(),
-                retry_at: storage::now(),
+                retry_at: now,
             };
-            match notifications::record(&self.db, id, attempt, &outcome, storage::now()).await {
+            match notifications::record(&self.db, id, attempt, &outcome, now).await {
                 Ok(Some(row)) => self.inbox.changed(Some(Status::Processing), &row).await,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = ?e, notification_id = id, "release failed"),
@@ -161,12 +226,13 @@ impl Delivery {
     #[tracing::instrument(skip_all, fields(notification_id = job.notification_id))]
     pub async fn process(&self, job: Job, in_flight: &InFlight) {
         let id = job.notification_id;
+        let clock = &self.settings.clock;
         let started = std::time::Instant::now();
         if job.deliveries > self.settings.max_deliveries {
             self.dead_letter(&job).await;
             return;
         }
-        let claimed = match notifications::claim(&self.db, id, storage::now()).await {
+        let claimed = match notifications::claim(&self.db, id, clock.now()).await {
             Ok(Some(row)) => row,
             Ok(None) => {
                 // Already taken, finished, not due yet, or gone: nothing to do.
@@ -185,17 +251,30 @@ impl Delivery {
         let recipient = self.directory.get(claimed.user_id).await;
         let send_started = std::time::Instant::now();
         let result = match recipient {
-            Ok(Some(user)) => self.mailer.send(&claimed, &user.email).await,
+            Ok(Some(user)) => {
+                let email = Email {
+                    to: user.email,
+                    subject: claimed.title.clone(),
+                    body: claimed.content.clone(),
+                    id_seed: claimed.id,
+                };
+                let sent = self.mailer.send(&email).await;
+                match &sent {
+                    Err(SendError::Unreachable(error)) => {
+                        self.breaker.unreachable(error, clock.now());
+                    }
+                    Ok(()) | Err(_) => self.breaker.answered(clock.now()),
+                }
+                sent
+            }
             Ok(None) => Err(SendError::Permanent(
                 "the recipient no longer exists".into(),
             )),
             Err(e) => Err(SendError::Transient(format!("loading the recipient: {e}"))),
         };
         let send_time = send_started.elapsed();
-        let outcome = self
-            .settings
-            .retry
-            .outcome(result, claimed.attempts, storage::now());
+        let now = clock.now();
+        let outcome = self.outcome(result, &claimed, now);
         match &outcome {
             Outcome::Sent => tracing::info!(
                 attempt = claimed.attempts,
@@ -207,12 +286,14 @@ impl Delivery {
             Outcome::Retry { error, retry_at } => {
                 tracing::warn!(attempt = claimed.attempts, %retry_at, error, "will retry");
             }
+            Outcome::GiveBack { error, retry_at } => {
+                tracing::info!(%retry_at, error, "mail server unreachable; the attempt does not count");
+            }
             Outcome::Failed { error } => {
                 tracing::warn!(attempt = claimed.attempts, error, "failed");
             }
         }
-        let recorded =
-            notifications::record(&self.db, id, claimed.attempts, &outcome, storage::now()).await;
+        let recorded = notifications::record(&self.db, id, claimed.attempts, &outcome, now).await;
         lock(in_flight).remove(&id);
         match recorded {
             Ok(Some(row)) => {
@@ -231,6 +312,27 @@ impl Delivery {
         }
     }
 
+    /// What a send's result comes to for `claimed`, by the retry policy.
+    fn outcome(
+        &self,
+        result: Result<(), SendError>,
+        claimed: &entity::notification::Model,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Outcome {
+        let (failure, error) = match result {
+            Ok(()) => return Outcome::Sent,
+            Err(SendError::Unreachable(e)) => (Failure::Unreachable, e),
+            Err(SendError::Transient(e)) => (Failure::Temporary, e),
+            Err(SendError::Permanent(e)) => (Failure::Permanent, e),
+        };
+        outcome_of(
+            self.settings
+                .retry
+                .decide(failure, claimed.attempts, claimed.created_at, now),
+            error,
+        )
+    }
+
     async fn dead_letter(&self, job: &Job) {
         let reason = format!(
             "queue entry delivered {} times without an outcome",
@@ -240,9 +342,8 @@ impl Delivery {
             tracing::error!(error = ?e, "dead-lettering failed");
             return;
         }
-        match notifications::fail_unfinished(&self.db, job.notification_id, &reason, storage::now())
-            .await
-        {
+        let now = self.settings.clock.now();
+        match notifications::fail_unfinished(&self.db, job.notification_id, &reason, now).await {
             Ok(Some((previous, row))) => self.inbox.changed(Some(previous), &row).await,
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),
@@ -253,6 +354,20 @@ impl Delivery {
         if let Err(e) = self.queue.ack(job).await {
             tracing::warn!(error = ?e, "ack failed; the entry will come back and find the row moved");
         }
+    }
+}
+
+/// The storage outcome of a policy decision on a failure described by `error`.
+fn outcome_of(decision: Decision, error: String) -> Outcome {
+    match decision {
+        Decision::RetryAt(retry_at) => Outcome::Retry { error, retry_at },
+        Decision::GiveBack(retry_at) => Outcome::GiveBack { error, retry_at },
+        Decision::GiveUp { budget: None } => Outcome::Failed { error },
+        Decision::GiveUp {
+            budget: Some(budget),
+        } => Outcome::Failed {
+            error: format!("{error} ({budget})"),
+        },
     }
 }
 

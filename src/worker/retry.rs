@@ -1,56 +1,132 @@
-//! When to try again: exponential backoff with jitter, a bounded number of
-//! attempts, and no retry for permanent failures.
+//! When to try again, and whether an attempt counts. Pure: it sees times,
+//! attempt numbers and a kind of failure, never storage rows or mailer
+//! errors (the worker translates both ways).
+//!
+//! - A mail server that cannot be reached is not the message's fault: the
+//!   attempt is given back, and the circuit breaker paces the next ones.
+//! - A temporary refusal (4xx) is retried with exponential backoff, capped
+//!   at `max_delay`, until `window` has passed since the notification was
+//!   created; `max_attempts` is only an upper bound.
+//! - A permanent refusal (5xx) fails at once.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 
-use crate::{mailer::SendError, storage::notifications::Outcome};
-
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts in all, the first included: an upper bound, set high enough
+    /// for the window.
     pub max_attempts: i32,
     /// The delay after the first failure; doubled after each further one.
     pub base: Duration,
     /// No delay is longer than this.
     pub max_delay: Duration,
+    /// How long after its creation a notification is still retried.
+    pub window: Duration,
+}
+
+/// What went wrong with one attempt, as far as retrying goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The mail server could not be reached, or would not talk (refused,
+    /// timed out, TLS failed, `421`): not this message's fault.
+    Unreachable,
+    /// The server refused this message for now (4xx after MAIL, RCPT or
+    /// DATA), or did not answer it in time.
+    Temporary,
+    /// The worker stopped without an outcome (its claim expired).
+    Lost,
+    /// The server will never take this message (5xx), or it cannot be built.
+    Permanent,
+}
+
+/// What happens to the notification after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Due again at this time; the attempt counts.
+    RetryAt(DateTime<Utc>),
+    /// Due again at this time; the attempt does not count.
+    GiveBack(DateTime<Utc>),
+    /// The notification fails. `budget`: which budget ran out, if one did.
+    GiveUp { budget: Option<String> },
 }
 
 impl RetryPolicy {
     /// The delay after failed attempt number `attempt` (1-based): between
     /// half and all of `base * 2^(attempt-1)`, capped at `max_delay`.
     pub fn delay(&self, attempt: i32) -> Duration {
-        let exp = u32::try_from(attempt.saturating_sub(1))
-            .unwrap_or(0)
-            .min(20);
-        let full = self.base.saturating_mul(1 << exp).min(self.max_delay);
+        let full = self.full_delay(attempt);
         let half = full / 2;
         let jitter = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
         half + Duration::from_millis(jitter)
     }
 
-    /// What attempt number `attempt`, which ended in `result`, comes to.
-    pub fn outcome(
+    /// `base * 2^(attempt-1)`, capped at `max_delay`, without jitter.
+    fn full_delay(&self, attempt: i32) -> Duration {
+        let exp = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(20);
+        self.base.saturating_mul(1 << exp).min(self.max_delay)
+    }
+
+    /// The least time `max_attempts` attempts can span (every delay at its
+    /// shortest): when it is shorter than the window, the attempt bound,
+    /// not the window, decides.
+    pub fn shortest_span(&self) -> Duration {
+        (1..self.max_attempts).map(|a| self.full_delay(a) / 2).sum()
+    }
+
+    /// The last moment a notification created at `created_at` is retried.
+    pub fn deadline(&self, created_at: DateTime<Utc>) -> DateTime<Utc> {
+        created_at + to_chrono(self.window)
+    }
+
+    /// What attempt number `attempt` of a notification created at
+    /// `created_at`, which failed with `failure` at `now`, comes to.
+    pub fn decide(
         &self,
-        result: Result<(), SendError>,
+        failure: Failure,
         attempt: i32,
+        created_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Outcome {
-        match result {
-            Ok(()) => Outcome::Sent,
-            Err(SendError::Permanent(error)) => Outcome::Failed { error },
-            Err(SendError::Transient(error)) if attempt >= self.max_attempts => Outcome::Failed {
-                error: format!("{error} (gave up after {attempt} attempts)"),
+    ) -> Decision {
+        let deadline = self.deadline(created_at);
+        match failure {
+            Failure::Permanent => Decision::GiveUp { budget: None },
+            // Paced by the circuit breaker, not by the message's budget.
+            Failure::Unreachable => Decision::GiveBack(now + to_chrono(self.delay(1))),
+            _ if attempt >= self.max_attempts => Decision::GiveUp {
+                budget: Some(format!("gave up after {attempt} attempts")),
             },
-            Err(SendError::Transient(error)) => Outcome::Retry {
-                error,
-                retry_at: now
-                    + chrono::Duration::from_std(self.delay(attempt))
-                        .unwrap_or(chrono::Duration::MAX),
+            _ if now >= deadline => Decision::GiveUp {
+                budget: Some(format!(
+                    "gave up after retrying for {} since it was created",
+                    human(self.window)
+                )),
             },
+            Failure::Lost => Decision::RetryAt(now),
+            Failure::Temporary => {
+                // The last try falls on the deadline rather than past it.
+                Decision::RetryAt((now + to_chrono(self.delay(attempt))).min(deadline))
+            }
         }
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `24h`, `90m`, `45s`: the largest whole unit.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }
 
@@ -60,9 +136,10 @@ mod tests {
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
-            max_attempts: 5,
+            max_attempts: 250,
             base: Duration::from_secs(2),
             max_delay: Duration::from_secs(60),
+            window: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -89,33 +166,79 @@ mod tests {
     }
 
     #[test]
-    fn transient_failures_retry_until_the_last_attempt() {
+    fn temporary_failures_retry_until_the_window_has_passed() {
         let p = policy();
-        let now = Utc::now();
-        let transient = || Err(SendError::Transient("451 try later".into()));
-        assert!(
-            matches!(p.outcome(transient(), 1, now), Outcome::Retry { retry_at, .. } if retry_at > now)
+        let created = Utc::now();
+        let hour = chrono::Duration::hours(1);
+        let at = |hours: i64| created + hour * i32::try_from(hours).unwrap_or(0);
+        for (attempt, now) in [(1, created), (40, at(12)), (120, at(23))] {
+            match p.decide(Failure::Temporary, attempt, created, now) {
+                Decision::RetryAt(t) => assert!(t > now && t <= at(24), "{t} after {now}"),
+                other => panic!("attempt {attempt} at {now}: {other:?}"),
+            }
+        }
+        // Close to the deadline, the retry falls on it, not past it.
+        let close = at(24) - chrono::Duration::seconds(1);
+        assert_eq!(
+            p.decide(Failure::Temporary, 130, created, close),
+            Decision::RetryAt(at(24))
         );
-        assert!(matches!(
-            p.outcome(transient(), 4, now),
-            Outcome::Retry { .. }
-        ));
-        assert!(
-            matches!(p.outcome(transient(), 5, now), Outcome::Failed { error } if error.contains("5 attempts"))
-        );
+        match p.decide(Failure::Temporary, 131, created, at(24)) {
+            Decision::GiveUp { budget: Some(why) } => assert!(why.contains("24h"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn permanent_failures_never_retry_and_success_is_sent() {
+    fn max_attempts_is_an_upper_bound_within_the_window() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            ..policy()
+        };
+        let now = Utc::now();
+        assert!(matches!(
+            p.decide(Failure::Temporary, 4, now, now),
+            Decision::RetryAt(_)
+        ));
+        match p.decide(Failure::Temporary, 5, now, now) {
+            Decision::GiveUp { budget: Some(why) } => assert!(why.contains("5 attempts"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreachable_server_never_uses_up_the_budget() {
+        let p = policy();
+        let created = Utc::now();
+        // Past every budget: still given back, never failed.
+        let late = created + chrono::Duration::days(3);
+        match p.decide(Failure::Unreachable, 10_000, created, late) {
+            Decision::GiveBack(t) => assert!(t > late, "{t}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lost_claim_retries_at_once_until_the_budget_runs_out() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..policy()
+        };
+        let now = Utc::now();
+        assert_eq!(p.decide(Failure::Lost, 2, now, now), Decision::RetryAt(now));
+        assert!(matches!(
+            p.decide(Failure::Lost, 3, now, now),
+            Decision::GiveUp { budget: Some(_) }
+        ));
+    }
+
+    #[test]
+    fn permanent_failures_never_retry() {
         let p = policy();
         let now = Utc::now();
-        let permanent = Err(SendError::Permanent("550 no such user".into()));
         assert_eq!(
-            p.outcome(permanent, 1, now),
-            Outcome::Failed {
-                error: "550 no such user".into()
-            }
+            p.decide(Failure::Permanent, 1, now, now),
+            Decision::GiveUp { budget: None }
         );
-        assert_eq!(p.outcome(Ok(()), 3, now), Outcome::Sent);
     }
 }

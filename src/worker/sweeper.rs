@@ -1,12 +1,13 @@
 //! The sweeper: the queue is a hint, the rows are the truth. Every interval
 //! it releases claims whose worker died (PROCESSING past the visibility
 //! timeout) and enqueues PENDING rows that are due and whose queue entry may
-//! be lost.
+//! be lost. While the circuit breaker is open it enqueues nothing: the rows
+//! wait for the mail server, and the queue does not churn.
 
 use entity::notification::Status;
 use tokio_util::sync::CancellationToken;
 
-use super::Delivery;
+use super::{Delivery, Failure, outcome_of};
 use crate::storage::{self, notifications};
 
 /// Rows looked at per pass, at most.
@@ -16,6 +17,8 @@ const SWEEP_BATCH: u64 = 1000;
 pub struct SweepReport {
     pub released: usize,
     pub enqueued: usize,
+    /// The circuit was open: nothing was enqueued.
+    pub paused: bool,
 }
 
 pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: CancellationToken) {
@@ -31,8 +34,8 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
         }
         match sweep(&delivery, everything).await {
             Ok(report) => {
-                everything = false;
-                if report != SweepReport::default() {
+                everything &= report.paused;
+                if report.released > 0 || report.enqueued > 0 {
                     tracing::info!(?report, "swept");
                 }
             }
@@ -44,17 +47,33 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
 /// One pass. `everything`: ignore enqueue stamps (nothing is on the queue).
 pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<SweepReport> {
     let settings = &delivery.settings;
-    let now = storage::now();
-    let released = notifications::release_expired_claims(
-        &delivery.db,
-        now,
-        settings.visibility_timeout,
-        settings.retry.max_attempts,
-        SWEEP_BATCH,
-    )
-    .await?;
-    for row in &released {
-        delivery.inbox.changed(Some(Status::Processing), row).await;
+    let now = settings.clock.now();
+    let visibility = settings.visibility_timeout;
+    let mut released = 0;
+    for row in notifications::expired_claims(&delivery.db, now, visibility, SWEEP_BATCH).await? {
+        // The attempt counts: a message that kills its worker must not
+        // come back forever.
+        let decision = settings
+            .retry
+            .decide(Failure::Lost, row.attempts, row.created_at, now);
+        let outcome = outcome_of(decision, "the worker stopped without an outcome".to_owned());
+        let moved =
+            notifications::release_expired_claim(&delivery.db, &row, &outcome, now, visibility)
+                .await?;
+        if let Some(moved) = moved {
+            delivery
+                .inbox
+                .changed(Some(Status::Processing), &moved)
+                .await;
+            released += 1;
+        }
+    }
+    if delivery.breaker.is_open() {
+        return Ok(SweepReport {
+            released,
+            enqueued: 0,
+            paused: true,
+        });
     }
     // Entries stamped within the visibility timeout may still be on the
     // queue; with `everything`, only this pass's own stamps count.
@@ -78,8 +97,9 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
                     notifications::mark_unqueued(&delivery.db, *id).await?;
                 }
                 return Ok(SweepReport {
-                    released: released.len(),
+                    released,
                     enqueued,
+                    paused: false,
                 });
             }
             enqueued += 1;
@@ -89,7 +109,8 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
         }
     }
     Ok(SweepReport {
-        released: released.len(),
+        released,
         enqueued,
+        paused: false,
     })
 }

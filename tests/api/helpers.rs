@@ -22,41 +22,115 @@ use tokio_util::sync::CancellationToken;
 pub const TEST_SECRET: &[u8] = b"test-secret-test-secret-test-secret!!";
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Where a test's Herald keeps its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Db {
     Sqlite,
     Postgres,
 }
 
-/// Runs one async test body on each backend: `both_backends!(name, body_fn)`
-/// makes `name::sqlite` and `name::postgres`.
+/// What runs its queue, cache, events, rate limits and revocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Services {
+    InProcess,
+    /// Redis, under a key prefix of the test's own.
+    Redis,
+}
+
+/// The backend matrix: every database with every kind of services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded mode: SQLite, in-process services.
+    Sqlite,
+    /// Services mode: Postgres and Redis.
+    Postgres,
+    /// SQLite with Redis.
+    SqliteRedis,
+    /// Postgres with in-process services.
+    PostgresInProcess,
+}
+
+impl Backend {
+    pub fn db(self) -> Db {
+        match self {
+            Self::Sqlite | Self::SqliteRedis => Db::Sqlite,
+            Self::Postgres | Self::PostgresInProcess => Db::Postgres,
+        }
+    }
+
+    pub fn services(self) -> Services {
+        match self {
+            Self::Sqlite | Self::PostgresInProcess => Services::InProcess,
+            Self::Postgres | Self::SqliteRedis => Services::Redis,
+        }
+    }
+}
+
+/// One `#[tokio::test]` per listed backend, each calling `$run(backend)`:
+/// `on_backends!(run; sqlite => Sqlite, postgres => Postgres)`.
 #[macro_export]
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
+macro_rules! on_backends {
+    ($run:path; $($test:ident => $backend:ident),+ $(,)?) => {
+        $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if let Some(app) =
-                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await
-                {
+            async fn $test() {
+                $run($crate::helpers::Backend::$backend).await;
+            }
+        )+
+    };
+}
+
+/// [`on_backends!`] on the whole matrix: `sqlite`, `postgres`,
+/// `sqlite_redis` and `postgres_in_process`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($run:path) => {
+        $crate::on_backends!($run;
+            sqlite => Sqlite,
+            postgres => Postgres,
+            sqlite_redis => SqliteRedis,
+            postgres_in_process => PostgresInProcess,
+        );
+    };
+}
+
+/// A module `$name` of tests that each start a `TestApp` and run
+/// `$body(&app)`, one per backend that `$matrix!` (`on_backends!` with its
+/// list, or `on_every_backend!`) names.
+#[macro_export]
+macro_rules! app_tests {
+    ($name:ident, $body:ident, $matrix:ident $(; $($list:tt)+)?) => {
+        mod $name {
+            async fn run(backend: $crate::helpers::Backend) {
+                if let Some(app) = $crate::helpers::TestApp::spawn(backend).await {
                     super::$body(&app).await;
                 }
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(app) =
-                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await
-                {
-                    super::$body(&app).await;
-                }
-            }
+            $crate::$matrix!(run $(; $($list)+)?);
         }
     };
 }
 
-/// A running Herald with its own database (and, on Postgres, its own Redis
-/// key prefix), stopped when dropped; the database goes with the last user.
+/// Runs one async test body on each mode: `both_backends!(name, body_fn)`
+/// makes `name::sqlite` (embedded) and `name::postgres` (services).
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        $crate::app_tests!($name, $body, on_backends; sqlite => Sqlite, postgres => Postgres);
+    };
+}
+
+/// [`both_backends!`] on the whole matrix (see [`on_every_backend!`]).
+#[macro_export]
+macro_rules! every_backend {
+    ($name:ident, $body:ident) => {
+        $crate::app_tests!($name, $body, on_every_backend);
+    };
+}
+
+/// A running Herald with its own database (and, with Redis, its own key
+/// prefix), stopped when dropped; the database goes with the last user.
 pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
@@ -113,32 +187,31 @@ pub fn unlimited() -> herald::ratelimit::RateLimits {
 
 impl TestApp {
     /// `None` when the backend is unavailable and the test may be skipped.
-    /// SQLite runs embedded (in-process queue, cache, events); Postgres runs
-    /// with Redis under a prefix of its own.
+    /// Redis services run under a key prefix of the test's own.
     pub async fn spawn(backend: Backend) -> Option<Self> {
         Self::spawn_with(backend, |_| {}).await
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
-        let data = tempfile::tempdir().expect("tempdir");
-        let (database_url, storage, redis) = match backend {
-            Backend::Sqlite => {
+        let redis = match backend.services() {
+            Services::InProcess => None,
+            Services::Redis => Some(RedisPrefix::new().await?),
+        };
+        let (database_url, storage, data_dir) = match backend.db() {
+            Db::Sqlite => {
+                let data = tempfile::tempdir().expect("tempdir");
                 let url = format!(
                     "sqlite://{}?mode=rwc",
                     data.path().join("herald.db").display()
                 );
-                (url, Storage::Sqlite { _dir: data }, None)
+                let dir = data.path().to_path_buf();
+                (url, Storage::Sqlite { _dir: data }, dir)
             }
-            Backend::Postgres => {
-                let redis = RedisPrefix::new().await?;
+            Db::Postgres => {
                 let db = PgDatabase::create().await?;
-                (db.url.clone(), Storage::Postgres(db), Some(redis))
-            }
-        };
-        let data_dir = match &storage {
-            Storage::Sqlite { _dir } => _dir.path().to_path_buf(),
-            Storage::Postgres(_) => {
-                std::env::temp_dir().join(format!("herald-test-{}", uuid::Uuid::new_v4().simple()))
+                let dir = std::env::temp_dir()
+                    .join(format!("herald-test-{}", uuid::Uuid::new_v4().simple()));
+                (db.url.clone(), Storage::Postgres(db), dir)
             }
         };
         let mut config = Config::embedded(database_url, data_dir, TEST_SECRET);

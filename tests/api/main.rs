@@ -1,10 +1,13 @@
-//! Herald's integration tests: the real server on port 0, a real HTTP client,
-//! on SQLite (embedded mode) and on Postgres.
+//! Herald's integration tests: the real server on port 0, a real HTTP client.
+//! Most run embedded (SQLite, in-process services) and in services mode
+//! (Postgres, Redis) with `both_backends!`; the delivery and cache tests run
+//! on the whole matrix, SQLite with Redis and Postgres in process too
+//! (`helpers::Backend`, `on_every_backend!`).
 //!
 //! Postgres comes from `TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). Without it the Postgres
-//! variants print a loud skip notice, unless `HERALD_REQUIRE_SERVICES=1`
-//! (as in CI), where they fail.
+//! `postgres://postgres@127.0.0.1:5432/postgres`), Redis from `TEST_REDIS_URL`.
+//! Without them those variants print a loud skip notice, unless
+//! `HERALD_REQUIRE_SERVICES=1` (as in CI), where they fail.
 
 mod accounts;
 mod cli;
@@ -17,6 +20,7 @@ mod leaks;
 mod limits;
 mod logout;
 mod notifications;
+mod outage;
 mod ratelimits;
 mod resilience;
 mod smtp_sink;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, error_code, unique_email};
 use crate::smtp_sink::SmtpSink;
+use crate::{both_backends, every_backend};
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -30,7 +30,7 @@ fn ids(body: &Value) -> Vec<String> {
         .collect()
 }
 
-both_backends!(pages_are_newest_first_with_exact_edges, pagination);
+every_backend!(pages_are_newest_first_with_exact_edges, pagination);
 async fn pagination(app: &TestApp) {
     let token = app.token_for(&unique_email("pages")).await;
     // Empty.
@@ -131,14 +131,8 @@ fn no_worker(c: &mut herald::config::Config) {
     c.worker = None;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_of_100_resolves_recipients_with_one_batched_query_sqlite() {
-    recipients_in_one_query(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_of_100_resolves_recipients_with_one_batched_query_postgres() {
-    recipients_in_one_query(Backend::Postgres).await;
+mod a_page_of_100_resolves_recipients_with_one_batched_query {
+    crate::on_every_backend!(super::recipients_in_one_query);
 }
 
 async fn recipients_in_one_query(backend: Backend) {
@@ -181,14 +175,8 @@ async fn recipients_in_one_query(backend: Backend) {
 
 /// Every cached page of every size shows a status change on the next read,
 /// and an unchanged page is read again without the database.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_is_never_stale_and_spares_the_database_sqlite() {
-    never_stale(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_is_never_stale_and_spares_the_database_postgres() {
-    never_stale(Backend::Postgres).await;
+mod the_cache_is_never_stale_and_spares_the_database {
+    crate::on_every_backend!(super::never_stale);
 }
 
 async fn never_stale(backend: Backend) {
@@ -266,11 +254,11 @@ async fn never_stale(backend: Backend) {
     assert_eq!(body["data"]["notifications"]["items"][0]["title"], "newest");
 }
 
-both_backends!(every_status_change_is_published_in_order, events);
+every_backend!(every_status_change_is_published_in_order, events);
 async fn events(app: &TestApp) {
     let mut rx = app.events.subscribe();
-    // Let the Redis subscriber attach before the first publish.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The Redis subscriber attaches in the background after the start.
+    crate::ws_client::until_events_flow(app).await;
     let token = app.token_for(&unique_email("events")).await;
     let id: i64 = app
         .send_ok(&token, "Watch me", "go")
@@ -299,12 +287,15 @@ async fn events(app: &TestApp) {
     );
 }
 
+mod payloads_from_another_release_are_read_or_passed_over {
+    crate::on_backends!(super::another_release; postgres => Postgres, sqlite_redis => SqliteRedis);
+}
+
 /// A rolling deploy: another release shares this Redis. Its cached pages and
 /// events carry fields this one does not know (they are read), or another
 /// payload version (a cache miss; an event skipped), never an error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payloads_from_another_release_are_read_or_passed_over() {
-    let Some(app) = TestApp::spawn_with(Backend::Postgres, |c| c.worker = None).await else {
+async fn another_release(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, no_worker).await else {
         return;
     };
     let redis_prefix = app.redis.as_ref().expect("services mode").prefix.clone();

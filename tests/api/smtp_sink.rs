@@ -2,7 +2,9 @@
 //! records every message, and can be told how to answer the next ones
 //! (4xx, 5xx), to hold replies until released, or to hang. It can offer
 //! TLS (implicit, or STARTTLS) with a self-signed certificate made for the
-//! test, and require `AUTH PLAIN`.
+//! test, and require `AUTH PLAIN`. It can also go down (stop listening:
+//! connections are refused) and come back on the same port, or greet with
+//! `421` (service not available).
 
 use std::{
     collections::VecDeque,
@@ -15,8 +17,10 @@ use tokio::{
     io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
     sync::watch,
+    task::JoinHandle,
 };
 use tokio_rustls::{TlsAcceptor, rustls};
+use tokio_util::sync::CancellationToken;
 
 /// How the sink answers one message (or one connection, for `Hang`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,8 @@ pub enum Reply {
     Transient,
     /// `550 5.1.1 no such mailbox`
     Permanent,
+    /// `421 4.3.2 shutting down`, and the connection closes.
+    ShuttingDown,
     /// Accept the connection and never say a word.
     Hang,
 }
@@ -71,6 +77,12 @@ impl Received {
 #[derive(Default)]
 struct State {
     script: VecDeque<Reply>,
+    /// The reply once the script is used up.
+    otherwise: Option<Reply>,
+    /// Connections accepted so far.
+    connections: usize,
+    /// Greet every new connection with `421` and close it.
+    greet_421: bool,
     received: Vec<Received>,
     /// Messages answered with 4xx/5xx.
     rejected: usize,
@@ -129,6 +141,14 @@ pub struct SmtpSink {
     state: Arc<Mutex<State>>,
     /// While false, replies to DATA wait.
     open: watch::Sender<bool>,
+    /// While up: the listening task.
+    up: Arc<Mutex<Option<Listening>>>,
+}
+
+struct Listening {
+    task: JoinHandle<()>,
+    /// Ends the connections it accepted.
+    stop: CancellationToken,
 }
 
 impl SmtpSink {
@@ -139,24 +159,87 @@ impl SmtpSink {
     pub async fn start_with(offer: Offer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
-        let state = Arc::new(Mutex::new(State::default()));
-        let (open, _) = watch::channel(true);
         let sink = Self {
             port,
             offer: Arc::new(offer),
-            state,
-            open,
+            state: Arc::default(),
+            open: watch::channel(true).0,
+            up: Arc::default(),
         };
-        let server = sink.clone();
-        tokio::spawn(async move {
+        sink.listen(listener);
+        sink
+    }
+
+    fn listen(&self, listener: TcpListener) {
+        let server = self.clone();
+        let stop = CancellationToken::new();
+        let connections = stop.clone();
+        let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                server.lock().connections += 1;
                 let conn = server.clone();
+                let stop = connections.clone();
                 tokio::spawn(async move {
-                    let _ = conn.serve(stream).await;
+                    tokio::select! {
+                        _ = conn.serve(stream) => {}
+                        () = stop.cancelled() => {}
+                    }
                 });
             }
         });
-        sink
+        *self
+            .up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Listening { task, stop });
+    }
+
+    /// The server goes down: it stops listening, so connections are
+    /// refused, and drops the connections it had open.
+    pub async fn refuse_connections(&self) {
+        let up = self
+            .up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(Listening { task, stop }) = up {
+            stop.cancel();
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The server is back, on the same port.
+    pub async fn accept_connections(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "rebinding port {}: {e}",
+                        self.port
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        self.listen(listener);
+    }
+
+    /// While on, every new connection is greeted with `421` and closed.
+    pub fn greet_with_421(&self, on: bool) {
+        self.lock().greet_421 = on;
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.lock().connections
+    }
+
+    /// The reply to every message once the script is used up.
+    pub fn otherwise(&self, reply: Reply) {
+        self.lock().otherwise = Some(reply);
     }
 
     pub fn url(&self) -> String {
@@ -179,6 +262,17 @@ impl SmtpSink {
 
     pub fn received(&self) -> Vec<Received> {
         self.lock().received.clone()
+    }
+
+    /// How many copies of each `Message-ID` arrived.
+    pub fn copies(&self) -> std::collections::HashMap<String, usize> {
+        let mut copies = std::collections::HashMap::new();
+        for mail in self.received() {
+            *copies
+                .entry(mail.header("Message-ID").unwrap_or_default())
+                .or_default() += 1;
+        }
+        copies
     }
 
     pub fn rejected(&self) -> usize {
@@ -206,7 +300,9 @@ impl SmtpSink {
     }
 
     fn next_reply(&self) -> Reply {
-        self.lock().script.pop_front().unwrap_or(Reply::Accept)
+        let mut state = self.lock();
+        let otherwise = state.otherwise.unwrap_or(Reply::Accept);
+        state.script.pop_front().unwrap_or(otherwise)
     }
 
     async fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
@@ -222,6 +318,13 @@ impl SmtpSink {
         };
         if hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
+        if self.lock().greet_421 {
+            let mut stream = stream;
+            stream
+                .write_all(b"421 4.3.2 service not available\r\n")
+                .await?;
             return Ok(());
         }
         match self.offer.tls.clone() {
@@ -365,6 +468,11 @@ impl SmtpSink {
                     Reply::Permanent => {
                         self.lock().rejected += 1;
                         write.write_all(b"550 5.1.1 no such mailbox\r\n").await?;
+                    }
+                    Reply::ShuttingDown => {
+                        self.lock().rejected += 1;
+                        write.write_all(b"421 4.3.2 shutting down\r\n").await?;
+                        return Ok(None);
                     }
                 }
             } else if verb.starts_with("QUIT") {

@@ -157,3 +157,25 @@ fn target_with_pem(pem: &[u8]) -> anyhow::Result<SmtpTarget> {
         .expect("url")
         .trust(pem)
 }
+
+/// `?tls=opportunistic` upgrades when the server offers STARTTLS, and
+/// sends in the clear when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opportunistic_tls_upgrades_only_when_offered() {
+    let (sink, url, ca) = tls_sink(false).await;
+    let url = url.replace("tls=starttls", "tls=opportunistic");
+    pool(&url, Some(&ca))
+        .send(&envelope(), MESSAGE)
+        .await
+        .expect("sent");
+    let plain = SmtpSink::start().await;
+    pool(
+        &format!("smtp://127.0.0.1:{}?tls=opportunistic", plain.port),
+        None,
+    )
+    .send(&envelope(), MESSAGE)
+    .await
+    .expect("sent");
+    let tls = |sink: &SmtpSink| sink.received().iter().map(|m| m.tls).collect::<Vec<_>>();
+    assert_eq!((tls(&sink), tls(&plain)), (vec![true], vec![false]));
+}

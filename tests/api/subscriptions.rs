@@ -6,13 +6,15 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, unique_email};
 use crate::smtp_sink::SmtpSink;
 use crate::ws_client::{
-    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, init_modern, next_json, send,
-    subscribe_modern,
+    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, init_modern, next_event,
+    next_json, refused, send, subscribe, subscribe_modern, until_events_flow, until_live,
+    until_live_legacy,
 };
 
 /// (previousStatus, status) of the events for `id`, until SENT.
@@ -52,14 +54,20 @@ async fn modern(app: &TestApp) {
     let email = unique_email("live");
     let token = app.token_for(&email).await;
     let mut socket = subscribe_modern(app, "/graphql/ws", &token).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_live(&mut socket).await;
+    until_events_flow(app).await;
     let id = app.send_ok(&token, "Live", "watch").await;
     assert_eq!(
         statuses_until_sent(&mut socket, &id, "next").await,
         expected()
     );
-    // Complete from the client side: the server answers nothing more.
+    // Complete from the client side: the server answers nothing, and sends
+    // no more events to "1"; the next message is an event of "2".
     send(&mut socket, json!({ "id": "1", "type": "complete" })).await;
+    subscribe(&mut socket, "2").await;
+    until_live(&mut socket).await;
+    let later = app.send_ok(&token, "Later", "watch").await;
+    assert_eq!(next_event(&mut socket, &later).await["id"], "2");
 }
 
 both_backends!(legacy_graphql_ws_streams_every_status_in_order, legacy);
@@ -78,7 +86,8 @@ async fn legacy(app: &TestApp) {
         json!({ "id": "7", "type": "start", "payload": { "query": SUBSCRIPTION } }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_live_legacy(&mut socket).await;
+    until_events_flow(app).await;
     let id = app.send_ok(&token, "Legacy", "watch").await;
     assert_eq!(
         statuses_until_sent(&mut socket, &id, "data").await,
@@ -92,11 +101,15 @@ async fn isolation(app: &TestApp) {
     let bob = app.token_for(&unique_email("bob")).await;
     let mut alice_socket = subscribe_modern(app, "/graphql/ws", &alice).await;
     let mut bob_socket = subscribe_modern(app, "/graphql/ws", &bob).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_live(&mut alice_socket).await;
+    until_live(&mut bob_socket).await;
+    until_events_flow(app).await;
     let id = app.send_ok(&alice, "Private", "for alice").await;
     statuses_until_sent(&mut alice_socket, &id, "next").await;
-    let leaked = tokio::time::timeout(Duration::from_millis(500), bob_socket.next()).await;
-    assert!(leaked.is_err(), "bob received something: {leaked:?}");
+    // Bob's first message is about his own notification, sent after
+    // alice's was SENT: nothing of hers came before it.
+    let his = app.send_ok(&bob, "His", "for bob").await;
+    next_event(&mut bob_socket, &his).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +191,8 @@ async fn events_cross_instances_through_redis() {
     let api_instance = worker_instance.spawn_sibling(|c| c.worker = None).await;
     let token = api_instance.token_for(&unique_email("cross")).await;
     let mut socket = subscribe_modern(&api_instance, "/graphql/ws", &token).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_live(&mut socket).await;
+    until_events_flow(&api_instance).await;
     const BURST: usize = 1000;
     for i in 0..BURST {
         api_instance
@@ -285,7 +299,9 @@ async fn a_thousand_subscribers_each_receive_their_own_events() {
     for token in &tokens {
         sockets.push(subscribe_modern(&app, "/graphql/ws", token).await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    for socket in &mut sockets {
+        until_live(socket).await;
+    }
     let mut sent = Vec::with_capacity(SOCKETS);
     for token in &tokens {
         sent.push(app.send_ok(token, "one each", "body").await);
@@ -404,59 +420,60 @@ async fn websocket_messages_are_limited_to_64_kib() {
     );
 }
 
+/// A new user's token and a socket running 20 subscriptions, `s0` to `s19`.
+async fn twenty_subscriptions(app: &TestApp, tag: &str) -> (String, Socket) {
+    let token = app.token_for(&unique_email(tag)).await;
+    let mut socket = acked_modern(app, "/graphql/ws", &token).await;
+    for i in 0..20 {
+        subscribe(&mut socket, &format!("s{i}")).await;
+    }
+    (token, socket)
+}
+
 /// At most 20 subscriptions run on one socket; a completed one frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_runs_at_most_20_subscriptions() {
     let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
-    let token = app.token_for(&unique_email("many-subs")).await;
-    let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
-    for i in 0..20 {
-        send(&mut socket, json!({ "id": format!("s{i}"), "type": "subscribe", "payload": { "query": SUBSCRIPTION } })).await;
-    }
-    send(
-        &mut socket,
-        json!({ "id": "s20", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
-    )
-    .await;
-    let refused = next_json(&mut socket).await;
-    assert_eq!(
-        (refused["type"].as_str(), refused["id"].as_str()),
-        (Some("error"), Some("s20")),
-        "{refused}"
-    );
-    assert!(
-        refused["payload"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("20"),
-        "{refused}"
-    );
-    // One completes; a new one fits again and receives events.
+    let (token, mut socket) = twenty_subscriptions(&app, "many-subs").await;
+    subscribe(&mut socket, "s20").await;
+    assert!(refused(&mut socket, "s20").await.contains("20"));
+    // One completes (the client's `complete` gets no answer); a new one
+    // fits again and receives events.
     send(&mut socket, json!({ "id": "s0", "type": "complete" })).await;
-    send(
-        &mut socket,
-        json!({ "id": "s21", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    subscribe(&mut socket, "s21").await;
+    until_live(&mut socket).await;
     let id = app.send_ok(&token, "to twenty", "body").await;
-    let mut saw_new = false;
-    let mut nexts = 0;
-    // 20 subscriptions, 3 events each; the new one shows up among them.
-    while nexts < 60 && !saw_new {
-        let msg = next_json(&mut socket).await;
-        if msg["type"] == "complete" && msg["id"] == "s0" {
-            continue;
-        }
-        assert_eq!(msg["type"], "next", "{msg}");
-        nexts += 1;
-        assert_eq!(
-            msg["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
-            id.as_str()
-        );
-        saw_new |= msg["id"] == "s21";
+    let mut seen = std::collections::BTreeSet::new();
+    // 20 subscriptions, 3 events each: s0 is not among them, s21 is.
+    for _ in 0..60 {
+        let msg = next_event(&mut socket, &id).await;
+        seen.insert(msg["id"].as_str().unwrap_or_default().to_owned());
     }
-    assert!(saw_new, "the subscription started after a completion runs");
+    let expected: std::collections::BTreeSet<String> = (1..22)
+        .map(|i| format!("s{i}"))
+        .filter(|s| s != "s20")
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+/// A notification titled `complete` is an event like any other: it frees no
+/// subscription slot. (The server once spotted its own `complete` messages
+/// by substring, so one such title let 20 more subscriptions in.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_titled_complete_frees_no_subscription_slot() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let (token, mut socket) = twenty_subscriptions(&app, "complete-title").await;
+    until_live(&mut socket).await;
+    let id = app.send_ok(&token, "complete", "body").await;
+    // PENDING, PROCESSING and SENT on each of the 20 subscriptions.
+    for _ in 0..60 {
+        let msg = next_event(&mut socket, &id).await;
+        let event = &msg["payload"]["data"]["notificationStatusChanged"];
+        assert_eq!(event["notification"]["title"], "complete", "{msg}");
+    }
+    // All 20 still run: a 21st is refused.
+    subscribe(&mut socket, "s20").await;
+    refused(&mut socket, "s20").await;
 }
 
 /// At most 10 open sockets per user on an instance.
@@ -470,8 +487,22 @@ async fn a_user_opens_at_most_10_sockets() {
     }
     let mut eleventh = init_modern(&app, "/graphql/ws", &token).await;
     assert_eq!(close_code(&mut eleventh, WITHIN).await, Some(1008));
-    // Closing one makes room.
+    // Closing one makes room, as soon as the server has seen it go: the
+    // eleventh is refused (1008) until then.
     drop(open.pop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _again = subscribe_modern(&app, "/graphql/ws", &token).await;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let mut again = init_modern(&app, "/graphql/ws", &token).await;
+        let answer = tokio::time::timeout_at(deadline, again.next()).await;
+        let acked =
+            matches!(&answer, Ok(Some(Ok(Message::Text(t)))) if t.contains("connection_ack"));
+        if acked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room made: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

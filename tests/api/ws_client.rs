@@ -39,10 +39,22 @@ pub async fn send(socket: &mut Socket, message: Value) {
         .expect("send");
 }
 
-/// The next JSON text message, skipping pings and keep-alives.
+/// The next JSON text message, skipping pings and keep-alives, within
+/// [`WITHIN`] (for the whole wait: the server pings idle sockets every 15 s).
 pub async fn next_json(socket: &mut Socket) -> Value {
+    let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
-        let msg = tokio::time::timeout(WITHIN, socket.next())
+        let value = next_text(socket, deadline).await;
+        if value["type"] != "ka" && value["type"] != "ping" && value["type"] != "pong" {
+            return value;
+        }
+    }
+}
+
+/// The next JSON text message before `deadline`.
+async fn next_text(socket: &mut Socket, deadline: tokio::time::Instant) -> Value {
+    loop {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("a message in time")
             .expect("socket open")
@@ -50,9 +62,7 @@ pub async fn next_json(socket: &mut Socket) -> Value {
         if let Message::Text(text) = msg {
             let value: Value = serde_json::from_str(&text).expect("json");
             crate::leaks::assert_value_clean(&value);
-            if value["type"] != "ka" && value["type"] != "ping" && value["type"] != "pong" {
-                return value;
-            }
+            return value;
         }
     }
 }
@@ -91,10 +101,123 @@ pub async fn acked_modern(app: &TestApp, path: &str, token: &str) -> Socket {
 /// A graphql-transport-ws subscription, acknowledged and started.
 pub async fn subscribe_modern(app: &TestApp, path: &str, token: &str) -> Socket {
     let mut socket = acked_modern(app, path, token).await;
+    subscribe(&mut socket, "1").await;
+    socket
+}
+
+/// Sends a graphql-transport-ws `subscribe` to [`SUBSCRIPTION`] as `id`.
+pub async fn subscribe(socket: &mut Socket, id: &str) {
     send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+        socket,
+        json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
     )
     .await;
-    socket
+}
+
+/// Reads the `error` that refuses subscription `id` over the per-socket
+/// limit; returns its message.
+pub async fn refused(socket: &mut Socket, id: &str) -> String {
+    let refused = next_json(socket).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str()),
+        (Some("error"), Some(id)),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    refused["payload"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Returns once every subscription sent earlier on this graphql-transport-ws
+/// socket is live: the server reads a socket's messages in order and starts
+/// each subscription before it reads the next message, so the `pong` to a
+/// `ping` sent now proves it. Fails on any other message meanwhile.
+pub async fn until_live(socket: &mut Socket) {
+    send(socket, json!({ "type": "ping" })).await;
+    let value = next_text(socket, tokio::time::Instant::now() + WITHIN).await;
+    assert_eq!(value["type"], "pong", "a message before the pong: {value}");
+}
+
+/// The next message, which must be a `next` about notification `id`.
+pub async fn next_event(socket: &mut Socket, id: &str) -> Value {
+    let msg = next_json(socket).await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    assert_eq!(
+        msg["payload"]["data"]["notificationStatusChanged"]["notification"]["id"], id,
+        "{msg}"
+    );
+    msg
+}
+
+/// [`until_live`] for graphql-ws, which has no ping: the answer to a query
+/// sent now (its `data`, then `complete`) proves the earlier subscriptions
+/// live. Fails on any other message meanwhile.
+pub async fn until_live_legacy(socket: &mut Socket) {
+    send(
+        socket,
+        json!({ "id": "live", "type": "start", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    for expected in ["data", "complete"] {
+        let msg = next_json(socket).await;
+        assert_eq!(
+            (msg["type"].as_str(), msg["id"].as_str()),
+            (Some(expected), Some("live")),
+            "{msg}"
+        );
+    }
+}
+
+/// Returns once `app` receives the status events it publishes: in services
+/// mode its Redis Pub/Sub subscription attaches in the background after the
+/// start. Publishes a marker event (of no user, so no subscriber sees it)
+/// every 100 ms until one comes back.
+pub async fn until_events_flow(app: &TestApp) {
+    use herald::wire::{NotificationV1, StatusEventV1};
+    use tokio::sync::broadcast::error::RecvError;
+    const MARKER: i64 = -1;
+    let now = chrono::Utc::now();
+    let marker = StatusEventV1 {
+        notification: NotificationV1 {
+            id: MARKER,
+            user_id: MARKER,
+            title: "marker".into(),
+            content: String::new(),
+            status: herald::wire::Status::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+        },
+        previous: None,
+        at: now,
+    };
+    let mut events = app.events.subscribe();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        app.events.publish(&marker).await.expect("publish a marker");
+        let back = tokio::time::timeout(Duration::from_millis(100), async {
+            loop {
+                match events.recv().await {
+                    Ok(event) if event.notification.id == MARKER => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => panic!("the event bus closed"),
+                }
+            }
+        });
+        if back.await.is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "published events never came back"
+        );
+    }
 }
