@@ -12,9 +12,9 @@ use crate::both_backends;
 use crate::helpers::{Backend, TestApp, unique_email};
 use crate::smtp_sink::SmtpSink;
 use crate::ws_client::{
-    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, init_modern, next_event,
-    next_json, refused, send, subscribe, subscribe_modern, until_events_flow, until_live,
-    until_live_legacy,
+    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, event_of, init_modern,
+    next_event, next_json, refused, send, subscribe, subscribe_modern, until_events_flow,
+    until_live, until_live_legacy,
 };
 
 /// (previousStatus, status) of the events for `id`, until SENT.
@@ -505,4 +505,65 @@ async fn a_user_opens_at_most_10_sockets() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A subscriber that falls more than 4,096 events behind gets one final
+/// error (INTERNAL, reason LAGGED, with how many it missed) and its
+/// subscription completes; the socket stays open for a new one.
+///
+/// On a current-thread runtime the flood below runs to its end before the
+/// socket's task is polled again, so the subscriber falls behind for sure.
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_that_falls_behind_gets_lagged_and_its_subscription_completes() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("lagged")).await;
+    let user_id: i64 = app.me(Some(&token)).await["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("id");
+    let mut socket = subscribe_modern(&app, "/graphql/ws", &token).await;
+    until_live(&mut socket).await;
+    const CAPACITY: i64 = 4096;
+    for id in 1..=CAPACITY + 3 {
+        app.events
+            .publish(&event_of(user_id, id))
+            .await
+            .expect("publish");
+    }
+    let lagged = next_json(&mut socket).await;
+    assert_eq!(
+        (lagged["type"].as_str(), lagged["id"].as_str()),
+        (Some("next"), Some("1")),
+        "{lagged}"
+    );
+    let error = &lagged["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{lagged}");
+    assert_eq!(error["extensions"]["reason"], "LAGGED", "{lagged}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missed 3 events"),
+        "{lagged}"
+    );
+    let done = next_json(&mut socket).await;
+    assert_eq!(
+        (done["type"].as_str(), done["id"].as_str()),
+        (Some("complete"), Some("1")),
+        "{done}"
+    );
+    // Subscribing again works, and starts from what comes next.
+    subscribe(&mut socket, "2").await;
+    until_live(&mut socket).await;
+    app.events
+        .publish(&event_of(user_id, CAPACITY + 4))
+        .await
+        .expect("publish");
+    let again = next_json(&mut socket).await;
+    assert_eq!(again["id"], "2", "{again}");
+    assert_eq!(
+        again["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+        (CAPACITY + 4).to_string(),
+        "{again}"
+    );
 }
