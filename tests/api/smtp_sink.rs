@@ -79,6 +79,8 @@ struct State {
     script: VecDeque<Reply>,
     /// The reply once the script is used up.
     otherwise: Option<Reply>,
+    /// The reply to every message for these recipients, before the script.
+    for_recipient: std::collections::HashMap<String, Reply>,
     /// Connections accepted so far.
     connections: usize,
     /// Greet every new connection with `421` and close it.
@@ -246,6 +248,14 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
+    /// The reply to every message for `recipient`, forever (the script and
+    /// `otherwise` apply to the others).
+    pub fn answer(&self, recipient: &str, reply: Reply) {
+        self.lock()
+            .for_recipient
+            .insert(recipient.to_owned(), reply);
+    }
+
     /// The next replies, in order; after them, `Accept`.
     pub fn script(&self, replies: &[Reply]) {
         self.lock().script.extend(replies.iter().copied());
@@ -299,8 +309,11 @@ impl SmtpSink {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn next_reply(&self) -> Reply {
+    fn next_reply(&self, rcpt_to: &[String]) -> Reply {
         let mut state = self.lock();
+        if let Some(reply) = rcpt_to.iter().find_map(|r| state.for_recipient.get(r)) {
+            return *reply;
+        }
         let otherwise = state.otherwise.unwrap_or(Reply::Accept);
         state.script.pop_front().unwrap_or(otherwise)
     }
@@ -451,7 +464,7 @@ impl SmtpSink {
                     let _ = open.wait_for(|open| *open).await;
                     self.lock().held -= 1;
                 }
-                match self.next_reply() {
+                match self.next_reply(&rcpt_to) {
                     Reply::Accept | Reply::Hang => {
                         self.lock().received.push(Received {
                             rcpt_to: std::mem::take(&mut rcpt_to),
