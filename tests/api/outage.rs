@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use entity::notification::{self, Status};
 use herald::{
     config::Config,
+    mailer::{Email, Mailer, MailerConfig},
     storage::notifications::{self as rows_of, Outcome},
     worker::Clock,
 };
@@ -551,6 +552,41 @@ async fn a_message_answered_with_421_forever_fails_after_the_window(backend: Bac
     assert!(sink.received().iter().all(|m| !m.rcpt_to.contains(&doomed)));
 }
 per_backend!(a_message_answered_with_421_forever_fails_after_the_window);
+
+/// A pooled connection that the server closed while it sat idle, saying
+/// `421` first (as Postfix does after its idle timeout), is replaced at
+/// once: the next message goes out on a new connection, rather than failing
+/// as "unreachable" (which counts toward opening the circuit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_with_421_while_idle_is_replaced() {
+    let sink = SmtpSink::start().await;
+    sink.close_idle_with_421(Duration::from_millis(300));
+    let outbox = tempfile::tempdir().expect("tempdir");
+    let mailer = Mailer::new(MailerConfig {
+        smtp_url: Some(SecretString::from(sink.url())),
+        smtp_ca_file: None,
+        from: "Herald <herald@localhost>".into(),
+        timeout: Duration::from_secs(10),
+        outbox: outbox.path().join("outbox"),
+        pool_size: 1,
+    })
+    .expect("mailer");
+    let email = |id_seed| Email {
+        to: "someone@example.com".into(),
+        subject: "Idle".into(),
+        body: "body".into(),
+        id_seed,
+    };
+    assert_eq!(mailer.send(&email(1)).await, Ok(()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.idle_closed() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mailer.send(&email(2)).await, Ok(()));
+    assert_eq!(sink.connections(), 2);
+    all_sent_once(&sink, 2);
+}
 
 // ---- Claims and sweepers ----
 

@@ -85,6 +85,10 @@ struct State {
     connections: usize,
     /// Greet every new connection with `421` and close it.
     greet_421: bool,
+    /// Say `421` and close a session that sent no command for this long.
+    idle_421: Option<Duration>,
+    /// Sessions closed that way.
+    idle_closed: usize,
     received: Vec<Received>,
     /// Messages answered with 4xx/5xx.
     rejected: usize,
@@ -232,6 +236,17 @@ impl SmtpSink {
     /// While on, every new connection is greeted with `421` and closed.
     pub fn greet_with_421(&self, on: bool) {
         self.lock().greet_421 = on;
+    }
+
+    /// From now on, a session that sends no command for `after` is told
+    /// `421` and closed (as Postfix does after its idle timeout).
+    pub fn close_idle_with_421(&self, after: Duration) {
+        self.lock().idle_421 = Some(after);
+    }
+
+    /// Sessions closed for being idle.
+    pub fn idle_closed(&self) -> usize {
+        self.lock().idle_closed
     }
 
     /// Connections accepted so far.
@@ -400,7 +415,19 @@ impl SmtpSink {
         let mut line = String::new();
         loop {
             line.clear();
-            if lines.read_line(&mut line).await? == 0 {
+            let idle_421 = self.lock().idle_421;
+            let read = match idle_421 {
+                Some(after) => tokio::time::timeout(after, lines.read_line(&mut line)).await,
+                None => Ok(lines.read_line(&mut line).await),
+            };
+            let Ok(read) = read else {
+                write
+                    .write_all(b"421 4.4.2 sink.test idle too long, closing\r\n")
+                    .await?;
+                self.lock().idle_closed += 1;
+                return Ok(None);
+            };
+            if read? == 0 {
                 return Ok(None);
             }
             let verb = line.trim_end().to_ascii_uppercase();
