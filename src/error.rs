@@ -85,6 +85,11 @@ impl From<crate::storage::StorageError> for AppError {
     fn from(e: crate::storage::StorageError) -> Self {
         match e {
             crate::storage::StorageError::EmailTaken => Self::Conflict("email already registered"),
+            crate::storage::StorageError::Forbidden => Self::Forbidden,
+            crate::storage::StorageError::UnknownNotifications(ids) => {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                Self::BadUserInput(format!("unknown notifications: {}", ids.join(", ")))
+            }
             crate::storage::StorageError::Db(e) => e.into(),
         }
     }

@@ -59,7 +59,7 @@ impl Notifications {
         let this = self.clone();
         self.tasks
             .spawn(async move {
-                let row = storage::notifications::insert(
+                let (row, _event) = storage::notifications::insert(
                     &this.db,
                     user_id,
                     &title,

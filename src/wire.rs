@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use entity::notification;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::domain::inbox::{Counts, InboxAction};
+
 /// A payload type and its format version.
 pub trait Payload: Serialize + DeserializeOwned {
     const VERSION: u32;
@@ -80,6 +82,16 @@ pub struct NotificationV1 {
     pub sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Added with the inbox (absent from payloads of older releases, which
+    /// read as 0 / null).
+    #[serde(default)]
+    pub seq: i64,
+    #[serde(default)]
+    pub seen_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub read_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 impl From<notification::Model> for NotificationV1 {
@@ -96,6 +108,10 @@ impl From<notification::Model> for NotificationV1 {
             sent_at: m.sent_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            seq: m.seq,
+            seen_at: m.seen_at,
+            read_at: m.read_at,
+            archived_at: m.archived_at,
         }
     }
 }
@@ -133,8 +149,57 @@ pub struct PageV1 {
     pub total: u64,
 }
 
+/// Version 2: its notifications carry their seq and read state (a page
+/// of version 1 lacks them, so it is a miss).
 impl Payload for PageV1 {
+    const VERSION: u32 = 2;
+}
+
+/// One entry of a user's inbox log (`inbox_events.payload`), with the
+/// user's counts right after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxEventV1 {
+    pub user_id: i64,
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub counts: Counts,
+    pub change: InboxChangeV1,
+}
+
+impl Payload for InboxEventV1 {
     const VERSION: u32 = 1;
+}
+
+/// What changed, by kind (the contract's InboxEvent types).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum InboxChangeV1 {
+    NotificationCreated {
+        notification: NotificationV1,
+    },
+    DeliveryStatusChanged {
+        notification: NotificationV1,
+        previous: Status,
+    },
+    NotificationsMarked {
+        action: InboxAction,
+        /// The notifications whose state changed (markNotifications);
+        /// empty for markAllNotifications.
+        ids: Vec<i64>,
+        /// markAllNotifications: every notification with seq <= up_to.
+        up_to: Option<i64>,
+    },
+}
+
+impl InboxChangeV1 {
+    /// The `inbox_events.kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotificationCreated { .. } => "NotificationCreated",
+            Self::DeliveryStatusChanged { .. } => "DeliveryStatusChanged",
+            Self::NotificationsMarked { .. } => "NotificationsMarked",
+        }
+    }
 }
 
 /// A user's public profile, as cached.

@@ -50,6 +50,14 @@ pub struct Model {
     /// enqueue it as soon as it is due.
     pub enqueued_at: Option<DateTimeUtc>,
     pub sent_at: Option<DateTimeUtc>,
+    /// The seq of this notification's NotificationCreated inbox event;
+    /// unique per user (`notifications_user_seq_key`).
+    pub seq: i64,
+    /// Read state, a chain: `read_at` set implies `seen_at` set,
+    /// `archived_at` set implies `read_at` set.
+    pub seen_at: Option<DateTimeUtc>,
+    pub read_at: Option<DateTimeUtc>,
+    pub archived_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

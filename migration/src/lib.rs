@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_create_users;
 mod m20261127_000002_create_notifications;
 mod m20261127_000003_delivery_columns;
+mod m20261130_000004_inbox;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_users::Migration),
             Box::new(m20261127_000002_create_notifications::Migration),
             Box::new(m20261127_000003_delivery_columns::Migration),
+            Box::new(m20261130_000004_inbox::Migration),
         ]
     }
 }

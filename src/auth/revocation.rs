@@ -297,6 +297,66 @@ mod tests {
         }
     }
 
+    /// Says every token is revoked, or fails while `down`; counts the
+    /// questions.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        asked: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Revocations for Flaky {
+        async fn revoke(&self, _: &Claims) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn revoke_all_before(&self, _: i64, _: i64) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn is_revoked(&self, _: &AuthUser) -> anyhow::Result<bool> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            anyhow::ensure!(!self.down.load(Ordering::SeqCst), "store unreachable");
+            Ok(true)
+        }
+    }
+
+    /// The check fails open: while the store cannot answer, a watched token
+    /// is not reported revoked (its socket stays open); once it answers
+    /// again, the revocation lands.
+    #[tokio::test]
+    async fn an_unreachable_store_reports_no_revocation_until_it_answers() {
+        use futures_util::FutureExt as _;
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let watch = RevocationWatch::new(
+            store.clone(),
+            Duration::from_millis(10),
+            stop.clone(),
+            tasks.clone(),
+        );
+        let watched = watch.watch(user());
+        // Three rounds asked, and failed.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.asked.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the watch keeps asking");
+        assert!(
+            watched.revoked.notified().now_or_never().is_none(),
+            "no revocation reported while the store is down"
+        );
+        store.down.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), watched.revoked.notified())
+            .await
+            .expect("the revocation lands once the store answers");
+        crate::test_support::shut_down(&stop, &tasks, "the checks").await;
+    }
+
     #[tokio::test]
     async fn the_watch_stops_checking_at_shutdown_while_sockets_are_open() {
         let stop = CancellationToken::new();

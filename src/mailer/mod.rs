@@ -154,19 +154,26 @@ impl Mailer {
 mod tests {
     use super::*;
 
+    /// The Message-ID depends on the notification and the sender only, so
+    /// every attempt, from any worker or after a restart, repeats it (and a
+    /// receiving server can drop the duplicate of a retried send).
     #[tokio::test]
     async fn the_message_id_is_stable_per_notification() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mailer = Mailer::new(MailerConfig {
-            smtp_url: None,
-            smtp_ca_file: None,
-            from: "Herald <herald@example.org>".into(),
-            timeout: Duration::from_secs(5),
-            outbox: dir.path().join("outbox"),
-            pool_size: 1,
-        })
-        .expect("mailer");
-        assert_eq!(mailer.message_id(42), "<notification-42@example.org>");
-        assert_eq!(mailer.message_id(42), mailer.message_id(42));
+        let mailer = |outbox: &str| {
+            Mailer::new(MailerConfig {
+                smtp_url: None,
+                smtp_ca_file: None,
+                from: "Herald <herald@example.org>".into(),
+                timeout: Duration::from_secs(5),
+                outbox: dir.path().join(outbox),
+                pool_size: 1,
+            })
+            .expect("mailer")
+        };
+        let (one, another) = (mailer("one"), mailer("another"));
+        assert_eq!(one.message_id(42), "<notification-42@example.org>");
+        assert_eq!(another.message_id(42), one.message_id(42));
+        assert_ne!(one.message_id(43), one.message_id(42));
     }
 }

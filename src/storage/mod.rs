@@ -4,6 +4,7 @@
 //! `StorageError`; no GraphQL types and no HTTP concerns.
 
 pub mod db;
+pub mod inbox;
 pub mod notifications;
 pub mod users;
 
@@ -32,6 +33,12 @@ pub enum StorageError {
     /// The unique index `users_email_key` rejected the insert.
     #[error("email already registered")]
     EmailTaken,
+    /// One of the notifications named belongs to another user.
+    #[error("forbidden")]
+    Forbidden,
+    /// These notification ids do not exist.
+    #[error("unknown notifications {0:?}")]
+    UnknownNotifications(Vec<i64>),
     #[error(transparent)]
     Db(#[from] sea_orm::DbErr),
 }

@@ -6,25 +6,32 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use entity::notification::{self, Column, Status};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, EntityTrait, ExprTrait as _,
-    PaginatorTrait as _, QueryFilter, QueryOrder as _, QuerySelect as _, QueryTrait as _,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, DatabaseConnection,
+    EntityTrait, ExprTrait as _, PaginatorTrait as _, QueryFilter, QueryOrder as _,
+    QuerySelect as _, QueryTrait as _, sea_query::Expr,
 };
 
-use super::StorageError;
-use crate::domain::{Content, Title};
+use super::{StorageError, inbox};
+use crate::{
+    domain::{Content, Title, inbox::Counts},
+    wire::{InboxChangeV1, InboxEventV1},
+};
 
 type Result<T> = std::result::Result<T, StorageError>;
 
 /// Inserts a PENDING notification for `user_id`, marked as enqueued now (the
-/// caller enqueues it next; if that fails it calls `mark_unqueued`).
+/// caller enqueues it next; if that fails it calls `mark_unqueued`), with
+/// its NotificationCreated inbox event in the same transaction: the
+/// notification's seq is that event's.
 pub async fn insert(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     user_id: i64,
     title: &Title,
     content: &Content,
     now: DateTime<Utc>,
-) -> Result<notification::Model> {
+) -> Result<(notification::Model, InboxEventV1)> {
+    let txn = inbox::begin_write(db).await?;
+    let reserved = inbox::next_seq(&txn, user_id, Counts::CREATED).await?;
     let row = notification::ActiveModel {
         user_id: Set(user_id),
         title: Set(title.as_str().to_owned()),
@@ -38,11 +45,27 @@ pub async fn insert(
         claimed_at: Set(None),
         enqueued_at: Set(Some(now)),
         sent_at: Set(None),
+        seq: Set(reserved.last_seq),
+        seen_at: Set(None),
+        read_at: Set(None),
+        archived_at: Set(None),
         ..Default::default()
     };
-    Ok(notification::Entity::insert(row)
-        .exec_with_returning(db)
-        .await?)
+    let row = notification::Entity::insert(row)
+        .exec_with_returning(&txn)
+        .await?;
+    let event = InboxEventV1 {
+        user_id,
+        seq: reserved.last_seq,
+        at: now,
+        counts: reserved.counts,
+        change: InboxChangeV1::NotificationCreated {
+            notification: row.clone().into(),
+        },
+    };
+    inbox::write_event(&txn, &event).await?;
+    txn.commit().await?;
+    Ok((row, event))
 }
 
 pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notification::Model>> {

@@ -580,6 +580,21 @@ impl PgDatabase {
         })
     }
 
+    /// An empty database, with no migration applied (migration tests).
+    pub async fn create_empty() -> Option<Self> {
+        let admin = admin().await?;
+        let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let _ = admin.close().await;
+        Some(Self {
+            url: database_url(&name),
+            name,
+        })
+    }
+
     /// Drops the database now, disconnecting everyone (`/readyz` tests).
     pub async fn drop_now(name: &str) {
         let admin = Database::connect(admin_url()).await.expect("admin");

@@ -126,3 +126,48 @@ async fn many_sockets(app: &TestApp) {
         );
     }
 }
+
+/// Revocation checks fail open: while Redis is unreachable a valid token
+/// keeps working, over HTTP and for a new websocket, and an open socket is
+/// still served; once Redis is back, a logout closes both sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_checks_fail_open_while_redis_is_unreachable() {
+    use crate::resilience::Relay;
+    use crate::ws_client::{acked_modern, until_live};
+    let relay = Relay::to_redis().await;
+    let relayed = relay.url();
+    let Some(app) = TestApp::spawn_with(crate::helpers::Backend::Postgres, |c| {
+        c.worker = None;
+        if let Some(r) = c.redis.as_mut() {
+            r.url = secrecy::SecretString::from(relayed);
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let token = app.token_for(&unique_email("fail-open")).await;
+    let mut open = subscribe_modern(&app, "/graphql/ws", &token).await;
+    until_live(&mut open).await;
+
+    relay.cut();
+    let me = app.me(Some(&token)).await;
+    assert!(me["data"]["me"]["email"].is_string(), "{me}");
+    let mut fresh = acked_modern(&app, "/graphql/ws", &token).await;
+    until_live(&mut open).await;
+
+    relay.restore();
+    // The first commands after the outage may still fail while the
+    // connection comes back; the logout lands within the deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while logout(&app, &token, false).await["data"]["logout"] != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "logout never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for socket in [&mut open, &mut fresh] {
+        assert_eq!(close_code(socket, Duration::from_secs(6)).await, Some(4403));
+    }
+}

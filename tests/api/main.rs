@@ -15,6 +15,7 @@ mod cors;
 mod delivery;
 mod helpers;
 mod http;
+mod inbox;
 mod leaks;
 mod limits;
 mod logout;

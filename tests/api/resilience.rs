@@ -340,13 +340,13 @@ async fn sigterm_releases_in_flight_deliveries_and_exits_cleanly() {
 
 /// A TCP relay to Redis that can be cut: while cut it drops every relayed
 /// connection and refuses new ones, as a network partition would.
-struct Relay {
+pub struct Relay {
     port: u16,
     up: tokio::sync::watch::Sender<bool>,
 }
 
 impl Relay {
-    async fn to_redis() -> Self {
+    pub async fn to_redis() -> Self {
         let url = url::Url::parse(&redis_url()).expect("redis url");
         let target = format!(
             "{}:{}",
@@ -379,15 +379,15 @@ impl Relay {
         Self { port, up }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn cut(&self) {
+    pub fn cut(&self) {
         self.up.send_replace(false);
     }
 
-    fn restore(&self) {
+    pub fn restore(&self) {
         self.up.send_replace(true);
     }
 }

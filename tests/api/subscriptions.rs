@@ -12,9 +12,9 @@ use crate::both_backends;
 use crate::helpers::{Backend, TestApp, unique_email};
 use crate::smtp_sink::SmtpSink;
 use crate::ws_client::{
-    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, init_modern, next_event,
-    next_json, refused, send, subscribe, subscribe_modern, until_events_flow, until_live,
-    until_live_legacy,
+    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, event_of, init_modern,
+    next_event, next_json, refused, send, subscribe, subscribe_modern, until_events_flow,
+    until_live, until_live_legacy,
 };
 
 /// (previousStatus, status) of the events for `id`, until SENT.
@@ -308,7 +308,7 @@ async fn a_thousand_subscribers_each_receive_their_own_events() {
     }
     let mut received = 0;
     for (socket, id) in sockets.iter_mut().zip(&sent) {
-        // Exactly three messages, all about this socket's own notification.
+        // Three messages, all about this socket's own notification.
         let mut events = Vec::new();
         for _ in 0..3 {
             let msg = next_json(socket).await;
@@ -320,6 +320,11 @@ async fn a_thousand_subscribers_each_receive_their_own_events() {
         received += events.len();
     }
     assert_eq!(received, 3 * SOCKETS);
+    // And nothing else: every event is out by now, and an event already
+    // published reaches a socket before the answer to a later ping.
+    for socket in &mut sockets {
+        until_live(socket).await;
+    }
 }
 
 /// Errors over the websocket carry contract codes as over HTTP: a query that
@@ -344,18 +349,16 @@ async fn websocket_errors_carry_contract_codes() {
             json!({ "id": id, "type": "subscribe", "payload": { "query": query } }),
         )
         .await;
-        let mut refused = next_json(&mut socket).await;
-        while refused["type"] == "complete" {
-            refused = next_json(&mut socket).await;
-        }
-        assert_eq!(refused["id"], id, "{refused}");
-        // async-graphql answers a document that fails before execution with
-        // one `next` holding only errors, then `complete`.
-        let error = match refused["type"].as_str() {
-            Some("next") => &refused["payload"]["errors"][0],
-            Some("error") => &refused["payload"][0],
-            _ => panic!("not an error: {refused}"),
-        };
+        // A document that fails before execution: one `next` holding only
+        // errors, then `complete`.
+        let refused = next_json(&mut socket).await;
+        assert_eq!(
+            (refused["type"].as_str(), refused["id"].as_str()),
+            (Some("next"), Some(id)),
+            "{refused}"
+        );
+        assert!(refused["payload"]["data"].is_null(), "{refused}");
+        let error = &refused["payload"]["errors"][0];
         assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
         assert!(
             error["message"]
@@ -364,24 +367,18 @@ async fn websocket_errors_carry_contract_codes() {
                 .contains(words),
             "{refused}"
         );
+        let done = next_json(&mut socket).await;
+        assert_eq!(
+            (done["type"].as_str(), done["id"].as_str()),
+            (Some("complete"), Some(id)),
+            "{done}"
+        );
     }
-    // The socket still serves a good subscription afterwards (skipping the
-    // completions of the refused ones).
-    send(
-        &mut socket,
-        json!({ "id": "good", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
-    )
-    .await;
+    // The socket still serves a good subscription afterwards.
+    subscribe(&mut socket, "good").await;
+    until_live(&mut socket).await;
     let id = app.send_ok(&token, "after the errors", "body").await;
-    let mut next = next_json(&mut socket).await;
-    while next["type"] == "complete" {
-        next = next_json(&mut socket).await;
-    }
-    assert_eq!(next["id"], "good", "{next}");
-    assert_eq!(
-        next["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
-        id.as_str()
-    );
+    assert_eq!(next_event(&mut socket, &id).await["id"], "good");
 }
 
 /// A websocket message may hold up to 64 KiB; a bigger one ends the socket,
@@ -398,26 +395,18 @@ async fn websocket_messages_are_limited_to_64_kib() {
     let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
     let under = message(0).to_string().len();
     send(&mut socket, message(64 * 1024 - under - 16)).await;
+    until_live(&mut socket).await;
     let id = app.send_ok(&token, "a big subscribe", "body").await;
-    let next = next_json(&mut socket).await;
-    assert_eq!(next["id"], "big", "{next}");
-    assert_eq!(
-        next["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
-        id.as_str()
-    );
+    assert_eq!(next_event(&mut socket, &id).await["id"], "big");
     // Over it: the socket closes with 1009 (message too big).
     let mut over = acked_modern(&app, "/graphql/ws", &token).await;
     send(&mut over, message(64 * 1024)).await;
     assert_eq!(close_code(&mut over, WITHIN).await, Some(1009));
     // Others are still served.
     let mut again = subscribe_modern(&app, "/graphql/ws", &token).await;
+    until_live(&mut again).await;
     let id = app.send_ok(&token, "after the big one", "body").await;
-    let next = next_json(&mut again).await;
-    assert_eq!(
-        next["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
-        id.as_str(),
-        "{next}"
-    );
+    next_event(&mut again, &id).await;
 }
 
 /// A new user's token and a socket running 20 subscriptions, `s0` to `s19`.
@@ -505,4 +494,65 @@ async fn a_user_opens_at_most_10_sockets() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A subscriber that falls more than 4,096 events behind gets one final
+/// error (INTERNAL, reason LAGGED, with how many it missed) and its
+/// subscription completes; the socket stays open for a new one.
+///
+/// On a current-thread runtime the flood below runs to its end before the
+/// socket's task is polled again, so the subscriber falls behind for sure.
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_that_falls_behind_gets_lagged_and_its_subscription_completes() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("lagged")).await;
+    let user_id: i64 = app.me(Some(&token)).await["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("id");
+    let mut socket = subscribe_modern(&app, "/graphql/ws", &token).await;
+    until_live(&mut socket).await;
+    const CAPACITY: i64 = 4096;
+    for id in 1..=CAPACITY + 3 {
+        app.events
+            .publish(&event_of(user_id, id))
+            .await
+            .expect("publish");
+    }
+    let lagged = next_json(&mut socket).await;
+    assert_eq!(
+        (lagged["type"].as_str(), lagged["id"].as_str()),
+        (Some("next"), Some("1")),
+        "{lagged}"
+    );
+    let error = &lagged["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{lagged}");
+    assert_eq!(error["extensions"]["reason"], "LAGGED", "{lagged}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missed 3 events"),
+        "{lagged}"
+    );
+    let done = next_json(&mut socket).await;
+    assert_eq!(
+        (done["type"].as_str(), done["id"].as_str()),
+        (Some("complete"), Some("1")),
+        "{done}"
+    );
+    // Subscribing again works, and starts from what comes next.
+    subscribe(&mut socket, "2").await;
+    until_live(&mut socket).await;
+    app.events
+        .publish(&event_of(user_id, CAPACITY + 4))
+        .await
+        .expect("publish");
+    let again = next_json(&mut socket).await;
+    assert_eq!(again["id"], "2", "{again}");
+    assert_eq!(
+        again["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
+        (CAPACITY + 4).to_string(),
+        "{again}"
+    );
 }

@@ -178,27 +178,9 @@ pub async fn until_live_legacy(socket: &mut Socket) {
 /// start. Publishes a marker event (of no user, so no subscriber sees it)
 /// every 100 ms until one comes back.
 pub async fn until_events_flow(app: &TestApp) {
-    use herald::wire::{NotificationV1, StatusEventV1};
     use tokio::sync::broadcast::error::RecvError;
     const MARKER: i64 = -1;
-    let now = chrono::Utc::now();
-    let marker = StatusEventV1 {
-        notification: NotificationV1 {
-            id: MARKER,
-            user_id: MARKER,
-            title: "marker".into(),
-            content: String::new(),
-            status: herald::wire::Status::Pending,
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: None,
-            sent_at: None,
-            created_at: now,
-            updated_at: now,
-        },
-        previous: None,
-        at: now,
-    };
+    let marker = event_of(MARKER, MARKER);
     let mut events = app.events.subscribe();
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
@@ -219,5 +201,31 @@ pub async fn until_events_flow(app: &TestApp) {
             tokio::time::Instant::now() < deadline,
             "published events never came back"
         );
+    }
+}
+
+/// A status event of `user_id`'s notification `id` (which need not exist).
+pub fn event_of(user_id: i64, id: i64) -> herald::wire::StatusEventV1 {
+    let now = chrono::Utc::now();
+    herald::wire::StatusEventV1 {
+        notification: herald::wire::NotificationV1 {
+            id,
+            user_id,
+            title: format!("flood {id}"),
+            content: String::new(),
+            status: herald::wire::Status::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+            seq: 0,
+            seen_at: None,
+            read_at: None,
+            archived_at: None,
+        },
+        previous: None,
+        at: now,
     }
 }
