@@ -87,21 +87,20 @@ pub(crate) async fn wind_down(
     loops: &TaskTracker,
     deadline: &Deadline,
 ) {
-    sends.close();
-    tokio::select! {
-        biased;
-        () = sends.wait() => {}
-        () = deadline.passed() => {
-            tracing::warn!(tasks = sends.len(), "shutdown grace period over; abandoning unfinished sends");
-        }
-    }
+    wait_for(sends, deadline, "sends").await;
     background.cancel();
-    loops.close();
+    wait_for(loops, deadline, "background tasks").await;
+}
+
+/// Waits until `tasks` have ended or the deadline has passed (then logs
+/// that `what` are abandoned).
+async fn wait_for(tasks: &TaskTracker, deadline: &Deadline, what: &str) {
+    tasks.close();
     tokio::select! {
         biased;
-        () = loops.wait() => {}
+        () = tasks.wait() => {}
         () = deadline.passed() => {
-            tracing::warn!(tasks = loops.len(), "shutdown grace period over; abandoning background tasks");
+            tracing::warn!(tasks = tasks.len(), "shutdown grace period over; abandoning unfinished {what}");
         }
     }
 }
