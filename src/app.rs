@@ -55,6 +55,7 @@ pub struct Application {
     /// before the database closes.
     tasks: TaskTracker,
     hasher: Option<PasswordHasher>,
+    in_process_limiter: Option<Arc<InProcessRateLimiter>>,
 }
 
 struct Backends {
@@ -62,6 +63,8 @@ struct Backends {
     cache: Arc<dyn Cache>,
     events: Arc<dyn EventBus>,
     limiter: Arc<dyn RateLimiter>,
+    /// The same limiter in embedded mode, for tests to look into.
+    in_process_limiter: Option<Arc<InProcessRateLimiter>>,
     /// For the stores built later, from the API's settings.
     redis: Option<ConnectionManager>,
 }
@@ -72,11 +75,13 @@ fn backends(
     background: &CancellationToken,
 ) -> anyhow::Result<Backends> {
     let Some(redis) = &config.redis else {
+        let limiter = Arc::new(InProcessRateLimiter::default());
         return Ok(Backends {
             queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
             events: Arc::new(InProcessEventBus::default()),
-            limiter: Arc::new(InProcessRateLimiter::default()),
+            limiter: limiter.clone(),
+            in_process_limiter: Some(limiter),
             redis: None,
         });
     };
@@ -103,6 +108,7 @@ fn backends(
         )),
         cache: Arc::new(RedisCache::new(manager.clone())),
         limiter: Arc::new(RedisRateLimiter::new(manager.clone())),
+        in_process_limiter: None,
         events: Arc::new(RedisEventBus::new(
             client,
             manager.clone(),
@@ -147,6 +153,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         cache,
         events,
         limiter,
+        in_process_limiter,
         redis,
     } = backends(&config, &keys, &background)?;
     let directory = Arc::new(Directory::new(
@@ -243,6 +250,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         shutdown_grace: config.shutdown_grace,
         tasks,
         hasher,
+        in_process_limiter,
     })
 }
 
@@ -268,6 +276,11 @@ impl Application {
     /// The API's password hasher (its counters), when this process serves it.
     pub fn hasher(&self) -> Option<PasswordHasher> {
         self.hasher.clone()
+    }
+
+    /// The rate limiter in embedded mode (its windows), for tests.
+    pub fn in_process_limiter(&self) -> Option<Arc<InProcessRateLimiter>> {
+        self.in_process_limiter.clone()
     }
 
     /// Serves (and delivers) until `shutdown` is cancelled; then in-flight

@@ -50,28 +50,19 @@ impl Book {
         self.max
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.running.len()
-    }
-
     pub fn contains(&self, id: &str) -> bool {
         self.running.iter().any(|(running, _)| running == id)
     }
 
-    /// Runs `responses` as subscription `id`, unless every slot is taken
-    /// (then `responses` is handed back). The caller settles a duplicate id
-    /// first.
-    pub fn start(
-        &mut self,
-        id: String,
-        responses: BoxStream<'static, Response>,
-    ) -> Result<(), BoxStream<'static, Response>> {
-        if self.running.len() >= self.max {
-            return Err(responses);
-        }
+    /// Whether every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.running.len() >= self.max
+    }
+
+    /// Runs `responses` as subscription `id`. The caller checks
+    /// [`Book::is_full`] and settles a duplicate id first.
+    pub fn start(&mut self, id: String, responses: BoxStream<'static, Response>) {
         self.running.push((id, responses));
-        Ok(())
     }
 
     /// Drops subscription `id`; whether it was running.
@@ -160,27 +151,28 @@ mod tests {
     #[test]
     fn a_slot_is_freed_by_the_end_of_its_stream_not_by_what_it_says() {
         let mut book = Book::new(1);
-        assert!(book.start("a".into(), responses(&["complete"])).is_ok());
-        assert!(book.start("b".into(), responses(&[])).is_err(), "full");
+        book.start("a".into(), responses(&["complete"]));
+        assert!(book.is_full());
         let Some(Event::Next(id, response)) = book.next().now_or_never() else {
             panic!("a result");
         };
         assert_eq!((id.as_str(), response.data), ("a", "complete".into()));
-        assert_eq!(book.len(), 1, "a result frees nothing");
+        assert!(book.is_full(), "a result frees nothing");
         assert!(matches!(
             book.next().now_or_never(),
             Some(Event::Completed(id)) if id == "a"
         ));
-        assert_eq!(book.len(), 0);
+        assert!(!book.is_full());
         assert!(book.next().now_or_never().is_none(), "nothing runs");
     }
 
     #[test]
     fn a_stopped_subscription_frees_its_slot_and_says_nothing_more() {
         let mut book = Book::new(2);
-        assert!(book.start("a".into(), stream::pending().boxed()).is_ok());
-        assert!(book.start("b".into(), responses(&["b"])).is_ok());
+        book.start("a".into(), stream::pending().boxed());
+        book.start("b".into(), responses(&["b"]));
         assert!(book.stop("b"));
+        assert!(!book.is_full());
         assert!(!book.stop("b"));
         assert!(book.contains("a") && !book.contains("b"));
         assert!(book.next().now_or_never().is_none());

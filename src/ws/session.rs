@@ -166,21 +166,20 @@ impl Session {
                         }
                     }
                 }
+                if self.book.is_full() {
+                    let why = format!(
+                        "at most {} active subscriptions per socket",
+                        self.book.max()
+                    );
+                    let refusal = self.protocol.error(&id, &why, "BAD_USER_INPUT");
+                    return send(sink, refusal.frame()).await;
+                }
                 let responses = self
                     .state
                     .schema
                     .execute_stream(*request, Some(caller.data.clone()));
-                match self.book.start(id.clone(), responses) {
-                    Ok(()) => Step::Continue(()),
-                    Err(_refused) => {
-                        let why = format!(
-                            "at most {} active subscriptions per socket",
-                            self.book.max()
-                        );
-                        let refusal = self.protocol.error(&id, &why, "BAD_USER_INPUT");
-                        send(sink, refusal.frame()).await
-                    }
-                }
+                self.book.start(id, responses);
+                Step::Continue(())
             }
             ClientMessage::Complete { id } => {
                 // graphql-transport-ws expects no answer; graphql-ws

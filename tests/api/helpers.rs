@@ -137,6 +137,8 @@ pub struct TestApp {
     pub stats: Arc<QueryStats>,
     pub events: Arc<dyn EventBus>,
     pub hasher: Option<herald::auth::PasswordHasher>,
+    /// The rate limiter, with in-process services.
+    pub limiter: Option<Arc<herald::ratelimit::InProcessRateLimiter>>,
     pub database_url: String,
     pub redis: Option<RedisPrefix>,
     pub data_dir: PathBuf,
@@ -246,6 +248,7 @@ impl TestApp {
         let stats = application.query_stats();
         let events = application.events();
         let hasher = application.hasher();
+        let limiter = application.in_process_limiter();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
@@ -260,6 +263,7 @@ impl TestApp {
             stats,
             events,
             hasher,
+            limiter,
             database_url,
             redis,
             data_dir,
@@ -367,7 +371,8 @@ pub struct RedisPrefix {
 struct RedisCleanup(String);
 
 impl RedisPrefix {
-    async fn new() -> Option<Self> {
+    /// `None` when Redis is unavailable and the test may be skipped.
+    pub async fn new() -> Option<Self> {
         let url = redis_url();
         let reachable = async {
             let client = redis::Client::open(url.as_str()).ok()?;

@@ -398,3 +398,117 @@ async fn a_success_gives_its_reservation_back_in_redis() {
         successes_give_back(&app).await;
     }
 }
+
+/// How many of the login windows of `emails` and of this test's client
+/// address are held: in Redis, the keys of those names that exist; in
+/// process, every window the limiter holds (any kind).
+async fn windows_held(app: &TestApp, emails: &[String]) -> usize {
+    if let Some(limiter) = &app.limiter {
+        return limiter.windows_held();
+    }
+    let keys = herald::keys::Keys::new(app.redis.as_ref().expect("redis").prefix.clone());
+    let ip: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    let mut names = vec![keys.login_failures_ip(ip)];
+    names.extend(emails.iter().map(|e| keys.login_failures_account(e)));
+    redis::cmd("EXISTS")
+        .arg(names)
+        .query_async(&mut redis_conn().await)
+        .await
+        .expect("exists")
+}
+
+/// A client refused by its address's window leaves nothing behind in the
+/// accounts it names, and a window given back to zero is deleted: a flood
+/// of logins with ever new emails from one blocked address holds no more
+/// windows than its first three failures did.
+async fn refused_logins_leave_no_windows(app: &TestApp) {
+    let user = unique_email("regular");
+    app.token_for(&user).await;
+    let mut emails = vec![user.clone()];
+    let before = windows_held(app, &emails).await;
+    assert!(app.login(&user, PASSWORD).await["data"]["login"]["token"].is_string());
+    assert_eq!(
+        windows_held(app, &emails).await,
+        before,
+        "a success leaves no window at zero"
+    );
+    for i in 0..3 {
+        emails.push(unique_email(&format!("fill{i}")));
+        let body = app.login(&emails[emails.len() - 1], "wrong password").await;
+        assert_eq!(error_code(&body), Some("UNAUTHENTICATED"), "{body}");
+    }
+    let full = windows_held(app, &emails).await;
+    assert_eq!(full, before + 4, "the address's window and three accounts'");
+    for i in 0..50 {
+        emails.push(unique_email(&format!("flood{i}")));
+        assert_limited(&app.login(&emails[emails.len() - 1], "wrong password").await);
+    }
+    assert_eq!(windows_held(app, &emails).await, full);
+}
+
+async fn spawn_blocking_after_3(backend: Backend) -> Option<TestApp> {
+    spawn(backend, |l| l.login_failures_per_ip = window(3)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_leave_no_windows_in_process() {
+    let app = spawn_blocking_after_3(Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    refused_logins_leave_no_windows(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_leave_no_windows_in_redis() {
+    if let Some(app) = spawn_blocking_after_3(Backend::Postgres).await {
+        refused_logins_leave_no_windows(&app).await;
+    }
+}
+
+/// In Redis as in process (a unit test there): a place given back after its
+/// window has ended takes nothing from the key's next window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_from_an_ended_window_takes_nothing_from_the_next_in_redis() {
+    use herald::ratelimit::{RateLimiter as _, RedisRateLimiter, Reserved};
+    let Some(prefix) = crate::helpers::RedisPrefix::new().await else {
+        return;
+    };
+    let client = redis::Client::open(crate::helpers::redis_url()).expect("client");
+    let limiter = RedisRateLimiter::new(
+        redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("redis"),
+    );
+    let key = herald::keys::Keys::new(prefix.prefix.clone())
+        .login_failures_ip("192.0.2.1".parse().expect("ip"));
+    let reserve = |rule: Window| {
+        let (limiter, key) = (&limiter, &key);
+        async move { limiter.reserve(key, rule).await.expect("reserve") }
+    };
+    let Reserved::Taken(old) = reserve(Window {
+        limit: 1,
+        window: Duration::from_secs(1),
+    })
+    .await
+    else {
+        panic!("the first place");
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let Reserved::Taken(current) = reserve(window(1)).await else {
+        panic!("a new window");
+    };
+    limiter.release(&key, old).await.expect("release");
+    assert!(
+        matches!(reserve(window(1)).await, Reserved::Full { retry_after } if retry_after > 800),
+        "the old ticket freed a place"
+    );
+    // The current ticket still gives its place back, and the emptied window
+    // is deleted.
+    limiter.release(&key, current).await.expect("release");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis_conn().await)
+        .await
+        .expect("exists");
+    assert!(!exists, "a window at zero is deleted");
+}

@@ -556,3 +556,51 @@ async fn a_subscriber_that_falls_behind_gets_lagged_and_its_subscription_complet
         "{again}"
     );
 }
+
+/// graphql-transport-ws: a `subscribe` whose id still runs closes 4409, and
+/// a message of the other protocol is invalid (4400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_id_again_closes_4409_and_a_legacy_message_4400() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let token = app.token_for(&unique_email("dup-id")).await;
+    let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
+    subscribe(&mut socket, "same").await;
+    subscribe(&mut socket, "same").await;
+    assert_eq!(close_code(&mut socket, WITHIN).await, Some(4409));
+    let mut socket = acked_modern(&app, "/graphql/ws", &token).await;
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "start", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket, WITHIN).await, Some(4400));
+}
+
+/// graphql-ws: a refused `connection_init` gets `connection_error`, then
+/// the close; `stop` is confirmed with `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_refusals_and_stops_are_answered() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let mut socket = connect(&app, "/graphql/ws", "graphql-ws").await;
+    let init = |token: &str| json!({ "type": "connection_init", "payload": { "token": token } });
+    send(&mut socket, init("nope")).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_error");
+    assert_eq!(close_code(&mut socket, WITHIN).await, Some(4403));
+
+    let token = app.token_for(&unique_email("legacy-stop")).await;
+    let mut socket = connect(&app, "/graphql/ws", "graphql-ws").await;
+    send(&mut socket, init(&token)).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "7", "type": "start", "payload": { "query": SUBSCRIPTION } }),
+    )
+    .await;
+    send(&mut socket, json!({ "id": "7", "type": "stop" })).await;
+    let done = next_json(&mut socket).await;
+    assert_eq!(
+        (done["type"].as_str(), done["id"].as_str()),
+        (Some("complete"), Some("7")),
+        "{done}"
+    );
+}

@@ -27,18 +27,22 @@ try {
   await page.goto(`${base}/graphql`);
   await page.waitForSelector('.graphiql-container', { timeout: 20000 });
   const introspection = await (await schemaLoaded).json();
-  await page.waitForTimeout(500);
   const schemaOk = Array.isArray(introspection?.data?.__schema?.types);
   check(schemaOk, schemaOk ? 'GraphiQL renders and loads the schema'
     : `GraphiQL's introspection failed: ${JSON.stringify(introspection).slice(0, 300)}`);
 
-  // Set the query editor and headers through CodeMirror.
-  // GraphiQL picks up editor changes after a short debounce.
+  // Set the query editor and headers through CodeMirror. GraphiQL reads
+  // both when it runs; it parses the query (for the operation to run) after
+  // a short debounce, then stores it: wait for that.
   const setEditor = async (selector, text) => {
     await page.evaluate(([sel, value]) => {
       document.querySelector(sel).CodeMirror.setValue(value);
     }, [selector, text]);
-    await page.waitForTimeout(600);
+  };
+  const setQuery = async (text) => {
+    await setEditor('.graphiql-query-editor .CodeMirror', text);
+    await page.waitForFunction((value) => localStorage.getItem('graphiql:query') === value, text,
+      { timeout: 20000 });
   };
   // Ctrl+Enter in the query editor runs the operation (as a user would).
   const run = async () => {
@@ -58,8 +62,7 @@ try {
   };
 
   const email = `graphiql-${Date.now()}@example.com`;
-  await setEditor('.graphiql-query-editor .CodeMirror',
-    `mutation { register(email: "${email}", password: "correct horse battery") { token } }`);
+  await setQuery(`mutation { register(email: "${email}", password: "correct horse battery") { token } }`);
   await run();
   const registered = JSON.parse(await waitForResult((t) => t.includes('"token"'), 'register answers'));
   const token = registered.data.register.token;
@@ -67,19 +70,36 @@ try {
 
   await page.click('button:has-text("Headers")');
   await setEditor('.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror', JSON.stringify({ Authorization: `Bearer ${token}` }));
-  await setEditor('.graphiql-query-editor .CodeMirror',
-    'subscription { notificationStatusChanged { previousStatus status notification { title } } }');
+  await setQuery('subscription { notificationStatusChanged { previousStatus status notification { title } } }');
   await run();
-  await page.waitForTimeout(1000);
 
-  const sent = await fetch(`${base}/graphql`, {
+  const send = (title) => fetch(`${base}/graphql`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query: 'mutation { sendNotification(input: {title: "From the browser test", content: "hi"}) { id } }' }),
+    body: JSON.stringify({
+      query: 'mutation ($t: String!) { sendNotification(input: {title: $t, content: "hi"}) { id } }',
+      variables: { t: title },
+    }),
   }).then((r) => r.json());
+  // The subscription is live once an event shows: send markers until one does.
+  const deadline = Date.now() + 20000;
+  for (let marker = 1; ; marker += 1) {
+    await send(`marker ${marker}`);
+    const shown = await page.waitForFunction(
+      () => document.querySelector('.graphiql-response .CodeMirror').CodeMirror.getValue().includes('"marker '),
+      null, { timeout: 1000 }).then(() => true, () => false);
+    if (shown) break;
+    if (Date.now() > deadline) throw new Error(`the subscription never showed an event; result pane: ${await resultText()}`);
+  }
+
+  const title = 'From the browser test';
+  const sent = await send(title);
   check(Boolean(sent.data?.sendNotification?.id), 'sendNotification over HTTP');
-  await waitForResult((t) => t.includes('"SENT"'), 'the subscription shows SENT');
-  check(true, 'the subscription in GraphiQL shows the status reach SENT');
+  const shown = JSON.parse(await waitForResult(
+    (t) => t.includes(title) && t.includes('"SENT"'), 'the subscription shows SENT'));
+  const event = shown.data?.notificationStatusChanged;
+  check(event?.status === 'SENT' && event?.previousStatus === 'PROCESSING' && event?.notification?.title === title,
+    `the subscription in GraphiQL shows "${title}" reach SENT`);
 
   await page.screenshot({ path: screenshot });
   check(foreign.length === 0, `no request left ${origin.host} (${foreign.join(', ') || 'none'})`);

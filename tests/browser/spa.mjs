@@ -17,16 +17,18 @@ async function scenario(name, blockWebsocket) {
     // Every websocket to /graphql/ws is refused at once.
     await page.routeWebSocket(/\/graphql\/ws/, (ws) => ws.close({ code: 1006, reason: 'blocked by the test' }));
   }
+  // Whether `selector` matches within the time (a check, not a throw).
+  const shows = (selector) => page.waitForSelector(selector, { timeout: 20000 }).then(() => true, () => false);
   await page.goto(base);
-  await page.fill('#email', `spa-${name}-${Date.now()}@example.com`);
+  const email = `spa-${name}-${Date.now()}@example.com`;
+  await page.fill('#email', email);
   await page.fill('#password', 'correct horse battery');
   await page.click('#login');
-  await page.waitForSelector('#app:not([hidden])', { timeout: 20000 });
-  check(true, `${name}: signed in`);
+  const signedIn = await shows('#app:not([hidden])') && await page.textContent('#who') === email;
+  check(signedIn, `${name}: signed in as ${email}`);
 
   const mode = blockWebsocket ? 'polling' : 'websocket';
-  await page.waitForSelector(`#mode[data-mode="${mode}"]`, { timeout: 20000 });
-  check(true, `${name}: live updates by ${mode}`);
+  check(await shows(`#mode[data-mode="${mode}"]`), `${name}: live updates by ${mode}`);
 
   await page.fill('#title', `Hello via ${mode}`);
   await page.fill('#content', 'from the browser test');

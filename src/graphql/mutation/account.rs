@@ -8,7 +8,7 @@ use crate::{
         context::ContextExt as _,
         types::{AuthPayload, User},
     },
-    ratelimit::Window,
+    ratelimit::{Reserved, Ticket, Window},
     storage,
 };
 
@@ -23,34 +23,36 @@ const BAD_CREDENTIALS: &str = "wrong email or password";
 struct LoginGuard<'a> {
     state: &'a ApiState,
     /// The windows this attempt holds a place in.
-    reserved: Vec<String>,
+    reserved: Vec<(String, Ticket)>,
 }
 
 impl<'a> LoginGuard<'a> {
     /// `RATE_LIMITED` when a window holds its limit already (failures and
-    /// attempts still being checked).
+    /// attempts still being checked). The address's window comes first: a
+    /// client it refuses leaves no trace in the accounts it names.
     async fn reserve(ctx: &'a Context<'_>, email: &str) -> ApiResult<Self> {
         let state = ctx.state();
         let limits = &state.rate_limits;
-        let account = email.trim().to_lowercase();
-        let mut windows = vec![(
-            state.inbox.keys.login_failures_account(&account),
-            limits.login_failures_per_account,
-        )];
+        let mut windows = Vec::with_capacity(2);
         if let Some(ClientIp(ip)) = ctx.data_opt::<ClientIp>() {
             windows.push((
                 state.inbox.keys.login_failures_ip(*ip),
                 limits.login_failures_per_ip,
             ));
         }
+        let account = email.trim().to_lowercase();
+        windows.push((
+            state.inbox.keys.login_failures_account(&account),
+            limits.login_failures_per_account,
+        ));
         let mut guard = Self {
             state,
             reserved: Vec::with_capacity(windows.len()),
         };
         for (key, rule) in windows {
             match reserve(state, &key, rule).await {
-                Ok(true) => guard.reserved.push(key),
-                Ok(false) => {}
+                Ok(Some(ticket)) => guard.reserved.push((key, ticket)),
+                Ok(None) => {}
                 Err(limited) => {
                     guard.release().await;
                     return Err(limited);
@@ -62,23 +64,23 @@ impl<'a> LoginGuard<'a> {
 
     /// Gives the places back: the attempt was no failure.
     async fn release(self) {
-        for key in &self.reserved {
-            if let Err(e) = self.state.limiter.release(key).await {
+        for (key, ticket) in &self.reserved {
+            if let Err(e) = self.state.limiter.release(key, *ticket).await {
                 tracing::warn!(error = ?e, "rate limiter unavailable; attempt not given back");
             }
         }
     }
 }
 
-/// One place in `key`'s window: `Ok(true)` when taken, `Ok(false)` when the
-/// limiter is unreachable (not limiting), else `RATE_LIMITED`.
-async fn reserve(state: &ApiState, key: &str, rule: Window) -> ApiResult<bool> {
+/// One place in `key`'s window: `Ok(Some(_))` when taken, `Ok(None)` when
+/// the limiter is unreachable (not limiting), else `RATE_LIMITED`.
+async fn reserve(state: &ApiState, key: &str, rule: Window) -> ApiResult<Option<Ticket>> {
     match state.limiter.reserve(key, rule).await {
-        Ok(None) => Ok(true),
-        Ok(Some(retry_after)) => Err(AppError::RateLimited { retry_after }),
+        Ok(Reserved::Taken(ticket)) => Ok(Some(ticket)),
+        Ok(Reserved::Full { retry_after }) => Err(AppError::RateLimited { retry_after }),
         Err(e) => {
             tracing::warn!(error = ?e, "rate limiter unavailable; not limiting");
-            Ok(false)
+            Ok(None)
         }
     }
 }
