@@ -215,6 +215,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 limiter,
                 rate_limits: settings.rate_limits.clone(),
                 revocations: revocations(redis, &keys, settings.jwt_ttl),
+                poll_interval: settings.poll_interval,
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(
