@@ -354,7 +354,8 @@ impl SmtpPool {
     }
 
     /// Sends one message. A reused connection that turns out to be dead
-    /// (closed by the server while idle) is replaced once, at once.
+    /// (closed by the server while idle, without a word or with a `421`) is
+    /// replaced once, at once.
     /// All of it within the timeout; a session that timed out is dropped,
     /// not quit: it would not answer.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
@@ -365,7 +366,7 @@ impl SmtpPool {
                     self.put_back(conn);
                     return Ok(());
                 }
-                Err(Some(e)) if e.status().is_none() => conn.abort().await,
+                Err(Some(e)) if closed_while_idle(&e) => conn.abort().await,
                 Err(e) => {
                     if e.is_some() {
                         conn.abort().await;
@@ -388,6 +389,13 @@ impl SmtpPool {
             }
         }
     }
+}
+
+/// Whether `e`, on a connection that sat in the pool, says the server
+/// closed it meanwhile: the connection broke without a reply, or the first
+/// reply is a `421` (Postfix's idle timeout says so before closing).
+fn closed_while_idle(e: &SmtpError) -> bool {
+    e.status().is_none_or(|code| u16::from(code) == 421)
 }
 
 /// Why a connection could not be opened.

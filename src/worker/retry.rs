@@ -3,7 +3,8 @@
 //! errors (the worker translates both ways).
 //!
 //! - A mail server that cannot be reached is not the message's fault: the
-//!   attempt is given back, and the circuit breaker paces the next ones.
+//!   attempt is given back, and the circuit breaker paces the next ones,
+//!   until `window` has passed since the notification was created.
 //! - A temporary refusal (4xx) is retried with exponential backoff, capped
 //!   at `max_delay`, until `window` has passed since the notification was
 //!   created; `max_attempts` is only an upper bound.
@@ -95,16 +96,19 @@ impl RetryPolicy {
         let deadline = self.deadline(created_at);
         match failure {
             Failure::Permanent => Decision::GiveUp { budget: None },
-            // Paced by the circuit breaker, not by the message's budget.
-            Failure::Unreachable => Decision::GiveBack(now + to_chrono(self.delay(1))),
-            _ if attempt >= self.max_attempts => Decision::GiveUp {
-                budget: Some(format!("gave up after {attempt} attempts")),
-            },
+            // The window bounds every kind of retry: a server that answers
+            // `421` to this one message only, forever, while it takes the
+            // others (so the circuit never opens), must not keep it alive.
             _ if now >= deadline => Decision::GiveUp {
                 budget: Some(format!(
                     "gave up after retrying for {} since it was created",
                     human(self.window)
                 )),
+            },
+            // Paced by the circuit breaker, not by the message's attempts.
+            Failure::Unreachable => Decision::GiveBack(now + to_chrono(self.delay(1))),
+            _ if attempt >= self.max_attempts => Decision::GiveUp {
+                budget: Some(format!("gave up after {attempt} attempts")),
             },
             Failure::Lost => Decision::RetryAt(now),
             Failure::Temporary => {
@@ -207,13 +211,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_server_never_uses_up_the_budget() {
+    fn an_unreachable_server_uses_no_attempts_but_the_window_still_ends() {
         let p = policy();
         let created = Utc::now();
-        // Past every budget: still given back, never failed.
-        let late = created + chrono::Duration::days(3);
-        match p.decide(Failure::Unreachable, 10_000, created, late) {
-            Decision::GiveBack(t) => assert!(t > late, "{t}"),
+        // Past the attempt bound, within the window: given back.
+        let within = created + chrono::Duration::hours(23);
+        match p.decide(Failure::Unreachable, 10_000, created, within) {
+            Decision::GiveBack(t) => assert!(t > within, "{t}"),
+            other => panic!("{other:?}"),
+        }
+        // Once the window has passed: failed, whatever the attempts.
+        let late = created + chrono::Duration::hours(24);
+        match p.decide(Failure::Unreachable, 1, created, late) {
+            Decision::GiveUp { budget: Some(why) } => assert!(why.contains("24h"), "{why}"),
             other => panic!("{other:?}"),
         }
     }

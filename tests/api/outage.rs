@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use entity::notification::{self, Status};
 use herald::{
     config::Config,
+    mailer::{Email, Mailer, MailerConfig},
     storage::notifications::{self as rows_of, Outcome},
     worker::Clock,
 };
@@ -485,6 +486,107 @@ async fn a_message_refused_with_451_forever_fails_only_after_the_window(backend:
     assert!(sink.received().is_empty());
 }
 per_backend!(a_message_refused_with_451_forever_fails_only_after_the_window);
+
+/// A `421` in answer to one message (its recipient), forever, while the
+/// server takes every other message: the others keep the circuit closed,
+/// so only the retry window can end it. It gives back its attempts until
+/// the window (24 h by default) has passed, then it is FAILED. The clock
+/// moves an hour at a time, with another notification sent each hour.
+async fn a_message_answered_with_421_forever_fails_after_the_window(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let doomed = unique_email("doomed");
+    sink.answer(&doomed, Reply::ShuttingDown);
+    let Some((app, clock)) = on_a_shifted_clock(backend, &sink).await else {
+        return;
+    };
+    let db = Database::connect(&app.database_url).await.expect("db");
+    let doomed_token = app.token_for(&doomed).await;
+    let id: i64 = app
+        .send_ok(&doomed_token, "Closing on me", "again and again")
+        .await
+        .parse()
+        .expect("id");
+    let token = app.token_for(&unique_email("fine")).await;
+    let mut others = Vec::new();
+    let window = chrono::Duration::hours(24);
+    let failed = loop {
+        let row = until_no_claims(&db).await.remove(&id).expect("row");
+        if row.status == Status::Failed {
+            break row;
+        }
+        assert!(
+            clock.ahead() < window + chrono::Duration::hours(3),
+            "still retried {:?} after it was created: {row:?}",
+            clock.ahead()
+        );
+        assert_eq!(row.attempts, 0, "a 421 used up an attempt: {row:?}");
+        clock.advance(chrono::Duration::hours(1));
+        others.extend(send_n(&app, &token, 1, "fine").await);
+        // The next try (after a probe, if the circuit opened) is recorded.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = until_no_claims(&db).await.remove(&id).expect("row");
+            if now.updated_at > row.updated_at {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not tried again: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let error = failed.last_error.clone().unwrap_or_default();
+    eprintln!("{backend:?}: FAILED: {error}");
+    assert!(
+        failed.updated_at >= failed.created_at + window,
+        "failed before the window had passed: {failed:?}"
+    );
+    assert!(error.contains("421") && error.contains("24h"), "{error}");
+    assert!(failed.attempts <= 1, "{failed:?}");
+    let settled = until_settled(&db, Duration::from_secs(30)).await;
+    for id in &others {
+        assert_eq!(settled[id].status, Status::Sent, "{:?}", settled[id]);
+    }
+    all_sent_once(&sink, others.len());
+    assert!(sink.received().iter().all(|m| !m.rcpt_to.contains(&doomed)));
+}
+per_backend!(a_message_answered_with_421_forever_fails_after_the_window);
+
+/// A pooled connection that the server closed while it sat idle, saying
+/// `421` first (as Postfix does after its idle timeout), is replaced at
+/// once: the next message goes out on a new connection, rather than failing
+/// as "unreachable" (which counts toward opening the circuit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_with_421_while_idle_is_replaced() {
+    let sink = SmtpSink::start().await;
+    sink.close_idle_with_421(Duration::from_millis(300));
+    let outbox = tempfile::tempdir().expect("tempdir");
+    let mailer = Mailer::new(MailerConfig {
+        smtp_url: Some(SecretString::from(sink.url())),
+        smtp_ca_file: None,
+        from: "Herald <herald@localhost>".into(),
+        timeout: Duration::from_secs(10),
+        outbox: outbox.path().join("outbox"),
+        pool_size: 1,
+    })
+    .expect("mailer");
+    let email = |id_seed| Email {
+        to: "someone@example.com".into(),
+        subject: "Idle".into(),
+        body: "body".into(),
+        id_seed,
+    };
+    assert_eq!(mailer.send(&email(1)).await, Ok(()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.idle_closed() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mailer.send(&email(2)).await, Ok(()));
+    assert_eq!(sink.connections(), 2);
+    all_sent_once(&sink, 2);
+}
 
 // ---- Claims and sweepers ----
 

@@ -79,10 +79,16 @@ struct State {
     script: VecDeque<Reply>,
     /// The reply once the script is used up.
     otherwise: Option<Reply>,
+    /// The reply to every message for these recipients, before the script.
+    for_recipient: std::collections::HashMap<String, Reply>,
     /// Connections accepted so far.
     connections: usize,
     /// Greet every new connection with `421` and close it.
     greet_421: bool,
+    /// Say `421` and close a session that sent no command for this long.
+    idle_421: Option<Duration>,
+    /// Sessions closed that way.
+    idle_closed: usize,
     received: Vec<Received>,
     /// Messages answered with 4xx/5xx.
     rejected: usize,
@@ -232,6 +238,17 @@ impl SmtpSink {
         self.lock().greet_421 = on;
     }
 
+    /// From now on, a session that sends no command for `after` is told
+    /// `421` and closed (as Postfix does after its idle timeout).
+    pub fn close_idle_with_421(&self, after: Duration) {
+        self.lock().idle_421 = Some(after);
+    }
+
+    /// Sessions closed for being idle.
+    pub fn idle_closed(&self) -> usize {
+        self.lock().idle_closed
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.lock().connections
@@ -244,6 +261,14 @@ impl SmtpSink {
 
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The reply to every message for `recipient`, forever (the script and
+    /// `otherwise` apply to the others).
+    pub fn answer(&self, recipient: &str, reply: Reply) {
+        self.lock()
+            .for_recipient
+            .insert(recipient.to_owned(), reply);
     }
 
     /// The next replies, in order; after them, `Accept`.
@@ -299,8 +324,11 @@ impl SmtpSink {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn next_reply(&self) -> Reply {
+    fn next_reply(&self, rcpt_to: &[String]) -> Reply {
         let mut state = self.lock();
+        if let Some(reply) = rcpt_to.iter().find_map(|r| state.for_recipient.get(r)) {
+            return *reply;
+        }
         let otherwise = state.otherwise.unwrap_or(Reply::Accept);
         state.script.pop_front().unwrap_or(otherwise)
     }
@@ -387,7 +415,19 @@ impl SmtpSink {
         let mut line = String::new();
         loop {
             line.clear();
-            if lines.read_line(&mut line).await? == 0 {
+            let idle_421 = self.lock().idle_421;
+            let read = match idle_421 {
+                Some(after) => tokio::time::timeout(after, lines.read_line(&mut line)).await,
+                None => Ok(lines.read_line(&mut line).await),
+            };
+            let Ok(read) = read else {
+                write
+                    .write_all(b"421 4.4.2 sink.test idle too long, closing\r\n")
+                    .await?;
+                self.lock().idle_closed += 1;
+                return Ok(None);
+            };
+            if read? == 0 {
                 return Ok(None);
             }
             let verb = line.trim_end().to_ascii_uppercase();
@@ -451,7 +491,7 @@ impl SmtpSink {
                     let _ = open.wait_for(|open| *open).await;
                     self.lock().held -= 1;
                 }
-                match self.next_reply() {
+                match self.next_reply(&rcpt_to) {
                     Reply::Accept | Reply::Hang => {
                         self.lock().received.push(Received {
                             rcpt_to: std::mem::take(&mut rcpt_to),
