@@ -169,8 +169,27 @@ use crate::{
     helpers::{TestApp, error_code, unique_email},
 };
 
+/// Like `both_backends!`, with no worker: no delivery status changes, so
+/// the test knows every seq.
+macro_rules! without_worker {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            async fn run(backend: $crate::helpers::Backend) {
+                if let Some(app) =
+                    $crate::helpers::TestApp::spawn_with(backend, |c| c.worker = None).await
+                {
+                    super::$body(&app).await;
+                }
+            }
+
+            $crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);
+        }
+    };
+}
+
 const EVENT_FIELDS: &str = "__typename seq at counts { total unread unseen } \
     ... on NotificationCreated { notification { id seq } } \
+    ... on DeliveryStatusChanged { notification { id seq status } previousStatus status } \
     ... on NotificationsMarked { action ids upTo }";
 
 const NODE_FIELDS: &str = "id seq seenAt readAt archivedAt";
@@ -340,6 +359,15 @@ async fn replay_and_recount(app: &TestApp, token: &str) -> i64 {
                     assert_eq!(changed, ids.len(), "ids are exactly what changed: {event}");
                 }
             }
+            "DeliveryStatusChanged" => {
+                let n = &event["notification"];
+                assert_eq!(n["status"], event["status"]);
+                assert_ne!(event["previousStatus"], event["status"]);
+                assert!(
+                    states.contains_key(n["id"].as_str().expect("id")),
+                    "created first"
+                );
+            }
             other => panic!("unexpected event {other}: {event}"),
         }
         assert_eq!(
@@ -433,7 +461,7 @@ async fn foreign_ids(app: &TestApp) {
     replay_and_recount(app, &bob).await;
     replay_and_recount(app, &ann).await;
 }
-both_backends!(
+without_worker!(
     marking_another_users_notification_is_forbidden_and_changes_nothing,
     foreign_ids
 );
@@ -500,7 +528,7 @@ async fn bad_input(app: &TestApp) {
     assert_eq!(body["data"]["markNotifications"]["seq"], json!(2), "{body}");
     replay_and_recount(app, &ann).await;
 }
-both_backends!(bad_input_is_refused_with_bad_user_input, bad_input);
+without_worker!(bad_input_is_refused_with_bad_user_input, bad_input);
 
 async fn up_to_race(app: &TestApp) {
     let token = app.token_for(&unique_email("upto")).await;
@@ -552,7 +580,7 @@ async fn up_to_race(app: &TestApp) {
     assert!(row["archivedAt"].is_null() && row["readAt"].is_null() && !row["seenAt"].is_null());
     replay_and_recount(app, &token).await;
 }
-both_backends!(
+without_worker!(
     mark_all_never_touches_a_notification_after_up_to,
     up_to_race
 );
@@ -618,7 +646,7 @@ async fn stable_pages(app: &TestApp) {
         "counts whatever the filter"
     );
 }
-both_backends!(
+without_worker!(
     cursor_pages_stay_stable_while_new_notifications_arrive,
     stable_pages
 );
@@ -649,7 +677,41 @@ async fn resync(app: &TestApp) {
         json!({ "total": 3, "unread": 3, "unseen": 3 })
     );
 }
-both_backends!(
+without_worker!(
     inbox_changes_pages_the_log_and_resyncs_past_the_last_seq,
     resync
+);
+
+async fn delivery_events(app: &TestApp) {
+    let token = app.token_for(&unique_email("delivery")).await;
+    let id = app.send_ok(&token, "hello", "body").await;
+    app.wait_for_status(&token, &id, "SENT", std::time::Duration::from_secs(20))
+        .await;
+    let page = changes(app, &token, 0, 10).await;
+    let moves: Vec<(Value, Value, Value)> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].clone(),
+                e["previousStatus"].clone(),
+                e["status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (json!(1), json!(null), json!(null)),
+            (json!(2), json!("PENDING"), json!("PROCESSING")),
+            (json!(3), json!("PROCESSING"), json!("SENT")),
+        ],
+        "{page}"
+    );
+    replay_and_recount(app, &token).await;
+}
+both_backends!(
+    every_delivery_status_change_is_an_inbox_event,
+    delivery_events
 );
