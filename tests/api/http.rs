@@ -306,3 +306,34 @@ async fn unknown_paths_get_404() {
         .expect("request");
     assert_eq!(res.status(), 404);
 }
+
+/// A selection that matches no field of its object answers `{}`, as the
+/// GraphQL spec says, not null (async-graphql's behaviour, patched in
+/// vendor/async-graphql): a null in a non-null position without an error
+/// breaks typed clients.
+#[tokio::test]
+async fn a_selection_that_matches_no_field_answers_an_empty_object() {
+    let app = app().await;
+    let token = app.token_for(&crate::helpers::unique_email("empty")).await;
+    let skipped = app
+        .gql("{ me { id @skip(if: true) } }", json!({}), Some(&token))
+        .await;
+    assert_eq!(skipped, json!({"data": {"me": {}}}));
+    // A fresh inbox past its last seq gets one InboxResync; a fragment on
+    // another event type selects nothing of it.
+    let other_type = app
+        .gql(
+            "{ inboxChanges(after: 5) { events { ... on NotificationsMarked { upTo } } } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        other_type,
+        json!({"data": {"inboxChanges": {"events": [{}]}}})
+    );
+    // A field that fails still nulls its object.
+    let failed = app.gql("{ me { id } }", json!({}), None).await;
+    assert!(failed["data"].is_null(), "{failed}");
+    assert_eq!(error_code(&failed), Some("UNAUTHENTICATED"), "{failed}");
+}

@@ -45,6 +45,13 @@ def item(**changes):
     return {**GOOD_ITEM, **changes}
 
 
+EVENTS = "{ inboxChanges(after: 0) { events { seq ... on NotificationsMarked { upTo } } } }"
+
+
+def events(*items):
+    return {"data": {"inboxChanges": {"events": list(items)}}}
+
+
 def error(code, message="no", **extensions):
     return {"errors": [{"message": message, "extensions": {"code": code, **extensions}}], "data": None}
 
@@ -57,6 +64,10 @@ GOOD = [
     ("a contract error", case(), response(error("BAD_USER_INPUT", "pageSize must be between 1 and 100"))),
     ("a rate limit", case(), response(error("RATE_LIMITED", retryAfter=3))),
     ("a 413 shaped as GraphQL", case(), response(error("BAD_USER_INPUT"), 413)),
+    ("an interface value of either type", case(EVENTS),
+        response(events({"seq": 1}, {"seq": 2, "upTo": 1}))),
+    ("a fragment matching no field of the event", case("{ inboxChanges(after: 0) { events { ... on InboxResync { seq } } } }"),
+        response(events({}))),
     ("the request's own text echoed", case('{ notification(id: "src/x.rs") { id } }'),
         response(error("BAD_USER_INPUT", "src/x.rs"))),
 ]
@@ -82,6 +93,10 @@ BAD = [
     ("a selected field missing", case(), response(page({k: v for k, v in GOOD_ITEM.items() if k != "sentAt"}))),
     ("a wrong __typename", case(), response(page(item(recipient={"__typename": "Admin", "email": "a@b.c"})))),
     ("a list that is an object", case(), response({"data": {"notifications": {"totalCount": 1, "items": {}}}})),
+    ("null for a non-null interface item", case(EVENTS), response(events(None))),
+    ("an interface value that fits no type", case(EVENTS), response(events({"seq": 1, "title": "x"}))),
+    ("a __typename outside the interface", case("{ inboxChanges(after: 0) { events { __typename } } }"),
+        response(events({"__typename": "User"}))),
     ("null data without errors", case(), response({"data": None})),
 ]
 
