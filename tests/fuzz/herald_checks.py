@@ -111,8 +111,18 @@ class ResponseShape:
                     condition, inner = fragment.type_condition, fragment.selection_set
                 else:
                     condition, inner = sel.type_condition, sel.selection_set
-                if condition is None or condition.name.value == parent.name:
+                if condition is None or self._applies(condition.name.value, parent):
                     self._fields(parent, inner, out)
+
+    def _applies(self, condition: str, parent: graphql.GraphQLObjectType) -> bool:
+        """Whether a fragment on `condition` applies to an object of `parent`'s
+        type: the type itself, or an interface or union it belongs to."""
+        if condition == parent.name:
+            return True
+        named = self.schema.get_type(condition)
+        if isinstance(named, (graphql.GraphQLInterfaceType, graphql.GraphQLUnionType)):
+            return parent in self.schema.get_possible_types(named)
+        return False
 
     def object(self, parent: graphql.GraphQLObjectType, selection_set: Any, value: Any, path: str) -> None:
         if not isinstance(value, dict):
@@ -134,8 +144,35 @@ class ResponseShape:
             selection = graphql.SelectionSetNode(selections=tuple(merged)) if merged else None
             self.value(field.type, selection, value[key], f"{path}.{key}")
 
+    def abstract(self, type_: Any, selection: Any, value: Any, path: str) -> None:
+        """An interface or union value: an object of one of its possible types
+        (the one whose selected fields are the value's keys)."""
+        problems = []
+        for possible in self.schema.get_possible_types(type_):
+            try:
+                self.object(possible, selection, value, path)
+                return
+            except Violation as exc:
+                problems.append(str(exc))
+        raise Violation(f"{path}: no {type_.name} type fits: {'; '.join(problems)}")
+
+    def _selects_nothing_for_some_type(self, type_: Any, selection: Any) -> bool:
+        """async-graphql 7 answers null, where the spec says {}, for an object
+        of which the query selects no field (an inline fragment on another
+        type of an interface or union only)."""
+        if not isinstance(type_, (graphql.GraphQLInterfaceType, graphql.GraphQLUnionType)):
+            return False
+        for possible in self.schema.get_possible_types(type_):
+            fields: dict[str, list] = {}
+            self._fields(possible, selection, fields)
+            if not fields:
+                return True
+        return False
+
     def value(self, type_: Any, selection: Any, value: Any, path: str) -> None:
         if isinstance(type_, graphql.GraphQLNonNull):
+            if value is None and self._selects_nothing_for_some_type(type_.of_type, selection):
+                return
             if value is None:
                 raise Violation(f"{path}: null for the non-null {type_}")
             type_ = type_.of_type
@@ -154,6 +191,8 @@ class ResponseShape:
                 raise Violation(f"{path}: {value!r} is not a valid {type_.name}")
         elif isinstance(type_, graphql.GraphQLObjectType):
             self.object(type_, selection, value, path)
+        elif isinstance(type_, (graphql.GraphQLInterfaceType, graphql.GraphQLUnionType)):
+            self.abstract(type_, selection, value, path)
         else:
             raise Violation(f"{path}: a type this check does not know: {type_}")
 
