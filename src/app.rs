@@ -29,6 +29,7 @@ use crate::{
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
     queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
+    shutdown::{Deadline, serve_then_join, wind_down},
     storage::{self, QueryStats},
     worker::Delivery,
 };
@@ -47,12 +48,15 @@ pub struct Application {
     /// Closes open websockets when shutdown starts (the HTTP server does not
     /// wait for upgraded connections).
     sockets: CancellationToken,
-    /// How long in-flight requests and tracked tasks get after shutdown is
-    /// asked for.
+    /// How long in-flight requests and send tasks get, together, after
+    /// shutdown is asked for.
     shutdown_grace: Duration,
     /// Work that must outlive the request that started it (a send's
-    /// announce and enqueue) and background loops; waited for at shutdown,
-    /// before the database closes.
+    /// announce and enqueue); waited for at shutdown, before `background`
+    /// is cancelled and the database closes.
+    sends: TaskTracker,
+    /// Background loops (lost bumps, revocation checks), ended by
+    /// `background` and `sockets`; waited for after the sends.
     tasks: TaskTracker,
     hasher: Option<PasswordHasher>,
     in_process_limiter: Option<Arc<InProcessRateLimiter>>,
@@ -148,6 +152,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let background = CancellationToken::new();
     let sockets = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let sends = TaskTracker::new();
     let Backends {
         queue,
         cache,
@@ -204,12 +209,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     settings.jwt_ttl,
                 )),
                 hasher: hasher.insert(PasswordHasher::per_core()).clone(),
-                notifications: Notifications::new(db.clone(), inbox.clone(), queue, tasks.clone()),
+                notifications: Notifications::new(db.clone(), inbox.clone(), queue, sends.clone()),
                 inbox,
                 users: Arc::new(users),
                 limiter,
                 rate_limits: settings.rate_limits.clone(),
                 revocations: revocations(redis, &keys, settings.jwt_ttl),
+                poll_interval: settings.poll_interval,
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(
@@ -247,6 +253,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         background,
         sockets,
         shutdown_grace: config.shutdown_grace,
+        sends,
         tasks,
         hasher,
         in_process_limiter,
@@ -283,8 +290,9 @@ impl Application {
     }
 
     /// Serves (and delivers) until `shutdown` is cancelled; then in-flight
-    /// requests and deliveries get `HERALD_SHUTDOWN_GRACE`. When the server
-    /// fails, the worker is stopped too before the error is returned.
+    /// requests and sends share `HERALD_SHUTDOWN_GRACE` (and deliveries get
+    /// as much). When the server fails, the worker is stopped too before
+    /// the error is returned.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = self.delivery.map(|delivery| {
             tracing::info!(
@@ -293,10 +301,13 @@ impl Application {
             );
             tokio::spawn(delivery.run_until_stopped(shutdown.clone()))
         });
+        let deadline = Deadline::new(self.shutdown_grace);
         let sockets = self.sockets.clone();
         let stop = shutdown.clone();
+        let clock = deadline.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
+            clock.start();
             sockets.cancel();
         });
         let server = self.http.map(|(listener, router, addr)| {
@@ -308,92 +319,9 @@ impl Application {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future()
         });
-        let result = serve_then_join(server, worker, &shutdown, self.shutdown_grace).await;
-        self.background.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(self.shutdown_grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                tasks = self.tasks.len(),
-                "shutdown grace period over; abandoning unfinished sends"
-            );
-        }
+        let result = serve_then_join(server, worker, &shutdown, &deadline).await;
+        wind_down(&self.sends, &self.background, &self.tasks, &deadline).await;
         self.db.close().await.context("closing the database pool")?;
         result
-    }
-}
-
-/// Runs `server` until `shutdown`, then gives its in-flight requests
-/// `grace` before it is dropped; then waits for `worker`. A server that
-/// fails cancels `shutdown`, so the worker stops (and puts its jobs back)
-/// instead of running on unseen.
-async fn serve_then_join<S>(
-    server: Option<S>,
-    worker: Option<tokio::task::JoinHandle<()>>,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> anyhow::Result<()>
-where
-    S: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
-{
-    let mut result = Ok(());
-    if let Some(server) = server {
-        let mut server = tokio::spawn(server);
-        tokio::select! {
-            joined = &mut server => {
-                result = joined.context("server task").and_then(|r| r.context("serving HTTP"));
-            }
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(?grace, "shutdown grace period over; dropping open connections");
-                server.abort();
-            }
-        }
-        if result.is_err() {
-            shutdown.cancel();
-        }
-    }
-    if let Some(worker) = worker {
-        worker.await.context("worker task")?;
-    }
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_failing_server_stops_the_worker() {
-        let shutdown = CancellationToken::new();
-        let stopped = Arc::new(AtomicBool::new(false));
-        let worker = tokio::spawn({
-            let (shutdown, stopped) = (shutdown.clone(), stopped.clone());
-            async move {
-                shutdown.cancelled().await;
-                stopped.store(true, Ordering::SeqCst);
-            }
-        });
-        let failing = async { Err(std::io::Error::other("the listener broke")) };
-        let result = tokio::time::timeout(
-            Duration::from_secs(10),
-            serve_then_join(
-                Some(failing),
-                Some(worker),
-                &shutdown,
-                Duration::from_secs(1),
-            ),
-        )
-        .await
-        .expect("returns once the worker has stopped");
-        let error = format!("{:#}", result.expect_err("the server's error"));
-        assert!(error.contains("the listener broke"), "{error}");
-        assert!(stopped.load(Ordering::SeqCst), "the worker was stopped");
     }
 }

@@ -118,14 +118,7 @@ impl Inbox {
     /// Call after the change to `row` is committed. Never fails: a lost bump
     /// or event is logged; the row stays the truth.
     pub async fn changed(&self, previous: Option<Status>, row: &notification::Model) {
-        let key = self.keys.inbox_version(row.user_id);
-        let bumped = self.cache.bump(&key).await;
-        if let Err(e) = bumped {
-            // Pages of this user cached under the old version would be served
-            // stale: bump again as soon as the cache answers.
-            tracing::error!(error = ?e, user_id = row.user_id, "inbox version bump failed; retrying");
-            self.lost_bumps.remember(key, self.cache.clone());
-        }
+        self.touched(row.user_id).await;
         // Published after the bump: a client that refetches on the event
         // never reads the page as it was before the change.
         let event = StatusEvent {
@@ -135,6 +128,20 @@ impl Inbox {
         };
         if let Err(e) = self.events.publish(&event).await {
             tracing::warn!(error = ?e, notification_id = row.id, "status event not published");
+        }
+    }
+
+    /// Call after a committed change to `user_id`'s inbox (a status change
+    /// or a mark): every cached page of theirs becomes invisible. Never
+    /// fails; a lost bump is retried.
+    pub async fn touched(&self, user_id: i64) {
+        let key = self.keys.inbox_version(user_id);
+        let bumped = self.cache.bump(&key).await;
+        if let Err(e) = bumped {
+            // Pages of this user cached under the old version would be served
+            // stale: bump again as soon as the cache answers.
+            tracing::error!(error = ?e, user_id, "inbox version bump failed; retrying");
+            self.lost_bumps.remember(key, self.cache.clone());
         }
     }
 

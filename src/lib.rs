@@ -21,6 +21,7 @@ pub mod notify;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;
+mod shutdown;
 pub mod storage;
 pub mod telemetry;
 #[cfg(test)]

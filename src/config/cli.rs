@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Token lifetime: seconds, or a number with ms, s, m, h or d.
     #[arg(long, env = "JWT_TTL", default_value = defaults::JWT_TTL.text, value_parser = defaults::JWT_TTL.parser())]
     pub jwt_ttl: Duration,
+    /// How long `inboxChanges` tells a polling client to wait (its
+    /// `pollInterval`).
+    #[arg(long, env = "HERALD_POLL_INTERVAL", default_value = defaults::POLL_INTERVAL.text, value_parser = defaults::POLL_INTERVAL.parser())]
+    pub poll_interval: Duration,
     /// Serve the API only; run workers elsewhere (`herald worker`).
     #[arg(long, env = "HERALD_NO_WORKER")]
     pub no_worker: bool,

@@ -45,6 +45,8 @@ const HUGE: u64 = 1_000_000_000;
 
 // Serve.
 pub const JWT_TTL: Span = Span::new("1h", "1m", "365d");
+/// What `inboxChanges` tells a polling client to wait before its next poll.
+pub const POLL_INTERVAL: Span = Span::new("15s", "1s", "1h");
 pub const WS_MAX_SUBSCRIPTIONS: Count<usize> = Count::new(20, 1, 10_000);
 pub const WS_MAX_SOCKETS_PER_USER: Count<usize> = Count::new(10, 1, HUGE);
 

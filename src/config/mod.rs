@@ -51,6 +51,8 @@ pub struct HttpSettings {
     /// The HS256 key, at least 32 bytes.
     pub jwt_secret: SecretBox<[u8]>,
     pub jwt_ttl: Duration,
+    /// `inboxChanges`' `pollInterval`.
+    pub poll_interval: Duration,
     /// Limits, introspection, suggestions.
     pub schema: SchemaOptions,
     pub rate_limits: RateLimits,
@@ -89,6 +91,7 @@ impl Config {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 jwt_secret: SecretBox::new(jwt_secret.into()),
                 jwt_ttl: defaults::JWT_TTL.default,
+                poll_interval: defaults::POLL_INTERVAL.default,
                 schema: SchemaOptions::default(),
                 rate_limits: RateLimits::default(),
                 trusted_proxies: Vec::new(),

@@ -65,6 +65,7 @@ impl Config {
             bind: serve.bind,
             jwt_secret,
             jwt_ttl: serve.jwt_ttl,
+            poll_interval: serve.poll_interval,
             schema: SchemaOptions {
                 limits: serve.limits.into(),
                 introspection: serve.introspection.unwrap_or(!production),
@@ -192,7 +193,7 @@ mod tests {
                 c.worker,
                 c.cache_ttl,
                 c.shutdown_grace,
-                http.jwt_ttl,
+                (http.jwt_ttl, http.poll_interval),
                 http.schema,
                 http.rate_limits,
                 http.trusted_proxies,

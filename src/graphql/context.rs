@@ -28,6 +28,8 @@ pub struct ApiState {
     pub limiter: Arc<dyn RateLimiter>,
     pub rate_limits: RateLimits,
     pub revocations: Arc<dyn Revocations>,
+    /// `inboxChanges`' `pollInterval`.
+    pub poll_interval: std::time::Duration,
 }
 
 /// The client's address (the peer, or what a trusted proxy says), set by

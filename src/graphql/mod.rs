@@ -4,6 +4,7 @@
 //! return `ApiResult`, so every error a client sees carries a contract code.
 
 pub mod context;
+pub mod inbox;
 pub mod limits;
 pub mod loaders;
 pub mod mutation;

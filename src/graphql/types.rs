@@ -87,6 +87,12 @@ pub struct Notification {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the mail server accepted it.
     pub sent_at: Option<DateTime<Utc>>,
+    /// The seq of its NotificationCreated inbox event; lists are newest
+    /// (highest seq) first.
+    pub seq: i32,
+    pub seen_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub archived_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub user_id: i64,
     /// The recipient, when the resolver that made this value loaded it
@@ -114,6 +120,10 @@ impl From<wire::NotificationV1> for Notification {
             last_error: m.last_error,
             next_attempt_at: m.next_attempt_at,
             sent_at: m.sent_at,
+            seq: super::inbox::int(m.seq),
+            seen_at: m.seen_at,
+            read_at: m.read_at,
+            archived_at: m.archived_at,
             user_id: m.user_id,
             preloaded_recipient: None,
         }

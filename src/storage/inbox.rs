@@ -122,7 +122,7 @@ pub async fn next_seq(txn: &DatabaseTransaction, user_id: i64, delta: Counts) ->
 }
 
 /// Appends `event` to its user's log (its seq from `next_seq`).
-pub async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Result<()> {
+async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Result<()> {
     let payload = wire::encode(event).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
     let row = inbox_event::ActiveModel {
         user_id: Set(event.user_id),
@@ -140,6 +140,26 @@ pub async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Res
     Ok(())
 }
 
+/// Writes the event for `change` at the seq `reserved` holds (from
+/// `next_seq` in this transaction).
+pub async fn write_reserved(
+    txn: &DatabaseTransaction,
+    user_id: i64,
+    reserved: Snapshot,
+    at: DateTime<Utc>,
+    change: InboxChangeV1,
+) -> Result<InboxEventV1> {
+    let event = InboxEventV1 {
+        user_id,
+        seq: reserved.last_seq,
+        at,
+        counts: reserved.counts,
+        change,
+    };
+    write_event(txn, &event).await?;
+    Ok(event)
+}
+
 /// Reserves the next seq with `delta` and writes the event for `change`.
 pub async fn append(
     txn: &DatabaseTransaction,
@@ -148,16 +168,8 @@ pub async fn append(
     at: DateTime<Utc>,
     change: InboxChangeV1,
 ) -> Result<InboxEventV1> {
-    let snapshot = next_seq(txn, user_id, delta).await?;
-    let event = InboxEventV1 {
-        user_id,
-        seq: snapshot.last_seq,
-        at,
-        counts: snapshot.counts,
-        change,
-    };
-    write_event(txn, &event).await?;
-    Ok(event)
+    let reserved = next_seq(txn, user_id, delta).await?;
+    write_reserved(txn, user_id, reserved, at, change).await
 }
 
 /// The user's last seq and counts (zero for a user with no counter row yet).

@@ -54,18 +54,50 @@ pub async fn insert(
     let row = notification::Entity::insert(row)
         .exec_with_returning(&txn)
         .await?;
-    let event = InboxEventV1 {
-        user_id,
-        seq: reserved.last_seq,
-        at: now,
-        counts: reserved.counts,
-        change: InboxChangeV1::NotificationCreated {
-            notification: row.clone().into(),
-        },
+    let change = InboxChangeV1::NotificationCreated {
+        notification: row.clone().into(),
     };
-    inbox::write_event(&txn, &event).await?;
+    let event = inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
     txn.commit().await?;
     Ok((row, event))
+}
+
+/// Runs `update`, a compare-and-set moving one notification of `user_id`'s
+/// from `previous`, in one transaction with its DeliveryStatusChanged
+/// inbox event. The owner's next seq is taken first (the counter row's
+/// lock orders this with the owner's marks, which take it first too, so
+/// the two never wait on each other's rows); a lost compare-and-set rolls
+/// it back unused.
+async fn move_status(
+    db: &DatabaseConnection,
+    user_id: i64,
+    previous: Status,
+    update: sea_orm::UpdateMany<notification::Entity>,
+    now: DateTime<Utc>,
+) -> Result<Option<notification::Model>> {
+    let txn = inbox::begin_write(db).await?;
+    let reserved = inbox::next_seq(&txn, user_id, Counts::default()).await?;
+    let Some(row) = update.exec_with_returning(&txn).await?.into_iter().next() else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    let change = InboxChangeV1::DeliveryStatusChanged {
+        notification: row.clone().into(),
+        previous: previous.into(),
+    };
+    inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
+    txn.commit().await?;
+    Ok(Some(row))
+}
+
+/// The recipient of notification `id`, if it exists.
+async fn owner(db: &impl ConnectionTrait, id: i64) -> Result<Option<i64>> {
+    Ok(notification::Entity::find_by_id(id)
+        .select_only()
+        .column(Column::UserId)
+        .into_tuple()
+        .one(db)
+        .await?)
 }
 
 pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notification::Model>> {
@@ -119,21 +151,22 @@ fn due(now: DateTime<Utc>) -> Condition {
 /// PENDING → PROCESSING, only if still PENDING and due. Counts the attempt
 /// and stamps the claim. `None`: someone else has it, or it is not due.
 pub async fn claim(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<notification::Model>> {
-    let rows = notification::Entity::update_many()
+    let Some(user_id) = owner(db, id).await? else {
+        return Ok(None);
+    };
+    let update = notification::Entity::update_many()
         .col_expr(Column::Status, Expr::value(Status::Processing))
         .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
         .col_expr(Column::ClaimedAt, Expr::value(Some(now)))
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(Status::Pending))
-        .filter(due(now))
-        .exec_with_returning(db)
-        .await?;
-    Ok(rows.into_iter().next())
+        .filter(due(now));
+    move_status(db, user_id, Status::Pending, update, now).await
 }
 
 /// What a delivery attempt came to.
@@ -166,7 +199,7 @@ pub enum Outcome {
 /// the sweeper itself checks that the claim is still expired
 /// (`release_expired_claim`).
 pub async fn record(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     id: i64,
     attempt: i32,
     outcome: &Outcome,
@@ -176,13 +209,16 @@ pub async fn record(
 }
 
 async fn record_where(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     id: i64,
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
     extra: Condition,
 ) -> Result<Option<notification::Model>> {
+    let Some(user_id) = owner(db, id).await? else {
+        return Ok(None);
+    };
     let none = Option::<DateTime<Utc>>::None;
     let update = notification::Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::value(now))
@@ -209,20 +245,18 @@ async fn record_where(
             .col_expr(Column::LastError, Expr::value(Some(error.clone())))
             .col_expr(Column::NextAttemptAt, Expr::value(none)),
     };
-    let rows = update
+    let update = update
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(Status::Processing))
         .filter(Column::Attempts.eq(attempt))
-        .filter(extra)
-        .exec_with_returning(db)
-        .await?;
-    Ok(rows.into_iter().next())
+        .filter(extra);
+    move_status(db, user_id, Status::Processing, update, now).await
 }
 
 /// Fails a row that is not final yet (PENDING or PROCESSING), e.g. a queue
 /// entry that went to the dead-letter stream.
 pub async fn fail_unfinished(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     id: i64,
     error: &str,
     now: DateTime<Utc>,
@@ -234,7 +268,7 @@ pub async fn fail_unfinished(
         return Ok(None);
     }
     let none = Option::<DateTime<Utc>>::None;
-    let rows = notification::Entity::update_many()
+    let update = notification::Entity::update_many()
         .col_expr(Column::Status, Expr::value(Status::Failed))
         .col_expr(Column::LastError, Expr::value(Some(error.to_owned())))
         .col_expr(Column::NextAttemptAt, Expr::value(none))
@@ -242,10 +276,9 @@ pub async fn fail_unfinished(
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(before.status))
-        .filter(Column::Attempts.eq(before.attempts))
-        .exec_with_returning(db)
-        .await?;
-    Ok(rows.into_iter().next().map(|row| (before.status, row)))
+        .filter(Column::Attempts.eq(before.attempts));
+    let moved = move_status(db, before.user_id, before.status, update, now).await?;
+    Ok(moved.map(|row| (before.status, row)))
 }
 
 /// PROCESSING rows whose claim is older than `visibility` at `now`: their
@@ -271,7 +304,7 @@ pub async fn expired_claims(
 /// one at the same attempt number after a give-back), wins over the
 /// sweeper, and of two sweepers one wins.
 pub async fn release_expired_claim(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     expired: &notification::Model,
     outcome: &Outcome,
     now: DateTime<Utc>,

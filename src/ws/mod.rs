@@ -8,11 +8,12 @@
 //! subscriptions of a socket are counted by their streams (`book`), never by
 //! the text sent. The upgrade checks the origin and the subprotocol
 //! (`upgrade`). Close codes are those the graphql-transport-ws spec defines
-//! (see `protocol::Close`); a token that expires or is logged out (checked
+//! (see `close::Close`); a token that expires or is logged out (checked
 //! every 2 s, for all of an instance's sockets in one batch:
 //! `auth::revocation::RevocationWatch`) closes the socket with 4403.
 
 mod book;
+mod close;
 mod protocol;
 mod session;
 mod upgrade;

@@ -13,7 +13,8 @@ use tokio::time::{Instant, Sleep};
 use super::{
     INIT_TIMEOUT, MAX_MESSAGE_BYTES, PING_INTERVAL,
     book::{Book, Event, SocketSlot},
-    protocol::{ClientMessage, Close, Protocol, ServerMessage},
+    close::Close,
+    protocol::{ClientMessage, Protocol, ServerMessage},
 };
 use crate::{
     auth::{JwtKeys, revocation::Watched},

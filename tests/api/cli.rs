@@ -268,9 +268,12 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     );
 }
 
-/// A request whose body is half sent: in flight until the rest comes.
+/// A request whose body is half sent: in flight until the rest comes. It
+/// asks `Expect: 100-continue` and sends its body only after the server's
+/// `100 Continue`, so the server has demonstrably read the head and is
+/// reading the body when this returns.
 fn half_sent_request(server: &Server) -> (std::net::TcpStream, &'static [u8]) {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     let addr = server
         .url
         .trim_start_matches("http://")
@@ -282,10 +285,19 @@ fn half_sent_request(server: &Server) -> (std::net::TcpStream, &'static [u8]) {
     write!(
         conn,
         "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .expect("head");
+    let mut interim = Vec::new();
+    let mut byte = [0u8];
+    while !interim.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte)
+            .expect("the server's 100 Continue");
+        interim.push(byte[0]);
+    }
+    let interim = String::from_utf8_lossy(&interim);
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
     conn.write_all(&body[..10]).expect("half the body");
     (conn, &body[10..])
 }
@@ -297,8 +309,7 @@ fn shutdown_grace_governs_in_flight_requests() {
     let mut server = Server::start_with(dir.path(), "json", &[("HERALD_SHUTDOWN_GRACE", "2s")]);
     let (mut finishing, rest) = half_sent_request(&server);
     let (mut stalled, _) = half_sent_request(&server);
-    // Both request heads reach the server before shutdown starts.
-    std::thread::sleep(Duration::from_millis(500));
+    // Both requests are being read by the server (it said 100 Continue).
     let asked = std::time::Instant::now();
     server.signal_term();
 

@@ -156,3 +156,562 @@ async fn migration_upgrades_a_populated_postgres_database_in_place() {
         upgrade_in_place(&db.url).await;
     }
 }
+
+// ---- The API ----
+
+use std::collections::BTreeMap;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::{
+    both_backends,
+    helpers::{TestApp, error_code, unique_email},
+};
+
+/// Like `both_backends!`, with no worker: no delivery status changes, so
+/// the test knows every seq.
+macro_rules! without_worker {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            async fn run(backend: $crate::helpers::Backend) {
+                if let Some(app) =
+                    $crate::helpers::TestApp::spawn_with(backend, |c| c.worker = None).await
+                {
+                    super::$body(&app).await;
+                }
+            }
+
+            $crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);
+        }
+    };
+}
+
+const EVENT_FIELDS: &str = "__typename seq at counts { total unread unseen } \
+    ... on NotificationCreated { notification { id seq } } \
+    ... on DeliveryStatusChanged { notification { id seq status } previousStatus status } \
+    ... on NotificationsMarked { action ids upTo }";
+
+const NODE_FIELDS: &str = "id seq seenAt readAt archivedAt";
+
+async fn ok(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let body = app.gql(query, variables, Some(token)).await;
+    assert!(body.get("errors").is_none(), "{query}: {body}");
+    body["data"].clone()
+}
+
+async fn mark(app: &TestApp, token: &str, ids: &[&str], action: &str) -> Value {
+    app.gql(
+        "mutation($ids: [ID!]!, $a: InboxAction!) { markNotifications(ids: $ids, action: $a) { updated seq counts { total unread unseen } } }",
+        json!({ "ids": ids, "a": action }),
+        Some(token),
+    )
+    .await
+}
+
+async fn mark_all(app: &TestApp, token: &str, action: &str, up_to: i64) -> Value {
+    app.gql(
+        "mutation($a: InboxAction!, $u: Int!) { markAllNotifications(action: $a, upTo: $u) { updated seq counts { total unread unseen } } }",
+        json!({ "a": action, "u": up_to }),
+        Some(token),
+    )
+    .await
+}
+
+async fn changes(app: &TestApp, token: &str, after: i64, first: i64) -> Value {
+    ok(
+        app,
+        token,
+        &format!("query($a: Int!, $f: Int) {{ inboxChanges(after: $a, first: $f) {{ lastSeq hasMore pollInterval events {{ {EVENT_FIELDS} }} }} }}"),
+        json!({ "a": after, "f": first }),
+    )
+    .await["inboxChanges"]
+        .clone()
+}
+
+async fn inbox(
+    app: &TestApp,
+    token: &str,
+    first: i64,
+    after: Option<&str>,
+    filter: Value,
+) -> Value {
+    ok(
+        app,
+        token,
+        &format!("query($f: Int, $a: String, $filter: InboxFilter) {{ inbox(first: $f, after: $a, filter: $filter) {{ lastSeq counts {{ total unread unseen }} pageInfo {{ hasNextPage endCursor }} edges {{ cursor node {{ {NODE_FIELDS} }} }} }} }}"),
+        json!({ "f": first, "a": after, "filter": filter }),
+    )
+    .await["inbox"]
+        .clone()
+}
+
+/// Every notification of the caller's, archived or not, by id.
+async fn all_rows(app: &TestApp, token: &str) -> BTreeMap<String, Value> {
+    let mut rows = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = inbox(
+            app,
+            token,
+            100,
+            after.as_deref(),
+            json!({ "archived": "INCLUDE" }),
+        )
+        .await;
+        for edge in page["edges"].as_array().expect("edges") {
+            let node = edge["node"].clone();
+            rows.insert(node["id"].as_str().expect("id").to_owned(), node);
+        }
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            return rows;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+}
+
+/// (seen, read, archived)
+type State = (bool, bool, bool);
+
+fn apply(action: &str, (seen, read, archived): State) -> State {
+    match action {
+        "SEEN" => (true, read, archived),
+        "READ" => (true, true, archived),
+        "UNREAD" => (seen, false, false),
+        "ARCHIVE" => (true, true, true),
+        "UNARCHIVE" => (seen, read, false),
+        other => panic!("unknown action {other}"),
+    }
+}
+
+fn recount<'a>(states: impl Iterator<Item = &'a State>) -> Value {
+    let (mut total, mut unread, mut unseen) = (0, 0, 0);
+    for (seen, read, archived) in states {
+        if !archived {
+            total += 1;
+            unread += i64::from(!read);
+            unseen += i64::from(!seen);
+        }
+    }
+    json!({ "total": total, "unread": unread, "unseen": unseen })
+}
+
+/// Reads the whole log, checks its seqs are exactly 1..=lastSeq, replays
+/// it and checks every event's counts against a recount at that seq, and
+/// the end state against the rows. Returns the last seq.
+async fn replay_and_recount(app: &TestApp, token: &str) -> i64 {
+    let page = changes(app, token, 0, 500).await;
+    assert_eq!(
+        page["hasMore"],
+        json!(false),
+        "the test stays under 500 events"
+    );
+    let events = page["events"].as_array().expect("events");
+    let last_seq = page["lastSeq"].as_i64().expect("lastSeq");
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=last_seq).collect::<Vec<_>>(),
+        "gapless, no duplicates"
+    );
+    // id -> (seq, state)
+    let mut states: BTreeMap<String, (i64, State)> = BTreeMap::new();
+    for event in events {
+        match event["__typename"].as_str().expect("typename") {
+            "NotificationCreated" => {
+                let n = &event["notification"];
+                assert_eq!(
+                    n["seq"], event["seq"],
+                    "a notification's seq is its creation event's"
+                );
+                states.insert(
+                    n["id"].as_str().expect("id").to_owned(),
+                    (n["seq"].as_i64().expect("seq"), (false, false, false)),
+                );
+            }
+            "NotificationsMarked" => {
+                let action = event["action"].as_str().expect("action");
+                let ids: Vec<&str> = event["ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|id| id.as_str().expect("id"))
+                    .collect();
+                let mut changed = 0;
+                for (id, (seq, state)) in &mut states {
+                    let hit = match event["upTo"].as_i64() {
+                        Some(up_to) => *seq <= up_to,
+                        None => ids.contains(&id.as_str()),
+                    };
+                    if hit && apply(action, *state) != *state {
+                        *state = apply(action, *state);
+                        changed += 1;
+                    }
+                }
+                assert!(
+                    changed > 0,
+                    "a mark that changes nothing writes no event: {event}"
+                );
+                if event["upTo"].is_null() {
+                    assert_eq!(changed, ids.len(), "ids are exactly what changed: {event}");
+                }
+            }
+            "DeliveryStatusChanged" => {
+                let n = &event["notification"];
+                assert_eq!(n["status"], event["status"]);
+                assert_ne!(event["previousStatus"], event["status"]);
+                assert!(
+                    states.contains_key(n["id"].as_str().expect("id")),
+                    "created first"
+                );
+            }
+            other => panic!("unexpected event {other}: {event}"),
+        }
+        assert_eq!(
+            event["counts"],
+            recount(states.values().map(|(_, s)| s)),
+            "counts at seq {}",
+            event["seq"]
+        );
+    }
+    let rows = all_rows(app, token).await;
+    assert_eq!(rows.len(), states.len());
+    for (id, row) in &rows {
+        let (seq, state) = states[id];
+        assert_eq!(row["seq"].as_i64(), Some(seq));
+        let row_state = (
+            !row["seenAt"].is_null(),
+            !row["readAt"].is_null(),
+            !row["archivedAt"].is_null(),
+        );
+        assert_eq!(row_state, state, "notification {id}");
+    }
+    let counts = ok(
+        app,
+        token,
+        "{ inboxCounts { total unread unseen } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        counts["inboxCounts"],
+        recount(states.values().map(|(_, s)| s))
+    );
+    last_seq
+}
+
+async fn concurrent_sends_and_marks(app: &TestApp) {
+    let token = app.token_for(&unique_email("burst")).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(app.send_ok(&token, &format!("first {i}"), "body").await);
+    }
+    let actions = ["SEEN", "READ", "UNREAD", "ARCHIVE", "UNARCHIVE"];
+    let sends = (0..50).map(|i| {
+        let token = token.clone();
+        async move {
+            app.send_ok(&token, &format!("burst {i}"), "body").await;
+        }
+    });
+    let marks = (0..30).map(|i| {
+        let (token, ids) = (token.clone(), ids.clone());
+        async move {
+            let action = actions[i % actions.len()];
+            let body = if i % 10 == 9 {
+                mark_all(app, &token, action, 5 + i as i64).await
+            } else {
+                let picked = [
+                    ids[i % ids.len()].as_str(),
+                    ids[(i * 7 + 3) % ids.len()].as_str(),
+                ];
+                mark(app, &token, &picked, action).await
+            };
+            assert!(body.get("errors").is_none(), "{body}");
+        }
+    });
+    let (_, _) = tokio::join!(join_all(sends), join_all(marks));
+    let last_seq = replay_and_recount(app, &token).await;
+    assert!(last_seq >= 60, "60 creations at least, got {last_seq}");
+}
+both_backends!(
+    concurrent_sends_and_marks_get_gapless_seqs_and_exact_counts,
+    concurrent_sends_and_marks
+);
+
+async fn foreign_ids(app: &TestApp) {
+    let ann = app.token_for(&unique_email("ann")).await;
+    let bob = app.token_for(&unique_email("bob")).await;
+    let anns = app.send_ok(&ann, "ann's", "body").await;
+    let bobs = app.send_ok(&bob, "bob's", "body").await;
+    let before = changes(app, &bob, 0, 100).await["lastSeq"].clone();
+    let body = mark(app, &bob, &[&bobs, &anns], "READ").await;
+    assert_eq!(error_code(&body), Some("FORBIDDEN"), "{body}");
+    assert_eq!(
+        changes(app, &bob, 0, 100).await["lastSeq"],
+        before,
+        "no event"
+    );
+    for (token, id) in [(&bob, &bobs), (&ann, &anns)] {
+        let rows = all_rows(app, token).await;
+        assert!(rows[id.as_str()]["readAt"].is_null(), "{id} unchanged");
+    }
+    replay_and_recount(app, &bob).await;
+    replay_and_recount(app, &ann).await;
+}
+without_worker!(
+    marking_another_users_notification_is_forbidden_and_changes_nothing,
+    foreign_ids
+);
+
+async fn bad_input(app: &TestApp) {
+    let ann = app.token_for(&unique_email("ann")).await;
+    let bob = app.token_for(&unique_email("bob")).await;
+    let id = app.send_ok(&ann, "one", "body").await;
+    app.send_ok(&bob, "bob's", "body").await;
+    let bobs_cursor = inbox(app, &bob, 1, None, json!(null)).await["edges"][0]["cursor"].clone();
+    let bad = |body: &Value| {
+        assert_eq!(error_code(body), Some("BAD_USER_INPUT"), "{body}");
+        assert!(body.to_string().find("internal").is_none(), "{body}");
+    };
+    let page = |first: i64, after: Value| {
+        app.gql(
+            "query($f: Int, $a: String) { inbox(first: $f, after: $a) { lastSeq } }",
+            json!({ "f": first, "a": after }),
+            Some(&ann),
+        )
+    };
+    for (first, after) in [
+        (0, json!(null)),
+        (101, json!(null)),
+        (-1, json!(null)),
+        (10, json!("garbage")),
+        (10, json!("")),
+        (10, json!("696e626f78313a313a")),
+        (10, bobs_cursor),
+    ] {
+        bad(&page(first, after).await);
+    }
+    let poll = |after: i64, first: i64| {
+        app.gql(
+            "query($a: Int!, $f: Int) { inboxChanges(after: $a, first: $f) { lastSeq } }",
+            json!({ "a": after, "f": first }),
+            Some(&ann),
+        )
+    };
+    for (after, first) in [(-1, 10), (0, 0), (0, 501), (0, -5)] {
+        bad(&poll(after, first).await);
+    }
+    let many: Vec<String> = (0..101).map(|_| id.clone()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for ids in [
+        vec![],
+        many,
+        vec!["abc"],
+        vec!["-3"],
+        vec![id.as_str(), "999999"],
+    ] {
+        bad(&mark(app, &ann, &ids, "READ").await);
+    }
+    bad(&mark_all(app, &ann, "READ", -1).await);
+    // Nothing of that changed anything.
+    assert_eq!(changes(app, &ann, 0, 100).await["lastSeq"], json!(1));
+    // Duplicates count once.
+    let body = mark(app, &ann, &[&id, &id, &id], "READ").await;
+    assert_eq!(
+        body["data"]["markNotifications"]["updated"],
+        json!(1),
+        "{body}"
+    );
+    assert_eq!(body["data"]["markNotifications"]["seq"], json!(2), "{body}");
+    replay_and_recount(app, &ann).await;
+}
+without_worker!(bad_input_is_refused_with_bad_user_input, bad_input);
+
+async fn up_to_race(app: &TestApp) {
+    let token = app.token_for(&unique_email("upto")).await;
+    for i in 0..3 {
+        app.send_ok(&token, &format!("seen {i}"), "body").await;
+    }
+    let seen_last = inbox(app, &token, 20, None, json!(null)).await["lastSeq"].clone();
+    assert_eq!(seen_last, json!(3));
+    // Arrives after the client read lastSeq, before it marks all as read.
+    let late = app.send_ok(&token, "late", "body").await;
+    let body = mark_all(app, &token, "READ", 3).await;
+    let update = &body["data"]["markAllNotifications"];
+    assert_eq!(update["updated"], json!(3), "{body}");
+    assert_eq!(
+        update["counts"],
+        json!({ "total": 4, "unread": 1, "unseen": 1 })
+    );
+    assert_eq!(update["seq"], json!(5));
+    let rows = all_rows(app, &token).await;
+    assert!(
+        rows[late.as_str()]["readAt"].is_null(),
+        "the late one is untouched"
+    );
+    // Again: nothing changes, no event.
+    let body = mark_all(app, &token, "READ", 3).await;
+    assert_eq!(
+        body["data"]["markAllNotifications"]["updated"],
+        json!(0),
+        "{body}"
+    );
+    assert_eq!(body["data"]["markAllNotifications"]["seq"], json!(null));
+    // upTo past the last seq is clamped to it, and the chain holds: ARCHIVE
+    // reads and sees, UNREAD on an archived one unarchives it.
+    let body = mark_all(app, &token, "ARCHIVE", 1_000).await;
+    assert_eq!(
+        body["data"]["markAllNotifications"]["updated"],
+        json!(4),
+        "{body}"
+    );
+    let events = changes(app, &token, 5, 10).await;
+    assert_eq!(events["events"][0]["upTo"], json!(5), "clamped: {events}");
+    let body = mark(app, &token, &[&late], "UNREAD").await;
+    assert_eq!(
+        body["data"]["markNotifications"]["counts"],
+        json!({ "total": 1, "unread": 1, "unseen": 0 }),
+        "{body}"
+    );
+    let row = &all_rows(app, &token).await[late.as_str()];
+    assert!(row["archivedAt"].is_null() && row["readAt"].is_null() && !row["seenAt"].is_null());
+    replay_and_recount(app, &token).await;
+}
+without_worker!(
+    mark_all_never_touches_a_notification_after_up_to,
+    up_to_race
+);
+
+async fn stable_pages(app: &TestApp) {
+    let token = app.token_for(&unique_email("pages")).await;
+    for i in 0..5 {
+        app.send_ok(&token, &format!("n{i}"), "body").await;
+    }
+    let seqs = |page: &Value| -> Vec<i64> {
+        page["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["seq"].as_i64().expect("seq"))
+            .collect()
+    };
+    let first = inbox(app, &token, 2, None, json!(null)).await;
+    assert_eq!(seqs(&first), [5, 4]);
+    assert_eq!(first["lastSeq"], json!(5));
+    assert_eq!(
+        first["counts"],
+        json!({ "total": 5, "unread": 5, "unseen": 5 })
+    );
+    // New notifications arrive between pages: the next page continues
+    // where the first stopped, with no repeat.
+    for i in 0..3 {
+        app.send_ok(&token, &format!("new {i}"), "body").await;
+    }
+    let cursor = first["pageInfo"]["endCursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let second = inbox(app, &token, 2, Some(&cursor), json!(null)).await;
+    assert_eq!(seqs(&second), [3, 2]);
+    assert_eq!(second["lastSeq"], json!(8), "the snapshot of this page");
+    assert_eq!(second["counts"]["total"], json!(8));
+    let cursor = second["pageInfo"]["endCursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let third = inbox(app, &token, 2, Some(&cursor), json!(null)).await;
+    assert_eq!(seqs(&third), [1]);
+    assert_eq!(third["pageInfo"]["hasNextPage"], json!(false));
+    // Filters: unread only, archived only.
+    let id = first["edges"][0]["node"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        mark(app, &token, &[&id], "ARCHIVE")
+            .await
+            .get("errors")
+            .is_none()
+    );
+    let open = inbox(app, &token, 100, None, json!({ "unreadOnly": true })).await;
+    assert_eq!(seqs(&open), [8, 7, 6, 4, 3, 2, 1]);
+    let archived = inbox(app, &token, 100, None, json!({ "archived": "ONLY" })).await;
+    assert_eq!(seqs(&archived), [5]);
+    assert_eq!(
+        archived["counts"]["total"],
+        json!(7),
+        "counts whatever the filter"
+    );
+}
+without_worker!(
+    cursor_pages_stay_stable_while_new_notifications_arrive,
+    stable_pages
+);
+
+async fn resync(app: &TestApp) {
+    let token = app.token_for(&unique_email("resync")).await;
+    let empty = changes(app, &token, 0, 10).await;
+    assert_eq!(empty["events"], json!([]));
+    assert_eq!(empty["lastSeq"], json!(0));
+    assert_eq!(empty["pollInterval"], json!(15));
+    for i in 0..3 {
+        app.send_ok(&token, &format!("n{i}"), "body").await;
+    }
+    let page = changes(app, &token, 0, 2).await;
+    assert_eq!(page["hasMore"], json!(true));
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(2));
+    let rest = changes(app, &token, 2, 2).await;
+    assert_eq!(rest["hasMore"], json!(false));
+    assert_eq!(rest["events"][0]["seq"], json!(3));
+    // Past the last seq: one InboxResync at the last seq.
+    let ahead = changes(app, &token, 9, 10).await;
+    let events = ahead["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{ahead}");
+    assert_eq!(events[0]["__typename"], json!("InboxResync"));
+    assert_eq!(events[0]["seq"], json!(3));
+    assert_eq!(
+        events[0]["counts"],
+        json!({ "total": 3, "unread": 3, "unseen": 3 })
+    );
+}
+without_worker!(
+    inbox_changes_pages_the_log_and_resyncs_past_the_last_seq,
+    resync
+);
+
+async fn delivery_events(app: &TestApp) {
+    let token = app.token_for(&unique_email("delivery")).await;
+    let id = app.send_ok(&token, "hello", "body").await;
+    app.wait_for_status(&token, &id, "SENT", std::time::Duration::from_secs(20))
+        .await;
+    let page = changes(app, &token, 0, 10).await;
+    let moves: Vec<(Value, Value, Value)> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].clone(),
+                e["previousStatus"].clone(),
+                e["status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (json!(1), json!(null), json!(null)),
+            (json!(2), json!("PENDING"), json!("PROCESSING")),
+            (json!(3), json!("PROCESSING"), json!("SENT")),
+        ],
+        "{page}"
+    );
+    replay_and_recount(app, &token).await;
+}
+both_backends!(
+    every_delivery_status_change_is_an_inbox_event,
+    delivery_events
+);

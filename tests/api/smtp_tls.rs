@@ -125,23 +125,30 @@ async fn smtps_refuses_an_untrusted_certificate_and_a_wrong_password() {
 
 /// Messages one after another on one `smtps://` session: none waits for a
 /// delayed ACK (40 ms on Linux) as it did while lettre opened the socket
-/// with Nagle's algorithm on.
+/// with Nagle's algorithm on. Each message is timed on its own: with the
+/// stall every one takes 40 ms or more; without it, a slow one is a rare
+/// hiccup of a loaded machine (two are allowed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtps_sends_without_the_nagle_stall() {
     let (sink, url, ca) = tls_sink(true).await;
     let pool = pool(&url, Some(&ca));
     // The session opens (handshake, login) outside the measurement.
     pool.send(&envelope(), MESSAGE).await.expect("first");
-    const N: u32 = 20;
-    let started = Instant::now();
+    const N: usize = 20;
+    let mut slow = Vec::new();
     for _ in 0..N {
+        let started = Instant::now();
         pool.send(&envelope(), MESSAGE).await.expect("sent");
+        let took = started.elapsed();
+        if took >= Duration::from_millis(40) {
+            slow.push(took);
+        }
     }
-    let each = started.elapsed() / N;
-    assert_eq!(sink.received().len(), N as usize + 1);
+    assert_eq!(sink.received().len(), N + 1);
     assert!(
-        each < Duration::from_millis(20),
-        "{each:?} a message: the delayed-ACK stall is back"
+        slow.len() <= 2,
+        "{} of {N} messages took 40 ms or more ({slow:?}): the delayed-ACK stall is back",
+        slow.len()
     );
 }
 

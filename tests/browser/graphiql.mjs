@@ -82,15 +82,32 @@ try {
     }),
   }).then((r) => r.json());
   // The subscription is live once an event shows: send markers until one does.
+  const markers = [];
   const deadline = Date.now() + 20000;
   for (let marker = 1; ; marker += 1) {
-    await send(`marker ${marker}`);
+    markers.push((await send(`marker ${marker}`)).data?.sendNotification?.id);
     const shown = await page.waitForFunction(
       () => document.querySelector('.graphiql-response .CodeMirror').CodeMirror.getValue().includes('"marker '),
       null, { timeout: 1000 }).then(() => true, () => false);
     if (shown) break;
     if (Date.now() > deadline) throw new Error(`the subscription never showed an event; result pane: ${await resultText()}`);
   }
+
+  // Every marker's own events come before the titled notification's: the
+  // pane shows the latest event only, and a marker delivered late would
+  // otherwise replace the titled one's SENT (seen under CI load).
+  const status = (id) => fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query: 'query ($id: ID!) { notification(id: $id) { status } }', variables: { id } }),
+  }).then((r) => r.json()).then((b) => b.data?.notification?.status);
+  for (const id of markers) {
+    while ((await status(id)) !== 'SENT') {
+      if (Date.now() > deadline + 20000) throw new Error(`marker ${id} never reached SENT`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  await waitForResult((t) => t.includes('"SENT"'), 'the last marker\'s SENT shows');
 
   const title = 'From the browser test';
   const sent = await send(title);

@@ -1,10 +1,15 @@
 //! Mutation root: one `MergedObject` part per domain.
 
 mod account;
+mod inbox;
 mod notification;
 
 use async_graphql::MergedObject;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(account::AccountMutation, notification::NotificationMutation);
+pub struct MutationRoot(
+    account::AccountMutation,
+    notification::NotificationMutation,
+    inbox::InboxMutation,
+);

@@ -1,10 +1,15 @@
 //! Query root: one `MergedObject` part per domain.
 
 mod account;
+mod inbox;
 pub mod notification;
 
 use async_graphql::MergedObject;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(account::AccountQuery, notification::NotificationQuery);
+pub struct QueryRoot(
+    account::AccountQuery,
+    notification::NotificationQuery,
+    inbox::InboxQuery,
+);
