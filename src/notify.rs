@@ -16,10 +16,13 @@ use sea_orm::DatabaseConnection;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    domain::{Content, Title},
+    domain::{Content, Title, inbox::InboxAction},
     inbox::Inbox,
     queue::Queue,
-    storage,
+    storage::{
+        self, StorageError,
+        inbox::{Marked, Target},
+    },
 };
 
 #[derive(Clone)]
@@ -73,6 +76,30 @@ impl Notifications {
             })
             .await
             .context("the send task")?
+    }
+
+    /// Applies a mark to `user_id`'s notifications and, once it committed
+    /// a change, makes their cached pages invisible. Like a send, it runs in
+    /// a task of its own: a caller that hangs up never leaves the cache
+    /// behind a committed mark.
+    pub async fn mark(
+        &self,
+        user_id: i64,
+        action: InboxAction,
+        target: Target,
+    ) -> Result<Marked, StorageError> {
+        let this = self.clone();
+        self.tasks
+            .spawn(async move {
+                let marked =
+                    storage::inbox::mark(&this.db, user_id, action, target, storage::now()).await?;
+                if marked.event.is_some() {
+                    this.inbox.touched(user_id).await;
+                }
+                Ok(marked)
+            })
+            .await
+            .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(format!("the mark task: {e}"))))?
     }
 
     /// After the INSERT's commit: nothing here may fail the send.

@@ -36,21 +36,57 @@ pub struct Email {
     pub id_seed: i64,
 }
 
-/// Why a message was not sent, by whose fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
+/// Whose fault a failed send is, as far as retrying goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
     /// The mail server could not be reached or would not talk: refused or
     /// timed-out connections, no greeting, a failed TLS handshake or login,
     /// `421`. Not the message's fault.
-    #[error("{0}")]
-    Unreachable(String),
+    Unreachable,
     /// This message is refused for now (4xx after MAIL, RCPT or DATA), or
     /// was not answered in time; worth another attempt later.
-    #[error("{0}")]
-    Transient(String),
+    Transient,
     /// Will never work: 5xx replies, an unusable recipient address.
-    #[error("{0}")]
-    Permanent(String),
+    Permanent,
+}
+
+/// Why a message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub fault: Fault,
+    /// What the notification's `lastError` says, which its owner reads:
+    /// the mail server's reply (code and text), or a fixed phrase; never an
+    /// internal error's text (hosts, certificates, paths, io errors).
+    pub message: String,
+    /// What went wrong, in full: for the log.
+    pub cause: String,
+    /// Whether the mail server replied (an SMTP reply code): only a reply
+    /// shows that it is there; a timeout or a broken connection does not.
+    pub replied: bool,
+}
+
+impl SendError {
+    /// The mail server replied `reply` (its code and text): the owner sees
+    /// it as it is.
+    pub fn reply(fault: Fault, reply: String) -> Self {
+        Self {
+            fault,
+            cause: reply.clone(),
+            message: reply,
+            replied: true,
+        }
+    }
+
+    /// No reply: the owner sees `phrase`, the log `cause`.
+    pub fn no_reply(fault: Fault, phrase: &str, cause: impl std::fmt::Display) -> Self {
+        Self {
+            fault,
+            message: phrase.to_owned(),
+            cause: cause.to_string(),
+            replied: false,
+        }
+    }
 }
 
 pub struct Mailer {
@@ -117,10 +153,13 @@ impl Mailer {
     /// Sends `email`. Opening the session and sending the message each get
     /// the send timeout.
     pub async fn send(&self, email: &Email) -> Result<(), SendError> {
-        let to: Mailbox = email
-            .to
-            .parse()
-            .map_err(|e| SendError::Permanent(format!("invalid recipient {:?}: {e}", email.to)))?;
+        let to: Mailbox = email.to.parse().map_err(|e| {
+            SendError::no_reply(
+                Fault::Permanent,
+                "the recipient's email address is not valid",
+                format_args!("invalid recipient {:?}: {e}", email.to),
+            )
+        })?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -128,23 +167,35 @@ impl Mailer {
             .message_id(Some(self.message_id(email.id_seed)))
             .header(ContentType::TEXT_PLAIN)
             .body(email.body.clone())
-            .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
+            .map_err(|e| {
+                SendError::no_reply(
+                    Fault::Permanent,
+                    "the message could not be built",
+                    format_args!("building the message: {e}"),
+                )
+            })?;
         match &self.transport {
             Transport::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
             Transport::File(file) => tokio::time::timeout(self.timeout, file.send(message))
                 .await
                 .map_err(|_| "timed out".to_owned())
                 .and_then(|written| written.map(drop).map_err(|e| e.to_string()))
-                .map_err(|e| SendError::Transient(format!("writing the .eml file: {e}"))),
+                .map_err(|e| {
+                    SendError::no_reply(
+                        Fault::Transient,
+                        "the message could not be written to the outbox",
+                        format_args!("writing the .eml file: {e}"),
+                    )
+                }),
         }
     }
 
     /// Whether the mail server answers: opens a session (greeting, TLS,
     /// login) without sending anything, and keeps it for the next message.
     /// Writing files needs no server.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), SendError> {
         match &self.transport {
-            Transport::Smtp(pool) => pool.probe().await.map_err(|e| e.to_string()),
+            Transport::Smtp(pool) => pool.probe().await,
             Transport::File(_) => Ok(()),
         }
     }

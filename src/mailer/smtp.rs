@@ -39,7 +39,7 @@ use tokio_rustls::rustls::{
     pki_types::{CertificateDer, ServerName, pem::PemObject as _},
 };
 
-use super::SendError;
+use super::{Fault, SendError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -265,16 +265,26 @@ impl SmtpPool {
     /// (connect, greeting, TLS, login) is the server's side, so it is
     /// `Unreachable`, whatever the reply code.
     async fn open(&self, deadline: Instant) -> Result<AsyncSmtpConnection, SendError> {
+        let unreachable =
+            |phrase: &str, cause: String| SendError::no_reply(Fault::Unreachable, phrase, cause);
         match tokio::time::timeout_at(deadline, self.connect()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(Connect::Tcp(message))) => Err(SendError::Unreachable(format!(
-                "SMTP: connecting: {message}"
-            ))),
-            Ok(Err(Connect::Smtp(e))) => Err(SendError::Unreachable(describe(&e))),
-            Err(_) => Err(SendError::Unreachable(format!(
-                "SMTP: no greeting within {} s",
-                self.connect_timeout.as_secs_f32()
-            ))),
+            Ok(Err(Connect::Tcp(cause))) => Err(unreachable(UNREACHABLE, cause)),
+            Ok(Err(Connect::Tls(e))) => Err(unreachable(tls_phrase(&*e), format!("TLS: {e}"))),
+            Ok(Err(Connect::Smtp(e))) => Err(match e.status() {
+                Some(_) => SendError::reply(Fault::Unreachable, describe(&e)),
+                None if e.is_tls() || untrusted_certificate(&e) => {
+                    unreachable(tls_phrase(&e), describe(&e))
+                }
+                None => unreachable(UNREACHABLE, describe(&e)),
+            }),
+            Err(_) => Err(unreachable(
+                NO_ANSWER,
+                format!(
+                    "SMTP: no greeting within {} s",
+                    self.connect_timeout.as_secs_f32()
+                ),
+            )),
         }
     }
 
@@ -304,10 +314,14 @@ impl SmtpPool {
     fn failed(&self, e: Option<SmtpError>) -> SendError {
         match e {
             Some(e) => classify(&e),
-            None => SendError::Transient(format!(
-                "SMTP: no answer to the message within {} s",
-                self.connect_timeout.as_secs_f32()
-            )),
+            None => SendError::no_reply(
+                Fault::Transient,
+                NO_ANSWER,
+                format_args!(
+                    "SMTP: no answer to the message within {} s",
+                    self.connect_timeout.as_secs_f32()
+                ),
+            ),
         }
     }
 
@@ -324,13 +338,14 @@ impl SmtpPool {
         tcp.set_nodelay(true)
             .map_err(|e| Connect::Tcp(e.to_string()))?;
         let mut conn = if t.tls == TlsMode::Implicit {
-            let tls_error = |e: &dyn std::fmt::Display| Connect::Tcp(format!("TLS: {e}"));
-            let connector = t.implicit_tls().map_err(|e| tls_error(&e))?;
-            let name = ServerName::try_from(t.host.clone()).map_err(|e| tls_error(&e))?;
+            let tls_error = |e| Connect::Tls(Box::new(e));
+            let connector = t.implicit_tls().map_err(tls_error)?;
+            let name = ServerName::try_from(t.host.clone())
+                .map_err(|e| tls_error(rustls::Error::General(e.to_string())))?;
             let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
                 .await
                 .map_err(|_| Connect::Tcp("TLS handshake timed out".to_owned()))?
-                .map_err(|e| Connect::Tcp(format!("TLS handshake: {e}")))?;
+                .map_err(|e| Connect::Tls(Box::new(e)))?;
             AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(tls)), &self.hello)
                 .await?
         } else {
@@ -402,6 +417,8 @@ fn closed_while_idle(e: &SmtpError) -> bool {
 enum Connect {
     /// The TCP connect itself (refused, unreachable, timed out).
     Tcp(String),
+    /// The implicit-TLS handshake, or setting it up.
+    Tls(Box<dyn std::error::Error + Send + Sync>),
     /// The SMTP greeting, EHLO, STARTTLS or AUTH.
     Smtp(SmtpError),
 }
@@ -412,17 +429,56 @@ impl From<SmtpError> for Connect {
     }
 }
 
+/// What the owner of a notification reads when there was no reply (the
+/// cause goes to the log).
+const UNREACHABLE: &str = "the mail server could not be reached";
+const NO_ANSWER: &str = "the mail server did not answer in time";
+const BROKEN: &str = "the connection to the mail server broke during delivery";
+const UNTRUSTED: &str = "the mail server's TLS certificate was not trusted";
+const NO_TLS: &str = "a secure (TLS) connection to the mail server could not be set up";
+
 /// A failure while sending a message: `421` (the server is closing the
-/// session) is the server's side; other 5xx and client-side refusals are
-/// permanent; other 4xx, a broken connection and the rest are worth
-/// another attempt.
+/// session) is the server's side; other 5xx replies are permanent; other
+/// 4xx, a broken connection and the rest are worth another attempt.
 pub fn classify(e: &SmtpError) -> SendError {
-    let text = describe(e);
     match e.status().map(u16::from) {
-        Some(421) => SendError::Unreachable(text),
-        _ if e.is_permanent() => SendError::Permanent(text),
-        _ => SendError::Transient(text),
+        Some(421) => SendError::reply(Fault::Unreachable, describe(e)),
+        Some(_) if e.is_permanent() => SendError::reply(Fault::Permanent, describe(e)),
+        Some(_) => SendError::reply(Fault::Transient, describe(e)),
+        None => SendError::no_reply(Fault::Transient, BROKEN, describe(e)),
     }
+}
+
+/// What the owner reads about a failed TLS handshake.
+fn tls_phrase(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    if untrusted_certificate(e) {
+        UNTRUSTED
+    } else {
+        NO_TLS
+    }
+}
+
+/// Whether `e` comes from a server certificate that was refused, through
+/// lettre's and io's wrapping.
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        // An io error's `source` skips the error it wraps.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 fn describe(e: &SmtpError) -> String {

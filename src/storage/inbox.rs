@@ -182,10 +182,10 @@ pub async fn snapshot(db: &impl ConnectionTrait, user_id: i64) -> Result<Snapsho
 }
 
 /// Which notifications a mark applies to.
-#[derive(Debug, Clone, Copy)]
-pub enum Target<'a> {
+#[derive(Debug, Clone)]
+pub enum Target {
     /// These ids, each the caller's (checked; duplicates allowed).
-    Ids(&'a [i64]),
+    Ids(Vec<i64>),
     /// Every notification with seq <= this (clamped to the last seq).
     UpTo(i64),
 }
@@ -225,18 +225,18 @@ pub async fn mark(
     db: &DatabaseConnection,
     user_id: i64,
     action: InboxAction,
-    target: Target<'_>,
+    target: Target,
     now: DateTime<Utc>,
 ) -> Result<Marked> {
     let txn = begin_write(db).await?;
     let before = lock(&txn, user_id).await?;
-    let (scope, up_to) = match target {
+    let (scope, up_to) = match &target {
         Target::Ids(ids) => {
             check_owner(&txn, user_id, ids).await?;
             (Column::Id.is_in(ids.iter().copied()), None)
         }
         Target::UpTo(up_to) => {
-            let up_to = std::cmp::min(up_to, before.last_seq);
+            let up_to = std::cmp::min(*up_to, before.last_seq);
             (Column::Seq.lte(up_to), Some(up_to))
         }
     };

@@ -77,7 +77,8 @@ impl Breaker {
     }
 
     /// The server answered: a reply to a message (even a refusal), or a
-    /// probe that got through. Closes the circuit.
+    /// probe that got through; not a timeout or a broken connection, which
+    /// say nothing either way. Closes the circuit.
     pub fn answered(&self, now: DateTime<Utc>) {
         let mut state = self.lock();
         if let State::Open { since, .. } = *state {

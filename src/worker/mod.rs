@@ -30,7 +30,7 @@ pub use sweeper::{SweepReport, sweep};
 use crate::{
     directory::Directory,
     inbox::Inbox,
-    mailer::{Email, Mailer, SendError},
+    mailer::{Email, Fault, Mailer, SendError},
     queue::{Job, Queue},
     storage::notifications::{self, Outcome},
 };
@@ -198,7 +198,7 @@ impl Delivery {
         };
         match probed {
             Ok(()) => self.breaker.answered(clock.now()),
-            Err(error) => self.breaker.probe_failed(&error, clock.now()),
+            Err(error) => self.breaker.probe_failed(&error.cause, clock.now()),
         }
         true
     }
@@ -260,18 +260,29 @@ impl Delivery {
                 };
                 let sent = self.mailer.send(&email).await;
                 match &sent {
-                    Err(SendError::Unreachable(error)) => {
-                        self.breaker.unreachable(error, clock.now());
+                    Err(e) if e.fault == Fault::Unreachable => {
+                        self.breaker.unreachable(&e.cause, clock.now());
                     }
-                    Ok(()) | Err(_) => self.breaker.answered(clock.now()),
+                    // Only a reply shows the server is there: a timeout or
+                    // a broken connection says nothing either way.
+                    Ok(()) => self.breaker.answered(clock.now()),
+                    Err(e) if e.replied => self.breaker.answered(clock.now()),
+                    Err(_) => {}
                 }
                 sent
             }
-            Ok(None) => Err(SendError::Permanent(
-                "the recipient no longer exists".into(),
+            Ok(None) => Err(SendError::no_reply(
+                Fault::Permanent,
+                "the recipient no longer exists",
+                "the recipient no longer exists",
             )),
-            Err(e) => Err(SendError::Transient(format!("loading the recipient: {e}"))),
+            Err(e) => Err(SendError::no_reply(
+                Fault::Transient,
+                "the recipient could not be loaded",
+                format_args!("loading the recipient: {e:#}"),
+            )),
         };
+        let cause = result.as_ref().err().map(|e| e.cause.clone());
         let send_time = send_started.elapsed();
         let now = clock.now();
         let outcome = self.outcome(result, &claimed, now);
@@ -284,13 +295,13 @@ impl Delivery {
                 "sent"
             ),
             Outcome::Retry { error, retry_at } => {
-                tracing::warn!(attempt = claimed.attempts, %retry_at, error, "will retry");
+                tracing::warn!(attempt = claimed.attempts, %retry_at, error, cause, "will retry");
             }
             Outcome::GiveBack { error, retry_at } => {
-                tracing::info!(%retry_at, error, "mail server unreachable; the attempt does not count");
+                tracing::info!(%retry_at, error, cause, "mail server unreachable; the attempt does not count");
             }
             Outcome::Failed { error } => {
-                tracing::warn!(attempt = claimed.attempts, error, "failed");
+                tracing::warn!(attempt = claimed.attempts, error, cause, "failed");
             }
         }
         let recorded = notifications::record(&self.db, id, claimed.attempts, &outcome, now).await;
@@ -319,17 +330,20 @@ impl Delivery {
         claimed: &entity::notification::Model,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Outcome {
-        let (failure, error) = match result {
+        let error = match result {
             Ok(()) => return Outcome::Sent,
-            Err(SendError::Unreachable(e)) => (Failure::Unreachable, e),
-            Err(SendError::Transient(e)) => (Failure::Temporary, e),
-            Err(SendError::Permanent(e)) => (Failure::Permanent, e),
+            Err(e) => e,
+        };
+        let failure = match error.fault {
+            Fault::Unreachable => Failure::Unreachable,
+            Fault::Transient => Failure::Temporary,
+            Fault::Permanent => Failure::Permanent,
         };
         outcome_of(
             self.settings
                 .retry
                 .decide(failure, claimed.attempts, claimed.created_at, now),
-            error,
+            error.message,
         )
     }
 

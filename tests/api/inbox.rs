@@ -715,3 +715,32 @@ both_backends!(
     every_delivery_status_change_is_an_inbox_event,
     delivery_events
 );
+
+async fn cached_pages_follow_marks(app: &TestApp) {
+    let token = app.token_for(&unique_email("cached")).await;
+    let id = app.send_ok(&token, "hello", "body").await;
+    let read_at = || async {
+        ok(
+            app,
+            &token,
+            "{ notifications(page: 1, pageSize: 10) { items { readAt } } }",
+            json!({}),
+        )
+        .await["notifications"]["items"][0]["readAt"]
+            .clone()
+    };
+    assert_eq!(read_at().await, json!(null));
+    // Now cached; the mark makes that copy invisible.
+    assert_eq!(read_at().await, json!(null));
+    assert!(
+        mark(app, &token, &[&id], "READ")
+            .await
+            .get("errors")
+            .is_none()
+    );
+    assert!(read_at().await.is_string(), "the page shows the mark");
+}
+without_worker!(
+    a_mark_is_visible_on_the_next_cached_page_read,
+    cached_pages_follow_marks
+);

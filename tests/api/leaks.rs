@@ -87,6 +87,8 @@ fn the_patterns_catch_what_a_careless_server_would_say() {
         "invalid digit found in string",
         "Redis error: WRONGTYPE Operation against a key",
         "no such table: users",
+        "SMTP: connecting: Connection refused (os error 111)",
+        "connecting to 10.0.0.7:587 failed",
     ] {
         assert!(leak_in(leak).is_some(), "not caught: {leak}");
     }
@@ -106,6 +108,9 @@ fn the_patterns_let_herald_messages_through() {
         "request body exceeds the limit of 1048576 bytes",
         "an internal error occurred",
         "the request body is not valid JSON: expected value at line 1 column 2",
+        "the mail server could not be reached",
+        "the mail server's TLS certificate was not trusted",
+        "SMTP 451: transient error (451): 4.3.0 try again later",
     ] {
         assert!(
             leak_in(fine).is_none(),

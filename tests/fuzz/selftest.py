@@ -97,6 +97,8 @@ BAD = [
     ("an interface value that fits no type", case(EVENTS), response(events({"seq": 1, "title": "x"}))),
     ("a __typename outside the interface", case("{ inboxChanges(after: 0) { events { __typename } } }"),
         response(events({"__typename": "User"}))),
+    ("null for an event of which nothing is selected",
+        case("{ inboxChanges(after: 0) { events { ... on InboxResync { seq } } } }"), response(events(None))),
     ("null data without errors", case(), response({"data": None})),
 ]
 

@@ -10,10 +10,7 @@ use crate::{
         context::ContextExt as _,
         inbox::{InboxAction, InboxUpdate, int},
     },
-    storage::{
-        self,
-        inbox::{Marked, Target},
-    },
+    storage::inbox::{Marked, Target},
 };
 
 /// At most this many ids per `markNotifications`.
@@ -49,7 +46,7 @@ impl InboxMutation {
         }
         numeric.sort_unstable();
         numeric.dedup();
-        mark(ctx, caller.user_id, action, Target::Ids(&numeric)).await
+        mark(ctx, caller.user_id, action, Target::Ids(numeric)).await
     }
 
     /// Applies `action` to every notification of the caller's with
@@ -75,19 +72,17 @@ async fn mark(
     ctx: &Context<'_>,
     user_id: i64,
     action: InboxAction,
-    target: Target<'_>,
+    target: Target,
 ) -> ApiResult<InboxUpdate> {
-    let state = ctx.state();
     let Marked {
         updated,
         snapshot,
         event,
-    } = storage::inbox::mark(&state.db, user_id, action.into(), target, storage::now()).await?;
-    if event.is_some() {
-        // A hint after the commit: cached `notifications` pages show the
-        // read state as it was.
-        state.inbox.touched(user_id).await;
-    }
+    } = ctx
+        .state()
+        .notifications
+        .mark(user_id, action.into(), target)
+        .await?;
     Ok(InboxUpdate {
         updated: i32::try_from(updated).unwrap_or(i32::MAX),
         counts: snapshot.counts.into(),
