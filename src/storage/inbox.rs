@@ -431,13 +431,15 @@ pub async fn changes_after(
 ) -> Result<Changes> {
     let txn = begin_snapshot(db).await?;
     let snapshot = snapshot(&txn, user_id).await?;
-    if after > snapshot.last_seq {
-        return Ok(Changes::Resync(snapshot));
-    }
-    if after == snapshot.last_seq {
-        return Ok(Changes::Events {
-            events: Vec::new(),
-            snapshot,
+    if after >= snapshot.last_seq {
+        txn.commit().await?;
+        return Ok(if after > snapshot.last_seq {
+            Changes::Resync(snapshot)
+        } else {
+            Changes::Events {
+                events: Vec::new(),
+                snapshot,
+            }
         });
     }
     let rows = inbox_event::Entity::find()

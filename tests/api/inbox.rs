@@ -135,6 +135,18 @@ async fn upgrade_in_place(url: &str) {
         (event.counts.total, event.counts.unread, event.counts.unseen),
         (4, 4, 4)
     );
+    // The log starts at the upgrade: a client asking from before it resyncs.
+    use herald::storage::inbox::{Changes, changes_after};
+    let from_start = changes_after(&db, ann, 0, 10).await.expect("changes");
+    assert!(
+        matches!(from_start, Changes::Resync(s) if s.last_seq == 4),
+        "{from_start:?}"
+    );
+    let from_upgrade = changes_after(&db, ann, 3, 10).await.expect("changes");
+    assert!(
+        matches!(&from_upgrade, Changes::Events { events, .. } if events.len() == 1 && events[0].seq == 4),
+        "{from_upgrade:?}"
+    );
     let (row, _) =
         herald::storage::notifications::insert(&db, cid, &title, &content, herald::storage::now())
             .await
