@@ -23,7 +23,7 @@ use crate::{
     keys::Keys,
     pubsub::{EventBus, StatusEvent},
     storage::{self, StorageError},
-    wire::{self, NotificationV1, PageV1},
+    wire::{self, InboxEventV1, InboxHintV1, NotificationV1, PageV1},
 };
 
 #[derive(Clone)]
@@ -115,9 +115,15 @@ pub struct Page {
 }
 
 impl Inbox {
-    /// Call after the change to `row` is committed. Never fails: a lost bump
-    /// or event is logged; the row stays the truth.
-    pub async fn changed(&self, previous: Option<Status>, row: &notification::Model) {
+    /// Call after the change to `row` is committed, with the inbox event it
+    /// wrote when the caller has it (else subscribers read the log). Never
+    /// fails: a lost bump or event is logged; the row stays the truth.
+    pub async fn changed(
+        &self,
+        previous: Option<Status>,
+        row: &notification::Model,
+        inbox_event: Option<InboxEventV1>,
+    ) {
         self.touched(row.user_id).await;
         // Published after the bump: a client that refetches on the event
         // never reads the page as it was before the change.
@@ -128,6 +134,17 @@ impl Inbox {
         };
         if let Err(e) = self.events.publish(&event).await {
             tracing::warn!(error = ?e, notification_id = row.id, "status event not published");
+        }
+        self.announce(row.user_id, inbox_event).await;
+    }
+
+    /// Call after a commit that wrote `user_id`'s inbox event `event` (or
+    /// one not at hand): publishes the hint live subscribers follow. Never
+    /// fails; a lost hint is repaired by the subscribers from the log.
+    pub async fn announce(&self, user_id: i64, event: Option<InboxEventV1>) {
+        let hint = InboxHintV1 { user_id, event };
+        if let Err(e) = self.events.publish_inbox(&hint).await {
+            tracing::warn!(error = ?e, user_id, "inbox hint not published");
         }
     }
 

@@ -67,6 +67,11 @@ impl Keys {
         format!("{}events", self.prefix)
     }
 
+    /// Inbox event hints, for every instance's subscriber.
+    pub fn inbox_events(&self) -> String {
+        format!("{}inbox-events", self.prefix)
+    }
+
     /// A user's inbox version, bumped on every change. A cached page holds
     /// the version it was read at and counts only while that is current, so
     /// one increment hides every cached page at once.
@@ -145,6 +150,7 @@ mod tests {
             ("queue_group", keys.queue_group()),
             ("dead_letters", keys.dead_letters()),
             ("events", keys.events()),
+            ("inbox_events", keys.inbox_events()),
         ];
         for id in ids {
             names.push(("inbox_version", keys.inbox_version(id)));

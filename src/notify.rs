@@ -23,6 +23,7 @@ use crate::{
         self, StorageError,
         inbox::{Marked, Target},
     },
+    wire::InboxEventV1,
 };
 
 #[derive(Clone)]
@@ -62,7 +63,7 @@ impl Notifications {
         let this = self.clone();
         self.tasks
             .spawn(async move {
-                let (row, _event) = storage::notifications::insert(
+                let (row, event) = storage::notifications::insert(
                     &this.db,
                     user_id,
                     &title,
@@ -71,7 +72,7 @@ impl Notifications {
                 )
                 .await
                 .context("storing a notification")?;
-                this.created(&row).await;
+                this.created(&row, event).await;
                 Ok(row)
             })
             .await
@@ -93,8 +94,9 @@ impl Notifications {
             .spawn(async move {
                 let marked =
                     storage::inbox::mark(&this.db, user_id, action, target, storage::now()).await?;
-                if marked.event.is_some() {
+                if let Some(event) = &marked.event {
                     this.inbox.touched(user_id).await;
+                    this.inbox.announce(user_id, Some(event.clone())).await;
                 }
                 Ok(marked)
             })
@@ -103,10 +105,10 @@ impl Notifications {
     }
 
     /// After the INSERT's commit: nothing here may fail the send.
-    async fn created(&self, row: &notification::Model) {
+    async fn created(&self, row: &notification::Model, event: InboxEventV1) {
         // Announced before it is queued, so its PENDING event always comes
         // before the worker's PROCESSING.
-        self.inbox.changed(None, row).await;
+        self.inbox.changed(None, row, Some(event)).await;
         if let Err(e) = self.queue.enqueue(row.id).await {
             tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
             if let Err(e) = storage::notifications::mark_unqueued(&self.db, row.id).await {

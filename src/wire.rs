@@ -175,6 +175,20 @@ impl Payload for InboxEventV1 {
     const VERSION: u32 = 1;
 }
 
+/// The live hint published after a commit that wrote an inbox event: the
+/// user, and the event when the publisher has it at hand. A hint without
+/// an event (a delivery status change) says "read the log after your last
+/// seq". Hints can be lost; subscribers repair from the log by seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxHintV1 {
+    pub user_id: i64,
+    pub event: Option<InboxEventV1>,
+}
+
+impl Payload for InboxHintV1 {
+    const VERSION: u32 = 1;
+}
+
 /// What changed, by kind (the contract's InboxEvent types).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind")]

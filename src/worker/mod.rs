@@ -214,7 +214,11 @@ impl Delivery {
                 retry_at: now,
             };
             match notifications::record(&self.db, id, attempt, &outcome, now).await {
-                Ok(Some(row)) => self.inbox.changed(Some(Status::Processing), &row).await,
+                Ok(Some(row)) => {
+                    self.inbox
+                        .changed(Some(Status::Processing), &row, None)
+                        .await
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = ?e, notification_id = id, "release failed"),
             }
@@ -246,7 +250,9 @@ impl Delivery {
         };
         let claimed_after = started.elapsed();
         lock(in_flight).insert(id, claimed.attempts);
-        self.inbox.changed(Some(Status::Pending), &claimed).await;
+        self.inbox
+            .changed(Some(Status::Pending), &claimed, None)
+            .await;
 
         let recipient = self.directory.get(claimed.user_id).await;
         let send_started = std::time::Instant::now();
@@ -308,7 +314,9 @@ impl Delivery {
         lock(in_flight).remove(&id);
         match recorded {
             Ok(Some(row)) => {
-                self.inbox.changed(Some(Status::Processing), &row).await;
+                self.inbox
+                    .changed(Some(Status::Processing), &row, None)
+                    .await;
                 self.ack(&job).await;
             }
             Ok(None) => {
@@ -358,7 +366,7 @@ impl Delivery {
         }
         let now = self.settings.clock.now();
         match notifications::fail_unfinished(&self.db, job.notification_id, &reason, now).await {
-            Ok(Some((previous, row))) => self.inbox.changed(Some(previous), &row).await,
+            Ok(Some((previous, row))) => self.inbox.changed(Some(previous), &row, None).await,
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),
         }
