@@ -11,6 +11,7 @@ pub mod cors;
 pub mod directory;
 pub mod domain;
 pub mod error;
+pub mod follow;
 pub mod graphiql;
 pub mod graphql;
 pub mod http;
