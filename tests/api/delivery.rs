@@ -133,7 +133,10 @@ async fn hangs(app: &TestApp, sink: &SmtpSink) {
     sink.script(&[Reply::Hang]);
     let token = app.token_for(&unique_email("hang")).await;
     let stuck = app.send_ok(&token, "Stuck", "first").await;
-    // Let the worker open the hanging connection first.
+    // Let the worker open the hanging connection first: the others, sent
+    // before it is taken, could race it to the sink and take the hang
+    // themselves (seen under CI load).
+    sink.wait_hanging(1, WITHIN).await;
     app.wait_for_status(&token, &stuck, "PROCESSING", WITHIN)
         .await;
     // The others go out while it still hangs (within the 10 s timeout,

@@ -94,6 +94,8 @@ struct State {
     rejected: usize,
     /// Messages read in full whose reply is being held.
     held: usize,
+    /// Connections taken by a `Hang`.
+    hanging: usize,
 }
 
 /// What the sink offers besides plain SMTP.
@@ -307,12 +309,29 @@ impl SmtpSink {
     /// Waits until `n` messages have been read in full and wait for their
     /// reply (after `hold`): their senders have done all they do first.
     pub async fn wait_held(&self, n: usize, within: Duration) {
+        self.wait_count("held messages", n, within, |s| s.held)
+            .await;
+    }
+
+    /// Waits until `n` connections are taken by a `Hang`.
+    pub async fn wait_hanging(&self, n: usize, within: Duration) {
+        self.wait_count("hanging connections", n, within, |s| s.hanging)
+            .await;
+    }
+
+    async fn wait_count(
+        &self,
+        what: &str,
+        n: usize,
+        within: Duration,
+        count: impl Fn(&State) -> usize,
+    ) {
         let deadline = tokio::time::Instant::now() + within;
-        while self.lock().held < n {
+        while count(&self.lock()) < n {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{n} held messages expected, {} arrived",
-                self.lock().held
+                "{n} {what} expected, {} arrived",
+                count(&self.lock())
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -339,6 +358,7 @@ impl SmtpSink {
             let mut state = self.lock();
             if state.script.front() == Some(&Reply::Hang) {
                 state.script.pop_front();
+                state.hanging += 1;
                 true
             } else {
                 false
