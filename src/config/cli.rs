@@ -219,6 +219,10 @@ pub struct RuntimeArgs {
     /// How often the sweeper looks for lost or due work.
     #[arg(long, env = "HERALD_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL.text, value_parser = defaults::SWEEP_INTERVAL.parser())]
     pub sweep_interval: Duration,
+    /// How long inbox events are kept for `inboxChanges` and `inboxEvents`
+    /// to replay; older ones are pruned (each user's last stays).
+    #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = defaults::EVENT_RETENTION.text, value_parser = defaults::EVENT_RETENTION.parser())]
+    pub event_retention: Duration,
     /// Queue deliveries of one entry before it goes to the dead letters.
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = defaults::MAX_DELIVERIES.default, value_parser = defaults::MAX_DELIVERIES.parser())]
     pub max_deliveries: u64,

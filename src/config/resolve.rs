@@ -131,6 +131,8 @@ impl Config {
                 },
                 visibility_timeout: rt.visibility_timeout,
                 sweep_interval: rt.sweep_interval,
+                event_retention: rt.event_retention,
+                prune_interval: crate::worker::PRUNE_INTERVAL,
                 max_deliveries: rt.max_deliveries,
                 shutdown_grace: rt.shutdown_grace,
                 clock: std::sync::Arc::new(SystemClock),

@@ -6,6 +6,7 @@
 pub mod db;
 pub mod inbox;
 pub mod notifications;
+pub mod retention;
 pub mod users;
 
 pub use db::{DatabaseKind, QueryStats, connect, connect_with_stats, migrate};

@@ -1,4 +1,4 @@
-//! The delivery worker and the sweeper.
+//! The delivery worker, the sweeper and the pruning of the inbox log.
 //!
 //! Worker, per job: claim the row (PENDING → PROCESSING, compare-and-set),
 //! send the email, record the outcome (compare-and-set on the claim), then
@@ -8,6 +8,7 @@
 
 mod breaker;
 mod clock;
+mod retention;
 mod retry;
 mod sweeper;
 
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use breaker::{Breaker, Circuit};
 pub use clock::{Clock, SystemClock};
+pub use retention::{PRUNE_BATCH, PRUNE_INTERVAL, PruneReport, prune_events};
 pub use retry::{Decision, Failure, RetryPolicy};
 pub use sweeper::{SweepReport, sweep};
 
@@ -58,6 +60,10 @@ pub struct WorkerSettings {
     /// worker that died. Must exceed the SMTP timeout.
     pub visibility_timeout: Duration,
     pub sweep_interval: Duration,
+    /// Inbox events older than this are pruned (each user's last stays).
+    pub event_retention: Duration,
+    /// How often the events older than `event_retention` are pruned.
+    pub prune_interval: Duration,
     /// A queue entry handed out more often than this goes to the dead
     /// letters and its notification fails.
     pub max_deliveries: u64,
@@ -83,8 +89,10 @@ impl Delivery {
     /// jobs finish within the grace period and releases the rest.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(sweeper::run_until_stopped(self.clone(), shutdown.clone()));
+        let pruner = tokio::spawn(retention::run_until_stopped(self.clone(), shutdown.clone()));
         self.work_until_stopped(shutdown).await;
         let _ = sweeper.await;
+        let _ = pruner.await;
     }
 
     async fn work_until_stopped(&self, shutdown: CancellationToken) {

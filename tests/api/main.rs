@@ -24,6 +24,7 @@ mod notifications;
 mod outage;
 mod ratelimits;
 mod resilience;
+mod retention;
 mod smtp_sink;
 mod smtp_tls;
 mod subscriptions;
