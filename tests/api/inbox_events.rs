@@ -188,7 +188,14 @@ both_backends!(
 );
 async fn reconnects(app: &TestApp) {
     let token = app.token_for(&unique_email("reconnect")).await;
-    // Sends and marks, concurrently with the reconnects below.
+    // With Redis, the subscriber is on a second instance: events cross
+    // instances through Pub/Sub (and the log).
+    let sibling = match app.redis {
+        Some(_) => Some(app.spawn_sibling(|_| {}).await),
+        None => None,
+    };
+    let reader = sibling.as_ref().unwrap_or(app);
+    // Sends and marks on `app`, concurrently with the reconnects below.
     let writer = {
         let (url, token) = (app.graphql_url(), token.clone());
         tokio::spawn(async move { sends_and_marks(&url, &token, 25).await })
@@ -196,7 +203,7 @@ async fn reconnects(app: &TestApp) {
     let mut connections: Vec<Vec<i64>> = Vec::new();
     let mut last = 0;
     for _ in 0..3 {
-        let mut socket = follow(app, &token, Some(last)).await;
+        let mut socket = follow(reader, &token, Some(last)).await;
         let mut seen = Vec::new();
         for _ in 0..4 {
             seen.push(seq(&next_inbox(&mut socket).await));
@@ -207,7 +214,7 @@ async fn reconnects(app: &TestApp) {
     }
     writer.await.expect("the writer");
     let end = last_seq(app, &token).await;
-    let mut socket = follow(app, &token, Some(last)).await;
+    let mut socket = follow(reader, &token, Some(last)).await;
     let mut seen = Vec::new();
     while seen.last().is_none_or(|s| *s < end) {
         seen.push(seq(&next_inbox(&mut socket).await));
