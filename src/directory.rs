@@ -11,10 +11,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
-use entity::user;
 use sea_orm::DatabaseConnection;
-use serde::{Deserialize, Serialize};
 
 use crate::{
     cache::Cache,
@@ -22,42 +19,9 @@ use crate::{
     wire::{self, UserV1},
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    pub id: i64,
-    pub email: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<user::Model> for Profile {
-    fn from(m: user::Model) -> Self {
-        Self {
-            id: m.id,
-            email: m.email,
-            created_at: m.created_at,
-        }
-    }
-}
-
-impl From<UserV1> for Profile {
-    fn from(u: UserV1) -> Self {
-        Self {
-            id: u.id,
-            email: u.email,
-            created_at: u.created_at,
-        }
-    }
-}
-
-impl From<&Profile> for UserV1 {
-    fn from(p: &Profile) -> Self {
-        Self {
-            id: p.id,
-            email: p.email.clone(),
-            created_at: p.created_at,
-        }
-    }
-}
+/// A user's public fields: the wire payload itself, so a cached copy is
+/// used as it decodes.
+pub type Profile = UserV1;
 
 /// Profiles kept in this process at most.
 const LOCAL_CAPACITY: usize = 50_000;
@@ -125,11 +89,10 @@ impl Directory {
         let mut from_db = Vec::new();
         for (id, json) in missing.into_iter().zip(cached) {
             // Another release's format, or unreadable: read it again.
-            match json.and_then(|j| wire::decode::<UserV1>(&j).ok().flatten()) {
-                Some(user) => {
-                    let p = Profile::from(user);
-                    self.remember(&p);
-                    found.insert(id, p);
+            match json.and_then(|j| wire::decode::<Profile>(&j).ok().flatten()) {
+                Some(profile) => {
+                    self.remember(&profile);
+                    found.insert(id, profile);
                 }
                 None => from_db.push(id),
             }
@@ -140,7 +103,7 @@ impl Directory {
         let rows = crate::storage::users::find_many(&self.db, from_db).await?;
         for row in rows {
             let profile = Profile::from(row);
-            if let Ok(json) = wire::encode(&UserV1::from(&profile)) {
+            if let Ok(json) = wire::encode(&profile) {
                 let _ = self
                     .cache
                     .set(&self.keys.user(profile.id), &json, self.ttl)

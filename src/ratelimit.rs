@@ -97,11 +97,20 @@ fn emission_ms(bucket: Bucket) -> u64 {
 
 pub struct RedisRateLimiter {
     manager: ConnectionManager,
+    /// The scripts, each hashed once (EVALSHA, EVAL on a cache miss).
+    reserve: redis::Script,
+    release: redis::Script,
+    gcra: redis::Script,
 }
 
 impl RedisRateLimiter {
     pub fn new(manager: ConnectionManager) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            reserve: redis::Script::new(RESERVE),
+            release: redis::Script::new(RELEASE),
+            gcra: redis::Script::new(GCRA),
+        }
     }
 }
 
@@ -178,7 +187,8 @@ return 0
 impl RateLimiter for RedisRateLimiter {
     async fn reserve(&self, key: &str, rule: Window) -> anyhow::Result<Reserved> {
         let mut conn = self.manager.clone();
-        let (taken, value): (u8, u64) = redis::Script::new(RESERVE)
+        let (taken, value): (u8, u64) = self
+            .reserve
             .key(key)
             .arg(rule.limit)
             .arg(rule.window.as_secs().max(1))
@@ -196,7 +206,8 @@ impl RateLimiter for RedisRateLimiter {
 
     async fn release(&self, key: &str, ticket: Ticket) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
-        let _: i64 = redis::Script::new(RELEASE)
+        let _: i64 = self
+            .release
             .key(key)
             .arg(ticket.0)
             .invoke_async(&mut conn)
@@ -207,7 +218,8 @@ impl RateLimiter for RedisRateLimiter {
 
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>> {
         let mut conn = self.manager.clone();
-        let wait_ms: u64 = redis::Script::new(GCRA)
+        let wait_ms: u64 = self
+            .gcra
             .key(key)
             .arg(emission_ms(bucket))
             .arg(bucket.burst.max(1))

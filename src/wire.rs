@@ -229,6 +229,16 @@ pub struct UserV1 {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<entity::user::Model> for UserV1 {
+    fn from(m: entity::user::Model) -> Self {
+        Self {
+            id: m.id,
+            email: m.email,
+            created_at: m.created_at,
+        }
+    }
+}
+
 impl Payload for UserV1 {
     const VERSION: u32 = 1;
 }

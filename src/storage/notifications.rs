@@ -198,27 +198,27 @@ pub enum Outcome {
 /// sweeper took over (that release counts, so later claims go higher), and
 /// the sweeper itself checks that the claim is still expired
 /// (`release_expired_claim`).
+/// `user_id` is the notification's owner, as the claim read it.
 pub async fn record(
     db: &DatabaseConnection,
     id: i64,
+    user_id: i64,
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> Result<Option<notification::Model>> {
-    record_where(db, id, attempt, outcome, now, Condition::all()).await
+    record_where(db, id, user_id, attempt, outcome, now, Condition::all()).await
 }
 
 async fn record_where(
     db: &DatabaseConnection,
     id: i64,
+    user_id: i64,
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
     extra: Condition,
 ) -> Result<Option<notification::Model>> {
-    let Some(user_id) = owner(db, id).await? else {
-        return Ok(None);
-    };
     let none = Option::<DateTime<Utc>>::None;
     let update = notification::Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::value(now))
@@ -314,6 +314,7 @@ pub async fn release_expired_claim(
     record_where(
         db,
         expired.id,
+        expired.user_id,
         expired.attempts,
         outcome,
         now,

@@ -11,6 +11,8 @@ use std::{sync::Mutex, time::Duration};
 
 use chrono::{DateTime, Utc};
 
+use super::retry::to_chrono;
+
 /// Unreachable results in a row that open the circuit.
 pub const OPEN_AFTER: u32 = 3;
 
@@ -140,10 +142,6 @@ impl Breaker {
             };
         }
     }
-}
-
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 #[cfg(test)]

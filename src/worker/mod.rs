@@ -214,14 +214,14 @@ impl Delivery {
     /// After an aborted shutdown: put the rows we still held back to PENDING
     /// so another worker takes them now rather than after the claim expires.
     async fn release(&self, in_flight: &InFlight) {
-        let held: Vec<(i64, i32)> = lock(in_flight).drain().collect();
+        let held: Vec<(i64, Claim)> = lock(in_flight).drain().collect();
         let now = self.settings.clock.now();
-        for (id, attempt) in held {
+        for (id, Claim { attempt, user_id }) in held {
             let outcome = Outcome::Retry {
                 error: "the worker shut down during delivery".to_owned(),
                 retry_at: now,
             };
-            match notifications::record(&self.db, id, attempt, &outcome, now).await {
+            match notifications::record(&self.db, id, user_id, attempt, &outcome, now).await {
                 Ok(Some(row)) => {
                     self.inbox
                         .changed(Some(Status::Processing), &row, None)
@@ -257,7 +257,13 @@ impl Delivery {
             }
         };
         let claimed_after = started.elapsed();
-        lock(in_flight).insert(id, claimed.attempts);
+        lock(in_flight).insert(
+            id,
+            Claim {
+                attempt: claimed.attempts,
+                user_id: claimed.user_id,
+            },
+        );
         self.inbox
             .changed(Some(Status::Pending), &claimed, None)
             .await;
@@ -318,7 +324,15 @@ impl Delivery {
                 tracing::warn!(attempt = claimed.attempts, error, cause, "failed");
             }
         }
-        let recorded = notifications::record(&self.db, id, claimed.attempts, &outcome, now).await;
+        let recorded = notifications::record(
+            &self.db,
+            id,
+            claimed.user_id,
+            claimed.attempts,
+            &outcome,
+            now,
+        )
+        .await;
         lock(in_flight).remove(&id);
         match recorded {
             Ok(Some(row)) => {
@@ -402,9 +416,17 @@ fn outcome_of(decision: Decision, error: String) -> Outcome {
 }
 
 /// Rows this worker holds a claim on: id → the claim's attempt number.
-pub type InFlight = Arc<Mutex<HashMap<i64, i32>>>;
+pub type InFlight = Arc<Mutex<HashMap<i64, Claim>>>;
 
-fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<i64, i32>> {
+/// A claim this worker holds: its attempt number (the compare-and-set
+/// token) and the notification's owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub attempt: i32,
+    pub user_id: i64,
+}
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<i64, Claim>> {
     in_flight
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -119,7 +119,8 @@ impl RetryPolicy {
     }
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
+/// A std duration as chrono's, saturating.
+pub(super) fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 

@@ -744,7 +744,7 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
         error: "refused".into(),
         retry_at: now,
     };
-    let back = rows_of::record(&db, id, 1, &given_back, now)
+    let back = rows_of::record(&db, id, first.user_id, 1, &given_back, now)
         .await
         .expect("record");
     assert_eq!(
@@ -768,7 +768,7 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
         released.is_none(),
         "the sweeper took a live claim: {released:?}"
     );
-    let sent = rows_of::record(&db, id, 1, &Outcome::Sent, now)
+    let sent = rows_of::record(&db, id, first.user_id, 1, &Outcome::Sent, now)
         .await
         .expect("record");
     assert_eq!(sent.map(|r| r.status), Some(Status::Sent));
@@ -787,15 +787,16 @@ async fn an_expired_claim_on_the_last_attempt_fails_without_a_send(backend: Back
     let (last, earlier) = (ids[0], ids[1]);
     let hour_ago = herald::storage::now() - chrono::Duration::hours(1);
     // `last`: attempt 1 failed with a 451, attempt 2 is in flight.
-    rows_of::claim(&db, last, hour_ago)
+    let owner = rows_of::claim(&db, last, hour_ago)
         .await
         .expect("claim")
-        .expect("won");
+        .expect("won")
+        .user_id;
     let retry = Outcome::Retry {
         error: "SMTP 451".into(),
         retry_at: hour_ago,
     };
-    rows_of::record(&db, last, 1, &retry, hour_ago)
+    rows_of::record(&db, last, owner, 1, &retry, hour_ago)
         .await
         .expect("record");
     let in_flight = rows_of::claim(&db, last, hour_ago)
@@ -845,7 +846,7 @@ async fn an_expired_claim_on_the_last_attempt_fails_without_a_send(backend: Back
         Some(format!("<notification-{earlier}@localhost>"))
     );
     // The dead worker wakes up with a success: too late, dropped.
-    let late = rows_of::record(&db, last, 2, &Outcome::Sent, herald::storage::now())
+    let late = rows_of::record(&db, last, owner, 2, &Outcome::Sent, herald::storage::now())
         .await
         .expect("record");
     assert!(late.is_none(), "{late:?}");
