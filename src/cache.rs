@@ -1,5 +1,6 @@
-//! The read cache: string values with a TTL, and per-user version counters
-//! that make whole groups of entries invisible at once.
+//! The read cache: string values with a TTL, and entries ordered by a seq
+//! that a write only ever moves forward (`set_if_newer`: a user's inbox
+//! snapshot, which decides which of their cached pages count).
 //!
 //! Two implementations, chosen once in `app.rs`: Redis (`REDIS_URL`) and an
 //! in-process map. Cache errors never fail a request: callers fall back to
@@ -14,10 +15,39 @@ use std::{
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
 
-/// How long a version counter lives after its last bump. Far longer than
-/// any entry's TTL, so a counter that expires and restarts can never bring
-/// an old entry back.
-const VERSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The field of a `set_if_newer` value (a JSON object) that orders it:
+/// every payload stored that way keeps it, in every format version.
+pub const SEQ_FIELD: &str = "last_seq";
+
+/// Sets KEYS[1] to ARGV[1] (PX ARGV[3]) unless it holds a JSON object whose
+/// `last_seq` is greater than ARGV[2]; 1 when it wrote. What is not such
+/// an object (another format) is overwritten.
+const SET_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' then
+    local seq = tonumber(decoded['last_seq'])
+    if seq and seq > tonumber(ARGV[2]) then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+";
+
+/// The order of a stored `set_if_newer` value (`None`: not such a value).
+fn seq_of(value: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(value)
+        .ok()?
+        .get(SEQ_FIELD)?
+        .as_i64()
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 #[async_trait::async_trait]
 pub trait Cache: Send + Sync + 'static {
@@ -25,10 +55,17 @@ pub trait Cache: Send + Sync + 'static {
     /// Several keys in one round trip, in order.
     async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<Option<String>>>;
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()>;
-    /// The counter at `key` (0 when there is none).
-    async fn version(&self, key: &str) -> anyhow::Result<u64>;
-    /// Increments the counter at `key`; returns the new value.
-    async fn bump(&self, key: &str) -> anyhow::Result<u64>;
+    /// Sets `key` to `value`, a JSON object whose `last_seq` is `seq`,
+    /// unless it holds one with a greater `last_seq`: a slow writer never
+    /// moves it back. Atomic (a Lua script; the map's lock). `false`: a
+    /// newer value stays.
+    async fn set_if_newer(
+        &self,
+        key: &str,
+        value: &str,
+        seq: i64,
+        ttl: Duration,
+    ) -> anyhow::Result<bool>;
     /// For `/readyz`: the backend's name, and whether it answers.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> anyhow::Result<()>;
@@ -36,11 +73,16 @@ pub trait Cache: Send + Sync + 'static {
 
 pub struct RedisCache {
     manager: ConnectionManager,
+    /// Hashed once (EVALSHA, EVAL on a script-cache miss).
+    set_if_newer: redis::Script,
 }
 
 impl RedisCache {
     pub fn new(manager: ConnectionManager) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            set_if_newer: redis::Script::new(SET_IF_NEWER),
+        }
     }
 }
 
@@ -70,36 +112,30 @@ impl Cache for RedisCache {
             .arg(key)
             .arg(value)
             .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(millis(ttl))
             .query_async(&mut conn)
             .await
             .context("cache SET")
     }
 
-    async fn version(&self, key: &str) -> anyhow::Result<u64> {
+    async fn set_if_newer(
+        &self,
+        key: &str,
+        value: &str,
+        seq: i64,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
         let mut conn = self.manager.clone();
-        let v: Option<u64> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
+        let wrote: i64 = self
+            .set_if_newer
+            .key(key)
+            .arg(value)
+            .arg(seq)
+            .arg(millis(ttl))
+            .invoke_async(&mut conn)
             .await
-            .context("cache version")?;
-        Ok(v.unwrap_or(0))
-    }
-
-    async fn bump(&self, key: &str) -> anyhow::Result<u64> {
-        let mut conn = self.manager.clone();
-        let (v,): (u64,) = redis::pipe()
-            .atomic()
-            .cmd("INCR")
-            .arg(key)
-            .cmd("EXPIRE")
-            .arg(key)
-            .arg(VERSION_TTL.as_secs())
-            .ignore()
-            .query_async(&mut conn)
-            .await
-            .context("cache bump")?;
-        Ok(v)
+            .context("cache set-if-newer")?;
+        Ok(wrote == 1)
     }
 
     fn backend(&self) -> &'static str {
@@ -122,11 +158,25 @@ pub struct InProcessCache {
     inner: Mutex<InProcess>,
 }
 
-/// Counters live among the values (as decimal strings), as in Redis, so
-/// `get_many` reads both alike.
 #[derive(Default)]
 struct InProcess {
     values: HashMap<String, (Instant, String)>,
+}
+
+impl InProcess {
+    /// Stores `value`, keeping at most `max_entries`.
+    fn insert(&mut self, max_entries: usize, key: &str, value: &str, ttl: Duration) {
+        if self.values.len() >= max_entries && !self.values.contains_key(key) {
+            let now = Instant::now();
+            self.values.retain(|_, (expires, _)| *expires > now);
+            if self.values.len() >= max_entries {
+                // Still full of live entries: start over rather than grow.
+                self.values.clear();
+            }
+        }
+        self.values
+            .insert(key.to_owned(), (Instant::now() + ttl, value.to_owned()));
+    }
 }
 
 impl InProcessCache {
@@ -169,41 +219,29 @@ impl Cache for InProcessCache {
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
-        let mut inner = self.lock();
-        if inner.values.len() >= self.max_entries {
-            let now = Instant::now();
-            inner.values.retain(|_, (expires, _)| *expires > now);
-            if inner.values.len() >= self.max_entries {
-                // Still full of live entries: start over rather than grow.
-                inner.values.clear();
-            }
-        }
-        inner
-            .values
-            .insert(key.to_owned(), (Instant::now() + ttl, value.to_owned()));
+        self.lock().insert(self.max_entries, key, value, ttl);
         Ok(())
     }
 
-    async fn version(&self, key: &str) -> anyhow::Result<u64> {
-        Ok(self
-            .get(key)
-            .await?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
-    }
-
-    async fn bump(&self, key: &str) -> anyhow::Result<u64> {
+    async fn set_if_newer(
+        &self,
+        key: &str,
+        value: &str,
+        seq: i64,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
         let mut inner = self.lock();
-        let now = Instant::now();
-        let current = match inner.values.get(key) {
-            Some((expires, v)) if *expires > now => v.parse::<u64>().unwrap_or(0),
-            _ => 0,
-        };
-        let next = current + 1;
-        inner
+        let newer = inner
             .values
-            .insert(key.to_owned(), (now + VERSION_TTL, next.to_string()));
-        Ok(next)
+            .get(key)
+            .filter(|(expires, _)| *expires > Instant::now())
+            .and_then(|(_, current)| seq_of(current))
+            .is_some_and(|current| current > seq);
+        if newer {
+            return Ok(false);
+        }
+        inner.insert(self.max_entries, key, value, ttl);
+        Ok(true)
     }
 
     fn backend(&self) -> &'static str {
@@ -220,7 +258,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn entries_expire_and_versions_count_up() {
+    async fn entries_expire() {
         let cache = InProcessCache::new(10);
         cache
             .set("a", "1", Duration::from_millis(30))
@@ -229,19 +267,64 @@ mod tests {
         assert_eq!(cache.get("a").await.expect("get").as_deref(), Some("1"));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(cache.get("a").await.expect("get"), None);
-        assert_eq!(cache.version("v").await.expect("v"), 0);
-        assert_eq!(cache.bump("v").await.expect("bump"), 1);
-        assert_eq!(cache.bump("v").await.expect("bump"), 2);
-        assert_eq!(cache.version("v").await.expect("v"), 2);
     }
 
+    fn snapshot(seq: i64) -> String {
+        format!(r#"{{"v":1,"last_seq":{seq},"counts":{{"total":{seq}}}}}"#)
+    }
+
+    /// The in-process half of the only-if-newer contract (the Redis script
+    /// has its own test in tests/api/inbox.rs, against a real Redis).
     #[tokio::test]
-    async fn counters_read_back_through_get_many() {
+    async fn a_late_writer_with_an_older_seq_does_not_move_the_entry_back() {
         let cache = InProcessCache::new(10);
-        cache.bump("v").await.expect("bump");
-        cache.bump("v").await.expect("bump");
-        let got = cache.get_many(&["v".to_owned()]).await.expect("get_many");
-        assert_eq!(got, [Some("2".to_owned())]);
+        let ttl = Duration::from_secs(60);
+        assert!(
+            cache
+                .set_if_newer("s", &snapshot(5), 5, ttl)
+                .await
+                .expect("set")
+        );
+        assert!(
+            !cache
+                .set_if_newer("s", &snapshot(4), 4, ttl)
+                .await
+                .expect("set")
+        );
+        assert_eq!(cache.get("s").await.expect("get"), Some(snapshot(5)));
+        assert!(
+            cache
+                .set_if_newer("s", &snapshot(5), 5, ttl)
+                .await
+                .expect("set")
+        );
+        assert!(
+            cache
+                .set_if_newer("s", &snapshot(6), 6, ttl)
+                .await
+                .expect("set")
+        );
+        assert_eq!(cache.get("s").await.expect("get"), Some(snapshot(6)));
+        // What is not such a value, or has expired, is replaced.
+        cache.set("t", "not json", ttl).await.expect("set");
+        assert!(
+            cache
+                .set_if_newer("t", &snapshot(1), 1, ttl)
+                .await
+                .expect("set")
+        );
+        cache
+            .set_if_newer("u", &snapshot(9), 9, Duration::from_millis(20))
+            .await
+            .expect("set");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(
+            cache
+                .set_if_newer("u", &snapshot(2), 2, ttl)
+                .await
+                .expect("set")
+        );
+        assert_eq!(cache.get("u").await.expect("get"), Some(snapshot(2)));
     }
 
     #[tokio::test]

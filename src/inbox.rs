@@ -1,12 +1,20 @@
-//! What follows every committed change to a notification (DESIGN.md,
-//! invariant 4): bump the owner's inbox version, so every cached page of
-//! theirs is invisible at once, then publish the status event.
+//! What follows every committed change to a user's notifications (DESIGN.md,
+//! invariant 4): store the user's newest snapshot (last seq and counts) in
+//! the cache, only if newer, so every cached page of theirs read at an
+//! older seq stops counting at once; then publish the events.
 //!
-//! Also the read side of the cache: `page` serves `notifications` from the
-//! cache under the current version, or from the database.
+//! Also the read side of the cache: `page` (the old `notifications`) and
+//! `inbox_page` (cursor pages) serve a cached copy when it was read at the
+//! cached last seq, else read the database; `last_snapshot` answers the
+//! last seq and counts from the cache, the counter row on a miss.
+//!
+//! Every cache write here is a hint: a lost one is retried (`LostBumps`),
+//! or, if the instance dies with it, costs staleness for at most the
+//! snapshot entry's TTL.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
+    future::Future,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -22,8 +30,14 @@ use crate::{
     cache::Cache,
     keys::Keys,
     pubsub::{EventBus, StatusEvent},
-    storage::{self, StorageError},
-    wire::{self, InboxEventV1, InboxHintV1, NotificationV1, PageV1},
+    storage::{
+        self, StorageError,
+        inbox::{Filter, Snapshot},
+    },
+    wire::{
+        self, InboxEventV1, InboxHintV1, InboxPageV1, InboxSnapshotV1, NotificationV1, PageV1,
+        Payload,
+    },
 };
 
 #[derive(Clone)]
@@ -31,22 +45,26 @@ pub struct Inbox {
     pub cache: Arc<dyn Cache>,
     pub events: Arc<dyn EventBus>,
     pub keys: Keys,
+    /// Of cached pages and of the snapshot entry: the longest a snapshot
+    /// update lost with its instance (a crash right after the commit)
+    /// leaves pages stale.
     pub ttl: Duration,
-    /// Inbox versions whose bump failed (the cache was unreachable).
+    /// Snapshot updates the cache refused (it was unreachable).
     pub lost_bumps: Arc<LostBumps>,
 }
 
-/// How often lost version bumps are tried again.
+/// How often lost snapshot updates are tried again.
 const BUMP_RETRY: Duration = Duration::from_secs(1);
 
-/// Version bumps that failed, tried again every second until the cache takes
-/// them: without this, pages cached before an outage would be served stale,
-/// by every instance, until their TTL once the cache is back. Until then this
-/// instance reads those inboxes from the database.
+/// Snapshot updates that failed, tried again every second until the cache
+/// takes them: without this, pages cached before an outage would be served
+/// stale, by every instance, until the snapshot entry's TTL once the cache
+/// is back. Until then this instance reads those inboxes from the database.
 pub struct LostBumps {
-    keys: Mutex<HashSet<String>>,
+    /// By snapshot key: the newest snapshot owed (its seq, its payload).
+    keys: Mutex<HashMap<String, (i64, String)>>,
     retrying: AtomicBool,
-    /// Ends the retry loop at shutdown (bumps still owed stay owed).
+    /// Ends the retry loop at shutdown (updates still owed stay owed).
     stop: CancellationToken,
     /// Where the retry loop runs, so shutdown can wait for it to end.
     tasks: TaskTracker,
@@ -62,23 +80,34 @@ impl LostBumps {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, String)>> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether `key`'s bump is still owed. Lock-free while nothing is owed
-    /// (a retry loop runs exactly while some bump is), since every page
-    /// read asks.
+    /// Whether an update of `key` is still owed. Lock-free while nothing is
+    /// owed (a retry loop runs exactly while some update is), since every
+    /// cached read asks.
     pub fn contains(&self, key: &str) -> bool {
-        self.retrying.load(Ordering::Acquire) && self.lock().contains(key)
+        self.retrying.load(Ordering::Acquire) && self.lock().contains_key(key)
     }
 
-    /// Remembers `key` and makes sure a retry loop runs. The loop ends once
-    /// every lost bump has landed (decided under the lock `remember` takes,
-    /// so no key is left without a loop), or at shutdown.
-    fn remember(self: &Arc<Self>, key: String, cache: Arc<dyn Cache>) {
+    /// Remembers that `key` owes `value` (at `seq`; a newer one owed
+    /// already stays) and makes sure a retry loop runs. The loop ends once
+    /// every lost update has landed (decided under the lock `remember`
+    /// takes, so no key is left without a loop), or at shutdown.
+    fn remember(
+        self: &Arc<Self>,
+        key: String,
+        seq: i64,
+        value: String,
+        cache: Arc<dyn Cache>,
+        ttl: Duration,
+    ) {
         let mut keys = self.lock();
-        keys.insert(key);
+        let owed = keys.entry(key).or_insert((seq, value.clone()));
+        if owed.0 < seq {
+            *owed = (seq, value);
+        }
         if self.retrying.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -89,11 +118,19 @@ impl LostBumps {
                     () = lost.stop.cancelled() => break,
                     () = tokio::time::sleep(BUMP_RETRY) => {}
                 }
-                let pending: Vec<String> = lost.lock().iter().cloned().collect();
-                for key in pending {
-                    if cache.bump(&key).await.is_ok() {
-                        tracing::info!(key, "lost inbox version bump applied");
-                        lost.lock().remove(&key);
+                let pending: Vec<(String, (i64, String))> = lost
+                    .lock()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (key, (seq, value)) in pending {
+                    if cache.set_if_newer(&key, &value, seq, ttl).await.is_ok() {
+                        tracing::info!(key, seq, "lost inbox snapshot update applied");
+                        let mut keys = lost.lock();
+                        // Unless a newer one was lost meanwhile.
+                        if keys.get(&key).is_some_and(|(owed, _)| *owed == seq) {
+                            keys.remove(&key);
+                        }
                     }
                 }
                 let keys = lost.lock();
@@ -114,19 +151,68 @@ pub struct Page {
     pub total: u64,
 }
 
+impl From<Snapshot> for InboxSnapshotV1 {
+    fn from(s: Snapshot) -> Self {
+        Self {
+            last_seq: s.last_seq,
+            counts: s.counts,
+        }
+    }
+}
+
+impl From<InboxSnapshotV1> for Snapshot {
+    fn from(s: InboxSnapshotV1) -> Self {
+        Self {
+            last_seq: s.last_seq,
+            counts: s.counts,
+        }
+    }
+}
+
+/// A cached payload read at one of its user's seqs: it counts only while
+/// that is the cached last seq.
+trait AtSeq: Payload {
+    fn last_seq(&self) -> i64;
+}
+
+impl AtSeq for PageV1 {
+    fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+}
+
+impl AtSeq for InboxPageV1 {
+    fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+}
+
+/// `json` decoded; another format version (another release wrote it) or
+/// what does not decode (logged) is absent.
+fn decode<T: Payload>(json: &str, key: &str) -> Option<T> {
+    match wire::decode::<T>(json) {
+        Ok(payload) => payload,
+        Err(e) => {
+            tracing::warn!(error = %e, key, "unreadable cache entry");
+            None
+        }
+    }
+}
+
 impl Inbox {
     /// Call after the change to `row` is committed, with the inbox event it
-    /// wrote when the caller has it (else subscribers read the log). Never
-    /// fails: a lost bump or event is logged; the row stays the truth.
+    /// wrote. Never fails: a lost cache update or event is logged (and the
+    /// update retried); the row stays the truth.
     pub async fn changed(
         &self,
         previous: Option<Status>,
         row: &notification::Model,
-        inbox_event: Option<InboxEventV1>,
+        inbox_event: InboxEventV1,
     ) {
-        self.touched(row.user_id).await;
-        // Published after the bump: a client that refetches on the event
-        // never reads the page as it was before the change.
+        self.touched(row.user_id, Snapshot::from(&inbox_event))
+            .await;
+        // Published after the cache update: a client that refetches on the
+        // event never reads the page as it was before the change.
         let event = StatusEvent {
             notification: row.clone().into(),
             previous: previous.map(Into::into),
@@ -135,7 +221,7 @@ impl Inbox {
         if let Err(e) = self.events.publish(&event).await {
             tracing::warn!(error = ?e, notification_id = row.id, "status event not published");
         }
-        self.announce(row.user_id, inbox_event).await;
+        self.announce(row.user_id, Some(inbox_event)).await;
     }
 
     /// Call after a commit that wrote `user_id`'s inbox event `event` (or
@@ -149,22 +235,143 @@ impl Inbox {
     }
 
     /// Call after a committed change to `user_id`'s inbox (a status change
-    /// or a mark): every cached page of theirs becomes invisible. Never
-    /// fails; a lost bump is retried.
-    pub async fn touched(&self, user_id: i64) {
-        let key = self.keys.inbox_version(user_id);
-        let bumped = self.cache.bump(&key).await;
-        if let Err(e) = bumped {
-            // Pages of this user cached under the old version would be served
-            // stale: bump again as soon as the cache answers.
-            tracing::error!(error = ?e, user_id, "inbox version bump failed; retrying");
-            self.lost_bumps.remember(key, self.cache.clone());
+    /// or a mark) with the snapshot right after it: the cached snapshot
+    /// moves to it unless a newer one is there, and every page cached at an
+    /// older seq stops counting. Never fails; a refused update is retried.
+    pub async fn touched(&self, user_id: i64, snapshot: Snapshot) {
+        let key = self.keys.inbox_snapshot(user_id);
+        let Some(value) = encode(&InboxSnapshotV1::from(snapshot)) else {
+            return;
+        };
+        let stored = self
+            .cache
+            .set_if_newer(&key, &value, snapshot.last_seq, self.ttl)
+            .await;
+        if let Err(e) = stored {
+            // Pages of this user cached at an older seq would be served
+            // stale: store it as soon as the cache answers.
+            tracing::error!(error = ?e, user_id, "inbox snapshot update failed; retrying");
+            self.lost_bumps
+                .remember(key, snapshot.last_seq, value, self.cache.clone(), self.ttl);
         }
     }
 
-    /// One page of `user_id`'s notifications, from the cache when its copy
-    /// was read at the current inbox version (one round trip: the version and
-    /// the page together), else from the database.
+    /// The user's last seq and counts: from the cache (one read), else
+    /// from the counter row, which then fills the cache (only if newer).
+    /// The cache may lag a commit by a moment (its update follows the
+    /// commit); what must be exact confirms against the database.
+    pub async fn last_snapshot(
+        &self,
+        db: &DatabaseConnection,
+        user_id: i64,
+    ) -> Result<Snapshot, StorageError> {
+        let key = self.keys.inbox_snapshot(user_id);
+        if self.lost_bumps.contains(&key) {
+            return storage::inbox::snapshot(db, user_id).await;
+        }
+        let answered = match self.cache.get(&key).await {
+            Ok(Some(json)) => match decode::<InboxSnapshotV1>(&json, &key) {
+                Some(cached) => return Ok(cached.into()),
+                None => true,
+            },
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = ?e, "cache unavailable; reading the database");
+                false
+            }
+        };
+        let snapshot = storage::inbox::snapshot(db, user_id).await?;
+        if answered {
+            self.fill(user_id, snapshot).await;
+        }
+        Ok(snapshot)
+    }
+
+    /// Stores `snapshot`, read from the database, unless a newer one is
+    /// cached. A failure leaves a miss (or an older entry that a writer's
+    /// own update supersedes): nothing to retry.
+    async fn fill(&self, user_id: i64, snapshot: Snapshot) {
+        let key = self.keys.inbox_snapshot(user_id);
+        let Some(value) = encode(&InboxSnapshotV1::from(snapshot)) else {
+            return;
+        };
+        if let Err(e) = self
+            .cache
+            .set_if_newer(&key, &value, snapshot.last_seq, self.ttl)
+            .await
+        {
+            tracing::warn!(error = ?e, "cache write failed");
+        }
+    }
+
+    /// The payload at `key` when it was read at the user's cached last seq
+    /// (one round trip: the snapshot and the page together), else `load`'s
+    /// (a page and the database snapshot it was read at), which is cached.
+    async fn read_through<T: AtSeq>(
+        &self,
+        user_id: i64,
+        key: String,
+        load: impl Future<Output = Result<(T, Snapshot), StorageError>>,
+    ) -> Result<T, StorageError> {
+        let snapshot_key = self.keys.inbox_snapshot(user_id);
+        // While an update of this snapshot is owed, cached copies may
+        // predate a change: the database, and nothing cached.
+        let cached = if self.lost_bumps.contains(&snapshot_key) {
+            None
+        } else {
+            match self
+                .cache
+                .get_many(&[snapshot_key.clone(), key.clone()])
+                .await
+            {
+                Ok(values) => Some(values),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cache unavailable; reading the database");
+                    None
+                }
+            }
+        };
+        // `Some` when the cache answered: the cached last seq, if any.
+        let cached_seq = match cached {
+            None => None,
+            Some(values) => {
+                let mut values = values.into_iter();
+                let last_seq = values
+                    .next()
+                    .flatten()
+                    .and_then(|json| decode::<InboxSnapshotV1>(&json, &snapshot_key))
+                    .map(|s| s.last_seq);
+                let page = values
+                    .next()
+                    .flatten()
+                    .and_then(|json| decode::<T>(&json, &key));
+                match (last_seq, page) {
+                    (Some(seq), Some(page)) if page.last_seq() == seq => return Ok(page),
+                    // Read at another seq (stale, or ahead of a lagging
+                    // snapshot), or no snapshot to check it by: a miss.
+                    _ => Some(last_seq),
+                }
+            }
+        };
+        let (fresh, snapshot) = load.await?;
+        if let Some(cached_seq) = cached_seq {
+            // Stored at the seq it was read at: it counts once (and while)
+            // that is the cached last seq.
+            if let Some(json) = encode(&fresh)
+                && let Err(e) = self.cache.set(&key, &json, self.ttl).await
+            {
+                tracing::warn!(error = ?e, "cache write failed");
+            }
+            if cached_seq.is_none_or(|seq| seq < snapshot.last_seq) {
+                self.fill(user_id, snapshot).await;
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// One page of `user_id`'s notifications (the old `notifications`
+    /// list), from the cache when its copy was read at the cached last seq,
+    /// else from the database.
     pub async fn page(
         &self,
         db: &DatabaseConnection,
@@ -172,69 +379,58 @@ impl Inbox {
         page: u64,
         page_size: u64,
     ) -> Result<Page, StorageError> {
-        let page_key = self.keys.inbox_page(user_id, page, page_size);
-        let version_key = self.keys.inbox_version(user_id);
-        // While a bump of this inbox is owed, cached copies may predate a
-        // change: the database, and nothing cached.
-        let cached = if self.lost_bumps.contains(&version_key) {
-            None
-        } else {
-            Some(self.cache.get_many(&[version_key, page_key.clone()]).await)
-        };
-        let version = match cached {
-            None => None,
-            Some(Ok(values)) => {
-                let mut values = values.into_iter();
-                let version = values
-                    .next()
-                    .flatten()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-                if let Some(json) = values.next().flatten() {
-                    match wire::decode::<PageV1>(&json) {
-                        Ok(Some(entry)) if entry.inbox_version == version => {
-                            return Ok(Page {
-                                items: entry.items,
-                                total: entry.total,
-                            });
-                        }
-                        // A copy from an older inbox version (stale), or in
-                        // another release's format: a miss.
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, page_key, "unreadable cache entry"),
-                    }
-                }
-                Some(version)
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = ?e, "cache unavailable; reading the database");
-                None
-            }
-        };
-        let (rows, total) = storage::notifications::page(db, user_id, page, page_size).await?;
-        let fresh = Page {
-            items: rows.into_iter().map(NotificationV1::from).collect(),
-            total,
-        };
-        // Stored under the version read *before* the query: if a change
-        // landed meanwhile, the version has moved on and this copy never counts.
-        if let Some(inbox_version) = version {
+        let key = self.keys.inbox_page(user_id, page, page_size);
+        let load = async {
+            let found = storage::notifications::page(db, user_id, page, page_size).await?;
             let entry = PageV1 {
-                inbox_version,
-                items: fresh.items.clone(),
-                total,
+                last_seq: found.snapshot.last_seq,
+                items: found.items.into_iter().map(NotificationV1::from).collect(),
+                total: found.total,
             };
-            match wire::encode(&entry) {
-                Ok(json) => {
-                    if let Err(e) = self.cache.set(&page_key, &json, self.ttl).await {
-                        tracing::warn!(error = ?e, "cache write failed");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "page not serializable"),
-            }
-        }
-        Ok(fresh)
+            Ok((entry, found.snapshot))
+        };
+        let entry = self.read_through(user_id, key, load).await?;
+        Ok(Page {
+            items: entry.items,
+            total: entry.total,
+        })
     }
+
+    /// One cursor page of `user_id`'s inbox (`inbox(first, after, filter)`)
+    /// with the counts and last seq of the same snapshot, from the cache
+    /// when its copy was read at the cached last seq, else from the
+    /// database.
+    pub async fn inbox_page(
+        &self,
+        db: &DatabaseConnection,
+        user_id: i64,
+        before: Option<i64>,
+        first: u64,
+        filter: Filter,
+    ) -> Result<InboxPageV1, StorageError> {
+        let key = self
+            .keys
+            .inbox_cursor_page(user_id, first, before, &filter.tag());
+        let load = async {
+            let found = storage::inbox::page(db, user_id, before, first, filter).await?;
+            let entry = InboxPageV1 {
+                last_seq: found.snapshot.last_seq,
+                counts: found.snapshot.counts,
+                items: found.items.into_iter().map(NotificationV1::from).collect(),
+                has_next_page: found.has_next_page,
+            };
+            Ok((entry, found.snapshot))
+        };
+        self.read_through(user_id, key, load).await
+    }
+}
+
+/// `payload` as a cache value (`None`, logged, if it cannot be: then it is
+/// simply not cached).
+fn encode<T: Payload>(payload: &T) -> Option<String> {
+    wire::encode(payload)
+        .inspect_err(|e| tracing::warn!(error = %e, "payload not serializable"))
+        .ok()
 }
 
 #[cfg(test)]
@@ -255,10 +451,13 @@ mod tests {
         async fn set(&self, _: &str, _: &str, _: Duration) -> anyhow::Result<()> {
             anyhow::bail!("down")
         }
-        async fn version(&self, _: &str) -> anyhow::Result<u64> {
-            anyhow::bail!("down")
-        }
-        async fn bump(&self, _: &str) -> anyhow::Result<u64> {
+        async fn set_if_newer(
+            &self,
+            _: &str,
+            _: &str,
+            _: i64,
+            _: Duration,
+        ) -> anyhow::Result<bool> {
             anyhow::bail!("down")
         }
         fn backend(&self) -> &'static str {
@@ -274,10 +473,16 @@ mod tests {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let lost = Arc::new(LostBumps::new(stop.clone(), tasks.clone()));
-        lost.remember("v".to_owned(), Arc::new(Unreachable));
+        lost.remember(
+            "s".to_owned(),
+            1,
+            "{}".to_owned(),
+            Arc::new(Unreachable),
+            Duration::from_secs(60),
+        );
         assert_eq!(tasks.len(), 1, "the retry loop runs");
         // Though the cache is still down.
         crate::test_support::shut_down(&stop, &tasks, "the retry loop").await;
-        assert!(lost.contains("v"), "the bump is still owed");
+        assert!(lost.contains("s"), "the update is still owed");
     }
 }

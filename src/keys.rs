@@ -72,17 +72,40 @@ impl Keys {
         format!("{}inbox-events", self.prefix)
     }
 
-    /// A user's inbox version, bumped on every change. A cached page holds
-    /// the version it was read at and counts only while that is current, so
-    /// one increment hides every cached page at once.
-    pub fn inbox_version(&self, user_id: i64) -> String {
-        format!("{}inbox:{user_id}:version", self.prefix)
+    /// A user's inbox keys: `inbox:{<user>}:`, the user id as the hash tag
+    /// (DESIGN.md, invariant 12), so the keys one read uses together (the
+    /// last seq and a cached page) land on one Redis Cluster slot.
+    fn inbox(&self, user_id: i64) -> String {
+        format!("{}inbox:{{{user_id}}}:", self.prefix)
     }
 
+    /// A user's newest inbox snapshot (last seq and counts), written after
+    /// each commit only if newer than what it holds. A cached page holds the
+    /// seq it was read at and counts only while that is the snapshot's.
+    pub fn inbox_snapshot(&self, user_id: i64) -> String {
+        format!("{}snapshot", self.inbox(user_id))
+    }
+
+    /// A cached page of `notifications(page, pageSize)`.
     pub fn inbox_page(&self, user_id: i64, page: u64, page_size: u64) -> String {
+        format!("{}page:{page}:size:{page_size}", self.inbox(user_id))
+    }
+
+    /// A cached page of `inbox(first, after, filter)`: `before` is the
+    /// cursor's seq (`-` for the first page), `filter` a short plain tag
+    /// of the filter (see `storage::inbox::Filter::tag`).
+    pub fn inbox_cursor_page(
+        &self,
+        user_id: i64,
+        first: u64,
+        before: Option<i64>,
+        filter: &str,
+    ) -> String {
+        let before = before.map_or_else(|| "-".to_owned(), |seq| seq.to_string());
         format!(
-            "{}inbox:{user_id}:page:{page}:size:{page_size}",
-            self.prefix
+            "{}cursor:{first}:{before}:{}",
+            self.inbox(user_id),
+            plain_or_digest(filter)
         )
     }
 
@@ -153,8 +176,13 @@ mod tests {
             ("inbox_events", keys.inbox_events()),
         ];
         for id in ids {
-            names.push(("inbox_version", keys.inbox_version(id)));
+            names.push(("inbox_snapshot", keys.inbox_snapshot(id)));
             names.push(("inbox_page", keys.inbox_page(id, u64::MAX, 0)));
+            names.push((
+                "inbox_cursor_page",
+                keys.inbox_cursor_page(id, u64::MAX, Some(i64::MIN), "o1"),
+            ));
+            names.push(("inbox_cursor_page", keys.inbox_cursor_page(id, 0, None, "")));
             names.push(("user", keys.user(id)));
             names.push(("sends_user", keys.sends_user(id)));
             names.push(("tokens_valid_after", keys.tokens_valid_after(id)));
@@ -190,7 +218,7 @@ mod tests {
             .split("pub fn ")
             .skip(1)
             .filter_map(|rest| rest.split_once('('))
-            .filter(|(name, args)| args.starts_with("&self") && *name != "prefix")
+            .filter(|(name, args)| args.trim_start().starts_with("&self") && *name != "prefix")
             .map(|(name, _)| name)
             .collect();
         let covered: std::collections::BTreeSet<&str> = every_name(&Keys::new("p:"))
@@ -219,5 +247,43 @@ mod tests {
         assert_ne!(a, keys.inbox_page(1, 2, 10));
         assert_ne!(a, keys.inbox_page(1, 1, 20));
         assert_ne!(a, keys.inbox_page(2, 1, 10));
+    }
+
+    /// Redis Cluster's hash tag of `key`: the text between the first `{`
+    /// and the next `}`, when not empty.
+    fn hash_tag(key: &str) -> Option<&str> {
+        let (_, rest) = key.split_once('{')?;
+        let (tag, _) = rest.split_once('}')?;
+        (!tag.is_empty()).then_some(tag)
+    }
+
+    #[test]
+    fn a_users_inbox_keys_share_the_user_id_as_hash_tag() {
+        let keys = Keys::new("h:");
+        for id in [0, 7, -1, i64::MAX] {
+            let tag = id.to_string();
+            for key in [
+                keys.inbox_snapshot(id),
+                keys.inbox_page(id, 3, 10),
+                keys.inbox_cursor_page(id, 20, Some(99), "i0"),
+                keys.inbox_cursor_page(id, 20, None, "x{y}"),
+            ] {
+                assert_eq!(hash_tag(&key), Some(tag.as_str()), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn cursor_page_keys_differ_by_user_size_cursor_and_filter() {
+        let keys = Keys::new("h:");
+        let a = keys.inbox_cursor_page(1, 20, None, "f");
+        assert_ne!(a, keys.inbox_cursor_page(2, 20, None, "f"));
+        assert_ne!(a, keys.inbox_cursor_page(1, 21, None, "f"));
+        assert_ne!(a, keys.inbox_cursor_page(1, 20, Some(5), "f"));
+        assert_ne!(a, keys.inbox_cursor_page(1, 20, None, "g"));
+        assert_ne!(
+            keys.inbox_cursor_page(1, 20, Some(5), "f"),
+            keys.inbox_cursor_page(1, 20, Some(6), "f")
+        );
     }
 }

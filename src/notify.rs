@@ -6,7 +6,7 @@
 //! A send runs in a task of its own, tracked by the application's shutdown
 //! `TaskTracker`: a client that hangs up drops its request, never the work
 //! after a commit (before, a row stored just before the hang-up waited for
-//! the sweeper's visibility timeout, with no event and no cache bump).
+//! the sweeper's visibility timeout, with no event and no cache update).
 
 use std::sync::Arc;
 
@@ -80,7 +80,8 @@ impl Notifications {
     }
 
     /// Applies a mark to `user_id`'s notifications and, once it committed
-    /// a change, makes their cached pages invisible. Like a send, it runs in
+    /// a change, moves their cached snapshot to it (pages cached before it
+    /// stop counting). Like a send, it runs in
     /// a task of its own: a caller that hangs up never leaves the cache
     /// behind a committed mark.
     pub async fn mark(
@@ -95,7 +96,7 @@ impl Notifications {
                 let marked =
                     storage::inbox::mark(&this.db, user_id, action, target, storage::now()).await?;
                 if let Some(event) = &marked.event {
-                    this.inbox.touched(user_id).await;
+                    this.inbox.touched(user_id, marked.snapshot).await;
                     this.inbox.announce(user_id, Some(event.clone())).await;
                 }
                 Ok(marked)
@@ -108,7 +109,7 @@ impl Notifications {
     async fn created(&self, row: &notification::Model, event: InboxEventV1) {
         // Announced before it is queued, so its PENDING event always comes
         // before the worker's PROCESSING.
-        self.inbox.changed(None, row, Some(event)).await;
+        self.inbox.changed(None, row, event).await;
         if let Err(e) = self.queue.enqueue(row.id).await {
             tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
             if let Err(e) = storage::notifications::mark_unqueued(&self.db, row.id).await {

@@ -145,19 +145,46 @@ impl StatusEventV1 {
     }
 }
 
-/// A cached page of notifications, newest first, read at inbox version
-/// `inbox_version`.
+/// A user's newest inbox snapshot, as cached: what decides which of their
+/// cached pages count. Stored only if newer (`Cache::set_if_newer` orders
+/// it by `last_seq`, which every format version keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxSnapshotV1 {
+    pub last_seq: i64,
+    pub counts: Counts,
+}
+
+impl Payload for InboxSnapshotV1 {
+    const VERSION: u32 = 1;
+}
+
+/// A cached page of `notifications(page, pageSize)`, newest first, read
+/// at the user's seq `last_seq`, with the number of notifications then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageV1 {
-    pub inbox_version: u64,
+    pub last_seq: i64,
     pub items: Vec<NotificationV1>,
     pub total: u64,
 }
 
-/// Version 2: its notifications carry their seq and read state (a page
-/// of version 1 lacks them, so it is a miss).
+/// Version 3: read at a seq, not at an inbox version (version 2: its
+/// notifications carry their seq and read state).
 impl Payload for PageV1 {
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
+}
+
+/// A cached page of `inbox(first, after, filter)`, with the user's counts
+/// from the same snapshot, read at seq `last_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxPageV1 {
+    pub last_seq: i64,
+    pub counts: Counts,
+    pub items: Vec<NotificationV1>,
+    pub has_next_page: bool,
+}
+
+impl Payload for InboxPageV1 {
+    const VERSION: u32 = 1;
 }
 
 /// One entry of a user's inbox log (`inbox_events.payload`), with the

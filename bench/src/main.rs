@@ -9,8 +9,8 @@
 //! 1. `{ __typename }` (baseline)
 //! 2. `sendNotification`
 //! 3. `notifications(page: 1, pageSize: 10)`, cached (the same page again)
-//! 4. the same, uncached (the user's inbox version is bumped in Redis
-//!    before each request, outside the timed part)
+//! 4. the same, uncached (the user's cached inbox snapshot is deleted in
+//!    Redis before each request, outside the timed part)
 //! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
 //! 6. `smtp-source` into the same sink (baseline for 5)
 
@@ -34,7 +34,7 @@ struct Args {
     /// The database Herald uses (for the worker phase).
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
-    /// The Redis Herald uses (to bump the inbox version for the uncached phase).
+    /// The Redis Herald uses (to drop the cached inbox snapshot for the uncached phase).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Herald's key prefix.
@@ -405,8 +405,8 @@ async fn main() -> anyhow::Result<()> {
 
     let redis = redis::Client::open(args.redis_url.as_str())?;
     let conn = redis.get_multiplexed_async_connection().await?;
-    let version_key: Arc<str> = herald::keys::Keys::new(args.redis_prefix.as_str())
-        .inbox_version(user_id)
+    let snapshot_key: Arc<str> = herald::keys::Keys::new(args.redis_prefix.as_str())
+        .inbox_snapshot(user_id)
         .into();
     let (c, t) = (client.clone(), token.clone());
     let uncached = closed_loop(
@@ -415,10 +415,10 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency,
         duration,
         move || {
-            let (mut conn, key) = (conn.clone(), version_key.clone());
+            let (mut conn, key) = (conn.clone(), snapshot_key.clone());
             async move {
                 let _: redis::RedisResult<i64> =
-                    redis::cmd("INCR").arg(&*key).query_async(&mut conn).await;
+                    redis::cmd("DEL").arg(&*key).query_async(&mut conn).await;
             }
         },
         move |_| {

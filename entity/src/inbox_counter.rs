@@ -18,6 +18,9 @@ pub struct Model {
     pub unread: i64,
     /// Not archived and not seen.
     pub unseen: i64,
+    /// Every notification, archived or not (migration 5): the old
+    /// `notifications` list's `totalCount`. Only a creation moves it.
+    pub notifications: i64,
 }
 
 /// The foreign key to `users` (ON DELETE CASCADE) lives in the migration;

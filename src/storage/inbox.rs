@@ -51,6 +51,16 @@ impl From<inbox_counter::Model> for Snapshot {
     }
 }
 
+/// The user's snapshot right after `event`.
+impl From<&InboxEventV1> for Snapshot {
+    fn from(event: &InboxEventV1) -> Self {
+        Self {
+            last_seq: event.seq,
+            counts: event.counts,
+        }
+    }
+}
+
 /// Begins a transaction that writes one user's inbox. On SQLite it takes
 /// the write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
 /// read first could not upgrade while another writer commits.
@@ -77,13 +87,15 @@ pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransacti
     Ok(db.begin_with_options(options).await?)
 }
 
-/// Moves the user's counter row by `step` seqs and `delta`, creating it if
-/// needed, and returns it: the row stays locked until the transaction ends.
+/// Moves the user's counter row by `step` seqs, `delta` and `created` new
+/// notifications, creating it if needed, and returns it: the row stays
+/// locked until the transaction ends.
 async fn advance(
     txn: &DatabaseTransaction,
     user_id: i64,
     step: i64,
     delta: Counts,
+    created: i64,
 ) -> Result<Snapshot> {
     use inbox_counter::Column as C;
     let moved = |c: C, by: i64| (c, Expr::col((inbox_counter::Entity, c)).add(by));
@@ -93,6 +105,7 @@ async fn advance(
         total: Set(delta.total),
         unread: Set(delta.unread),
         unseen: Set(delta.unseen),
+        notifications: Set(created),
     };
     let upsert = OnConflict::column(C::UserId)
         .values([
@@ -100,6 +113,7 @@ async fn advance(
             moved(C::Total, delta.total),
             moved(C::Unread, delta.unread),
             moved(C::Unseen, delta.unseen),
+            moved(C::Notifications, created),
         ])
         .to_owned();
     let counter = inbox_counter::Entity::insert(row)
@@ -112,13 +126,19 @@ async fn advance(
 /// Takes the user's counter row (see the module doc) without changing it.
 /// The first statement of every inbox write transaction.
 pub async fn lock(txn: &DatabaseTransaction, user_id: i64) -> Result<Snapshot> {
-    advance(txn, user_id, 0, Counts::default()).await
+    advance(txn, user_id, 0, Counts::default(), 0).await
 }
 
 /// Reserves the user's next seq, moving the counts by `delta`; the caller
 /// then writes the event with `write_event` in the same transaction.
 pub async fn next_seq(txn: &DatabaseTransaction, user_id: i64, delta: Counts) -> Result<Snapshot> {
-    advance(txn, user_id, 1, delta).await
+    advance(txn, user_id, 1, delta, 0).await
+}
+
+/// `next_seq` for a new notification: it also counts among every
+/// notification of the user's (the old list's total).
+pub async fn next_seq_created(txn: &DatabaseTransaction, user_id: i64) -> Result<Snapshot> {
+    advance(txn, user_id, 1, Counts::CREATED, 1).await
 }
 
 /// Appends `event` to its user's log (its seq from `next_seq`).
@@ -289,10 +309,7 @@ pub async fn mark(
     txn.commit().await?;
     Ok(Marked {
         updated: u64::try_from(updated).unwrap_or_default(),
-        snapshot: Snapshot {
-            last_seq: event.seq,
-            counts: event.counts,
-        },
+        snapshot: Snapshot::from(&event),
         event: Some(event),
     })
 }
@@ -360,6 +377,18 @@ pub enum Archived {
 pub struct Filter {
     pub archived: Archived,
     pub unread_only: bool,
+}
+
+impl Filter {
+    /// A short plain tag, one per filter (for cache keys).
+    pub fn tag(self) -> String {
+        let archived = match self.archived {
+            Archived::Exclude => 'e',
+            Archived::Include => 'i',
+            Archived::Only => 'o',
+        };
+        format!("{archived}{}", u8::from(self.unread_only))
+    }
 }
 
 /// One keyset page of a user's notifications, newest (highest seq) first,

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use entity::notification::{self, Column, Status};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, DatabaseConnection,
-    EntityTrait, ExprTrait as _, PaginatorTrait as _, QueryFilter, QueryOrder as _,
-    QuerySelect as _, QueryTrait as _, sea_query::Expr,
+    EntityTrait, ExprTrait as _, QueryFilter, QueryOrder as _, QuerySelect as _, QueryTrait as _,
+    sea_query::Expr,
 };
 
 use super::{StorageError, inbox};
@@ -31,7 +31,7 @@ pub async fn insert(
     now: DateTime<Utc>,
 ) -> Result<(notification::Model, InboxEventV1)> {
     let txn = inbox::begin_write(db).await?;
-    let reserved = inbox::next_seq(&txn, user_id, Counts::CREATED).await?;
+    let reserved = inbox::next_seq_created(&txn, user_id).await?;
     let row = notification::ActiveModel {
         user_id: Set(user_id),
         title: Set(title.as_str().to_owned()),
@@ -62,6 +62,14 @@ pub async fn insert(
     Ok((row, event))
 }
 
+/// A committed status change: the row as it is now, and its inbox event
+/// (the owner's seq and counts after it).
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub row: notification::Model,
+    pub event: InboxEventV1,
+}
+
 /// Runs `update`, a compare-and-set moving one notification of `user_id`'s
 /// from `previous`, in one transaction with its DeliveryStatusChanged
 /// inbox event. The owner's next seq is taken first (the counter row's
@@ -74,7 +82,7 @@ async fn move_status(
     previous: Status,
     update: sea_orm::UpdateMany<notification::Entity>,
     now: DateTime<Utc>,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     let txn = inbox::begin_write(db).await?;
     let reserved = inbox::next_seq(&txn, user_id, Counts::default()).await?;
     let Some(row) = update.exec_with_returning(&txn).await?.into_iter().next() else {
@@ -85,9 +93,9 @@ async fn move_status(
         notification: row.clone().into(),
         previous: previous.into(),
     };
-    inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
+    let event = inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
     txn.commit().await?;
-    Ok(Some(row))
+    Ok(Some(Moved { row, event }))
 }
 
 /// The recipient of notification `id`, if it exists.
@@ -104,28 +112,51 @@ pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notificat
     Ok(notification::Entity::find_by_id(id).one(db).await?)
 }
 
-/// One page of a user's notifications, newest first, and their total count.
-/// `page` counts from 1.
+/// One page of a user's notifications (archived ones too), newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<notification::Model>,
+    /// Every notification of the user's, from the counter row.
+    pub total: u64,
+    /// The user's last seq and counts, as of the same snapshot as `items`.
+    pub snapshot: inbox::Snapshot,
+}
+
+/// One page of a user's notifications, newest first, with their number and
+/// the user's last seq from the same snapshot (no `COUNT(*)`: the counter
+/// row keeps the number). `page` counts from 1.
 pub async fn page(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     user_id: i64,
     page: u64,
     page_size: u64,
-) -> Result<(Vec<notification::Model>, u64)> {
-    let base = notification::Entity::find().filter(Column::UserId.eq(user_id));
-    let total = base.clone().count(db).await?;
+) -> Result<Page> {
+    let txn = inbox::begin_snapshot(db).await?;
+    let counter = entity::inbox_counter::Entity::find_by_id(user_id)
+        .one(&txn)
+        .await?;
+    let total = counter.as_ref().map_or(0, |c| c.notifications);
+    let total = u64::try_from(total).unwrap_or_default();
+    let snapshot = counter.map(inbox::Snapshot::from).unwrap_or_default();
     let offset = page.saturating_sub(1).saturating_mul(page_size);
     let items = if offset >= total {
         Vec::new()
     } else {
-        base.order_by_desc(Column::CreatedAt)
+        notification::Entity::find()
+            .filter(Column::UserId.eq(user_id))
+            .order_by_desc(Column::CreatedAt)
             .order_by_desc(Column::Id)
             .limit(page_size)
             .offset(offset)
-            .all(db)
+            .all(&txn)
             .await?
     };
-    Ok((items, total))
+    txn.commit().await?;
+    Ok(Page {
+        items,
+        total,
+        snapshot,
+    })
 }
 
 /// The enqueue failed: let the sweeper enqueue the row as soon as it is due.
@@ -150,11 +181,7 @@ fn due(now: DateTime<Utc>) -> Condition {
 
 /// PENDING → PROCESSING, only if still PENDING and due. Counts the attempt
 /// and stamps the claim. `None`: someone else has it, or it is not due.
-pub async fn claim(
-    db: &DatabaseConnection,
-    id: i64,
-    now: DateTime<Utc>,
-) -> Result<Option<notification::Model>> {
+pub async fn claim(db: &DatabaseConnection, id: i64, now: DateTime<Utc>) -> Result<Option<Moved>> {
     let Some(user_id) = owner(db, id).await? else {
         return Ok(None);
     };
@@ -206,7 +233,7 @@ pub async fn record(
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     record_where(db, id, user_id, attempt, outcome, now, Condition::all()).await
 }
 
@@ -218,7 +245,7 @@ async fn record_where(
     outcome: &Outcome,
     now: DateTime<Utc>,
     extra: Condition,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     let none = Option::<DateTime<Utc>>::None;
     let update = notification::Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::value(now))
@@ -260,7 +287,7 @@ pub async fn fail_unfinished(
     id: i64,
     error: &str,
     now: DateTime<Utc>,
-) -> Result<Option<(Status, notification::Model)>> {
+) -> Result<Option<(Status, Moved)>> {
     let Some(before) = find(db, id).await? else {
         return Ok(None);
     };
@@ -278,7 +305,7 @@ pub async fn fail_unfinished(
         .filter(Column::Status.eq(before.status))
         .filter(Column::Attempts.eq(before.attempts));
     let moved = move_status(db, before.user_id, before.status, update, now).await?;
-    Ok(moved.map(|row| (before.status, row)))
+    Ok(moved.map(|moved| (before.status, moved)))
 }
 
 /// PROCESSING rows whose claim is older than `visibility` at `now`: their
@@ -309,7 +336,7 @@ pub async fn release_expired_claim(
     outcome: &Outcome,
     now: DateTime<Utc>,
     visibility: Duration,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     let still_expired = Condition::all().add(Column::ClaimedAt.lt(super::before(now, visibility)));
     record_where(
         db,

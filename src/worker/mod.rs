@@ -222,9 +222,9 @@ impl Delivery {
                 retry_at: now,
             };
             match notifications::record(&self.db, id, user_id, attempt, &outcome, now).await {
-                Ok(Some(row)) => {
+                Ok(Some(moved)) => {
                     self.inbox
-                        .changed(Some(Status::Processing), &row, None)
+                        .changed(Some(Status::Processing), &moved.row, moved.event)
                         .await
                 }
                 Ok(None) => {}
@@ -244,8 +244,8 @@ impl Delivery {
             self.dead_letter(&job).await;
             return;
         }
-        let claimed = match notifications::claim(&self.db, id, clock.now()).await {
-            Ok(Some(row)) => row,
+        let (claimed, claim_event) = match notifications::claim(&self.db, id, clock.now()).await {
+            Ok(Some(moved)) => (moved.row, moved.event),
             Ok(None) => {
                 // Already taken, finished, not due yet, or gone: nothing to do.
                 self.ack(&job).await;
@@ -265,7 +265,7 @@ impl Delivery {
             },
         );
         self.inbox
-            .changed(Some(Status::Pending), &claimed, None)
+            .changed(Some(Status::Pending), &claimed, claim_event)
             .await;
 
         let recipient = self.directory.get(claimed.user_id).await;
@@ -335,9 +335,9 @@ impl Delivery {
         .await;
         lock(in_flight).remove(&id);
         match recorded {
-            Ok(Some(row)) => {
+            Ok(Some(moved)) => {
                 self.inbox
-                    .changed(Some(Status::Processing), &row, None)
+                    .changed(Some(Status::Processing), &moved.row, moved.event)
                     .await;
                 self.ack(&job).await;
             }
@@ -388,7 +388,11 @@ impl Delivery {
         }
         let now = self.settings.clock.now();
         match notifications::fail_unfinished(&self.db, job.notification_id, &reason, now).await {
-            Ok(Some((previous, row))) => self.inbox.changed(Some(previous), &row, None).await,
+            Ok(Some((previous, moved))) => {
+                self.inbox
+                    .changed(Some(previous), &moved.row, moved.event)
+                    .await
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),
         }

@@ -63,7 +63,7 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
         if let Some(moved) = moved {
             delivery
                 .inbox
-                .changed(Some(Status::Processing), &moved, None)
+                .changed(Some(Status::Processing), &moved.row, moved.event)
                 .await;
             released += 1;
         }

@@ -153,6 +153,18 @@ enum Storage {
     Postgres(PgDatabase),
 }
 
+/// Delivery to the SMTP server at `smtp_url`, with no background sweeps (so
+/// a test's statement counts stay exact) and a claim that outlives a held
+/// message.
+pub fn quiet_worker(config: &mut Config, smtp_url: String) {
+    config.mail.smtp_url = Some(SecretString::from(smtp_url));
+    config.mail.timeout = Duration::from_secs(15);
+    if let Some(w) = config.worker.as_mut() {
+        w.sweep_interval = Duration::from_secs(3600);
+        w.visibility_timeout = Duration::from_secs(30);
+    }
+}
+
 /// Settings that make delivery observable within a test's time: quick
 /// sweeps and retries, a short visibility timeout.
 pub fn fast_worker(config: &mut Config) {

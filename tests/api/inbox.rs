@@ -16,7 +16,7 @@ use crate::helpers::PgDatabase;
 /// The migrations before the inbox.
 const BEFORE_INBOX: u32 = 3;
 
-async fn insert_old(
+pub(crate) async fn insert_old(
     db: &DatabaseConnection,
     table: &str,
     columns: &[&str],
@@ -37,7 +37,7 @@ async fn insert_old(
     row.try_get_by_index::<i64>(0).expect("id")
 }
 
-async fn old_user(db: &DatabaseConnection, email: &str) -> i64 {
+pub(crate) async fn old_user(db: &DatabaseConnection, email: &str) -> i64 {
     insert_old(
         db,
         "users",
@@ -199,20 +199,20 @@ macro_rules! without_worker {
     };
 }
 
-const EVENT_FIELDS: &str = "__typename seq at counts { total unread unseen } \
+pub(crate) const EVENT_FIELDS: &str = "__typename seq at counts { total unread unseen } \
     ... on NotificationCreated { notification { id seq } } \
     ... on DeliveryStatusChanged { notification { id seq status } previousStatus status } \
     ... on NotificationsMarked { action ids upTo }";
 
-const NODE_FIELDS: &str = "id seq seenAt readAt archivedAt";
+pub(crate) const NODE_FIELDS: &str = "id seq seenAt readAt archivedAt";
 
-async fn ok(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+pub(crate) async fn ok(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
     let body = app.gql(query, variables, Some(token)).await;
     assert!(body.get("errors").is_none(), "{query}: {body}");
     body["data"].clone()
 }
 
-async fn mark(app: &TestApp, token: &str, ids: &[&str], action: &str) -> Value {
+pub(crate) async fn mark(app: &TestApp, token: &str, ids: &[&str], action: &str) -> Value {
     app.gql(
         "mutation($ids: [ID!]!, $a: InboxAction!) { markNotifications(ids: $ids, action: $a) { updated seq counts { total unread unseen } } }",
         json!({ "ids": ids, "a": action }),
@@ -221,7 +221,7 @@ async fn mark(app: &TestApp, token: &str, ids: &[&str], action: &str) -> Value {
     .await
 }
 
-async fn mark_all(app: &TestApp, token: &str, action: &str, up_to: i64) -> Value {
+pub(crate) async fn mark_all(app: &TestApp, token: &str, action: &str, up_to: i64) -> Value {
     app.gql(
         "mutation($a: InboxAction!, $u: Int!) { markAllNotifications(action: $a, upTo: $u) { updated seq counts { total unread unseen } } }",
         json!({ "a": action, "u": up_to }),
@@ -230,7 +230,7 @@ async fn mark_all(app: &TestApp, token: &str, action: &str, up_to: i64) -> Value
     .await
 }
 
-async fn changes(app: &TestApp, token: &str, after: i64, first: i64) -> Value {
+pub(crate) async fn changes(app: &TestApp, token: &str, after: i64, first: i64) -> Value {
     ok(
         app,
         token,
@@ -241,7 +241,7 @@ async fn changes(app: &TestApp, token: &str, after: i64, first: i64) -> Value {
         .clone()
 }
 
-async fn inbox(
+pub(crate) async fn inbox(
     app: &TestApp,
     token: &str,
     first: i64,

@@ -16,6 +16,7 @@ mod delivery;
 mod helpers;
 mod http;
 mod inbox;
+mod inbox_cache;
 mod inbox_events;
 mod leaks;
 mod limits;

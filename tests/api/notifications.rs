@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, error_code, unique_email};
+use crate::helpers::{Backend, TestApp, error_code, quiet_worker, unique_email};
 use crate::smtp_sink::SmtpSink;
 use crate::{both_backends, every_backend};
 
@@ -182,17 +181,8 @@ mod the_cache_is_never_stale_and_spares_the_database {
 async fn never_stale(backend: Backend) {
     let sink = SmtpSink::start().await;
     let url = sink.url();
-    let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.mail.smtp_url = Some(SecretString::from(url));
-        c.mail.timeout = Duration::from_secs(15);
-        if let Some(w) = c.worker.as_mut() {
-            // No background sweeps: the statement count stays exact.
-            w.sweep_interval = Duration::from_secs(3600);
-            w.visibility_timeout = Duration::from_secs(30);
-        }
-    })
-    .await
-    else {
+    // No background sweeps: the statement count stays exact.
+    let Some(app) = TestApp::spawn_with(backend, |c| quiet_worker(c, url)).await else {
         return;
     };
     sink.hold();

@@ -83,7 +83,7 @@ async fn changes(app: &TestApp, token: &str, after: i64) -> Value {
     body["data"]["inboxChanges"].clone()
 }
 
-fn seqs(page: &Value) -> Vec<i64> {
+pub(crate) fn seqs(page: &Value) -> Vec<i64> {
     page["events"]
         .as_array()
         .expect("events")
