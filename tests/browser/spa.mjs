@@ -12,7 +12,7 @@
 //    duplicate while a notification arrives on top; "mark all as read" clears
 //    the badge; archive removes an item.
 // Usage: node spa.mjs http://127.0.0.1:4173 [screenshot-prefix]
-import { checker, launch } from './lib.mjs';
+import { apiClient, checker, launch } from './lib.mjs';
 
 const base = process.argv[2] ?? 'http://127.0.0.1:4173';
 const shots = process.argv[3] ?? 'spa';
@@ -20,23 +20,11 @@ const PASSWORD = 'correct horse battery';
 const { check, summary } = checker();
 
 // Another client: plain fetch to the same server (through the page's proxy).
-async function api(token, query, variables = {}) {
-  const response = await fetch(`${base}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await response.json();
-  if (body.errors) throw new Error(`${query.slice(0, 60)}: ${JSON.stringify(body.errors)}`);
-  return body.data;
-}
-const AUTH = 'token';
-const register = async (email) =>
-  (await api(null, `mutation ($e: String!, $p: String!) { register(email: $e, password: $p) { ${AUTH} } }`,
-    { e: email, p: PASSWORD })).register.token;
-const login = async (email) =>
-  (await api(null, `mutation ($e: String!, $p: String!) { login(email: $e, password: $p) { ${AUTH} } }`,
-    { e: email, p: PASSWORD })).login.token;
+const api = apiClient(base);
+const auth = (field, email) => api(null, `mutation ($e: String!, $p: String!) { ${field}(email: $e, password: $p) { token } }`,
+  { e: email, p: PASSWORD }).then((data) => data[field].token);
+const register = (email) => auth('register', email);
+const login = (email) => auth('login', email);
 const send = async (token, title) =>
   (await api(token, 'mutation ($t: String!) { sendNotification(input: {title: $t, content: "from another client"}) { id } }',
     { t: title })).sendNotification.id;
