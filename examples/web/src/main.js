@@ -242,7 +242,8 @@ async function loadMore() {
 }
 
 function loadMoreIfVisible() {
-  if ($('more').getBoundingClientRect().top < window.innerHeight) loadMore();
+  const { top } = $('more').getBoundingClientRect();
+  if (!$('app').hidden && top < window.innerHeight) loadMore();
 }
 
 // ---- live: the subscription, polling while it is down --------------------
@@ -375,8 +376,10 @@ $('mark-all').addEventListener('click', async () => {
   render();
 });
 
+// An entry may be stale (computed before the last render moved the
+// sentinel): look at where the sentinel is now.
 new IntersectionObserver((entries) => {
-  if (entries.some((e) => e.isIntersecting)) loadMore();
+  if (entries.some((e) => e.isIntersecting)) loadMoreIfVisible();
 }).observe($('more'));
 
 $('auth').addEventListener('submit', async (event) => {
