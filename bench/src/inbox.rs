@@ -174,6 +174,8 @@ pub async fn api_phases(
     // cached inbox keys it deletes before each request (outside the
     // timing), so no other client's read can refill them in between.
     let big = users(client, db, clients, args.big_inbox).await?;
+    // As autovacuum would before long (see `seed::analyze`).
+    seed::analyze(db).await?;
     let redis = redis::Client::open(args.redis_url.as_str())?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let mut uncached = Vec::new();
@@ -190,7 +192,7 @@ pub async fn api_phases(
         let keys = Arc::new(keys);
         let tokens: Arc<Vec<Arc<str>>> = Arc::new(group.iter().map(|u| u.token.clone()).collect());
         let (c, conn) = (client.clone(), conn.clone());
-        let name = format!("inbox(first: 20), uncached, {size} notifications");
+        let name = format!("inbox(first: 20), uncached, {size} notifications ({clients} clients)");
         let phase = closed_loop(
             name,
             args.pid,

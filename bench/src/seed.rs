@@ -108,6 +108,16 @@ pub async fn notifications(
     Ok(ids)
 }
 
+/// Refreshes the planner's statistics, as autovacuum does within a minute
+/// of a bulk insert. Without it the planner takes a freshly seeded
+/// 20,000-notification user for a small one and sorts all their rows for a
+/// first page instead of walking `notifications_user_seq_key` backwards.
+pub async fn analyze(db: &DatabaseConnection) -> anyhow::Result<()> {
+    db.execute_unprepared("ANALYZE notifications, inbox_events, inbox_counters")
+        .await?;
+    Ok(())
+}
+
 /// Herald reads the seeded log back: consecutive events from `base + 1`,
 /// ending at the counter row's last seq.
 async fn check(db: &DatabaseConnection, user_id: i64, base: i64, n: i64) -> anyhow::Result<()> {
