@@ -8,6 +8,9 @@
 //    socket is let through again the page resubscribes after the last seq it
 //    applied and converges: the new items, their read state, and a badge
 //    equal to the server's inboxCounts.unread;
+//  - resync: the same, but the server answers the resubscribe with
+//    InboxResync (the test asks for an `after` past the last seq): the page
+//    refetches and converges just the same;
 //  - paging: infinite scroll loads older pages by cursor, without a
 //    duplicate while a notification arrives on top; "mark all as read" clears
 //    the badge; archive removes an item.
@@ -129,24 +132,41 @@ async function scenarioLive(name, blockWebsocket) {
   await context.close();
 }
 
-async function scenarioReconnect() {
-  const name = 'reconnect';
+// With `resync`, the first subscribe after the block asks for `after` past
+// the last seq, which the server answers with InboxResync: the page must
+// refetch to converge.
+async function scenarioReconnect(name, resync) {
   const { context, page, email } = await open(name);
   // The page's websockets pass through the test, which can drop them and
   // refuse new ones, and which records the subscribe messages.
   let blocked = false;
+  let unblocked = false;
+  let rewritten = false;
+  let resyncs = 0;
   const sockets = new Set();
   const subscribes = [];
+  let inboxQueries = 0;
+  page.on('request', (request) => {
+    if (isGraphql(request) && documentOf(request).includes('query Inbox')) inboxQueries += 1;
+  });
   await page.routeWebSocket(/\/graphql\/ws/, (ws) => {
     if (blocked) { ws.close({ code: 1006, reason: 'blocked by the test' }); return; }
     const server = ws.connectToServer();
     sockets.add({ ws, server });
     ws.onMessage((message) => {
       const parsed = JSON.parse(message);
-      if (parsed.type === 'subscribe') subscribes.push(parsed.payload.variables ?? {});
-      server.send(message);
+      if (parsed.type !== 'subscribe') { server.send(message); return; }
+      subscribes.push(parsed.payload.variables ?? {});
+      if (resync && unblocked && !rewritten) {
+        rewritten = true;
+        parsed.payload.variables = { ...parsed.payload.variables, after: 1000000 };
+      }
+      server.send(JSON.stringify(parsed));
     });
-    server.onMessage((message) => ws.send(message));
+    server.onMessage((message) => {
+      if (String(message).includes('"InboxResync"')) resyncs += 1;
+      ws.send(message);
+    });
   });
   // Polling is refused too in this scenario: only the websocket's replay can
   // bring what happened while it was down.
@@ -177,11 +197,20 @@ async function scenarioReconnect() {
   check(!byTitle(await view(page), 'Offline 1'), `${name}: while blocked, the page does not see the changes`);
 
   const subscribesBefore = subscribes.length;
+  const inboxQueriesBefore = inboxQueries;
   blocked = false;
+  unblocked = true;
   const converged = await eventually(page, (v) => v.mode === 'websocket'
     && ['Offline 1', 'Offline 2', 'Offline 3'].every((t) => byTitle(v, t))
     && byTitle(v, 'Offline 1').read && byTitle(v, 'Offline 2').read && !byTitle(v, 'Offline 3').read, 20000);
   check(converged, `${name}: after the reconnect the list shows the 3 new items, 2 of them read`);
+  if (resync) {
+    check(resyncs === 1 && inboxQueries > inboxQueriesBefore,
+      `${name}: the server sent InboxResync (${resyncs}) and the page refetched its inbox (${inboxQueries - inboxQueriesBefore})`);
+  } else {
+    check(resyncs === 0 && inboxQueries === inboxQueriesBefore,
+      `${name}: no resync, no refetch: the replay alone brought the changes`);
+  }
   const resubscribe = subscribes[subscribesBefore]; // the first subscribe once let through
   check(lastSeqBefore > 0 && resubscribe?.after === lastSeqBefore,
     `${name}: resubscribed with after = the last seq applied before the drop (${lastSeqBefore}; sent ${JSON.stringify(resubscribe)})`);
@@ -252,7 +281,8 @@ async function scenarioPaging() {
 try {
   await scenarioLive('subscription', false);
   await scenarioLive('polling', true);
-  await scenarioReconnect();
+  await scenarioReconnect('reconnect', false);
+  await scenarioReconnect('resync', true);
   await scenarioPaging();
 } finally {
   await browser.close();
