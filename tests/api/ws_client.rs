@@ -176,15 +176,19 @@ pub async fn until_live_legacy(socket: &mut Socket) {
 /// Returns once `app` receives the status events it publishes: in services
 /// mode its Redis Pub/Sub subscription attaches in the background after the
 /// start. Publishes a marker event (of no user, so no subscriber sees it)
-/// every 100 ms until one comes back.
+/// every 100 ms until one comes back (a failed publish, as right after
+/// Redis comes back, is tried again).
 pub async fn until_events_flow(app: &TestApp) {
     use tokio::sync::broadcast::error::RecvError;
     const MARKER: i64 = -1;
     let marker = event_of(MARKER, MARKER);
     let mut events = app.events.subscribe();
     let deadline = tokio::time::Instant::now() + WITHIN;
+    let mut failed = None;
     loop {
-        app.events.publish(&marker).await.expect("publish a marker");
+        if let Err(e) = app.events.publish(&marker).await {
+            failed = Some(e);
+        }
         let back = tokio::time::timeout(Duration::from_millis(100), async {
             loop {
                 match events.recv().await {
@@ -199,7 +203,7 @@ pub async fn until_events_flow(app: &TestApp) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "published events never came back"
+            "published events never came back (last failed publish: {failed:?})"
         );
     }
 }
