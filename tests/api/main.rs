@@ -24,6 +24,7 @@ mod logout;
 mod notifications;
 mod outage;
 mod ratelimits;
+mod relay;
 mod resilience;
 mod retention;
 mod smtp_sink;

@@ -176,7 +176,8 @@ pub async fn until_live_legacy(socket: &mut Socket) {
 /// Returns once `app` receives the inbox hints it publishes: in services
 /// mode its Redis Pub/Sub subscription attaches in the background after the
 /// start. Publishes a marker hint (of no user, so no subscriber sees it)
-/// every 100 ms until one comes back.
+/// every 100 ms until one comes back (a failed publish, as right after
+/// Redis comes back, is tried again).
 pub async fn until_events_flow(app: &TestApp) {
     use tokio::sync::broadcast::error::RecvError;
     const MARKER: i64 = -1;
@@ -186,11 +187,11 @@ pub async fn until_events_flow(app: &TestApp) {
     };
     let mut hints = app.events.subscribe_inbox(MARKER);
     let deadline = tokio::time::Instant::now() + WITHIN;
+    let mut failed = None;
     loop {
-        app.events
-            .publish_inbox(&marker)
-            .await
-            .expect("publish a marker");
+        if let Err(e) = app.events.publish_inbox(&marker).await {
+            failed = Some(e);
+        }
         let back = tokio::time::timeout(Duration::from_millis(100), async {
             loop {
                 match hints.recv().await {
@@ -205,7 +206,7 @@ pub async fn until_events_flow(app: &TestApp) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "published events never came back"
+            "published events never came back (last failed publish: {failed:?})"
         );
     }
 }
