@@ -1,7 +1,7 @@
 //! What follows every committed change to a user's notifications (DESIGN.md,
 //! invariant 4): store the user's newest snapshot (last seq and counts) in
 //! the cache, only if newer, so every cached page of theirs read at an
-//! older seq stops counting at once; then publish the events.
+//! older seq stops counting at once; then publish the inbox hint.
 //!
 //! Also the read side of the cache: `page` (the old `notifications`) and
 //! `inbox_page` (cursor pages) serve a cached copy when it was read at the
@@ -22,14 +22,14 @@ use std::{
     time::Duration,
 };
 
-use entity::notification::{self, Status};
+use entity::notification;
 use sea_orm::DatabaseConnection;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     cache::Cache,
     keys::Keys,
-    pubsub::{EventBus, StatusEvent},
+    pubsub::EventBus,
     storage::{
         self, StorageError,
         inbox::{Filter, Snapshot},
@@ -200,27 +200,15 @@ fn decode<T: Payload>(json: &str, key: &str) -> Option<T> {
 }
 
 impl Inbox {
-    /// Call after the change to `row` is committed, with the inbox event it
-    /// wrote. Never fails: a lost cache update or event is logged (and the
-    /// update retried); the row stays the truth.
-    pub async fn changed(
-        &self,
-        previous: Option<Status>,
-        row: &notification::Model,
-        inbox_event: InboxEventV1,
-    ) {
+    /// Call after the change to `row` is committed, with the inbox event its
+    /// transaction wrote (carried by the hint, so followers need no SQL for
+    /// it). Never fails: a lost cache update (retried) or hint is logged;
+    /// the row and the log stay the truth.
+    pub async fn changed(&self, row: &notification::Model, inbox_event: InboxEventV1) {
         self.touched(row.user_id, Snapshot::from(&inbox_event))
             .await;
-        // Published after the cache update: a client that refetches on the
+        // Announced after the cache update: a client that refetches on the
         // event never reads the page as it was before the change.
-        let event = StatusEvent {
-            notification: row.clone().into(),
-            previous: previous.map(Into::into),
-            at: row.updated_at,
-        };
-        if let Err(e) = self.events.publish(&event).await {
-            tracing::warn!(error = ?e, notification_id = row.id, "status event not published");
-        }
         self.announce(row.user_id, Some(inbox_event)).await;
     }
 

@@ -11,8 +11,14 @@
 //! 3. `notifications(page: 1, pageSize: 10)`, cached (the same page again)
 //! 4. the same, uncached (the user's cached inbox snapshot is deleted in
 //!    Redis before each request, outside the timed part)
-//! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
-//! 6. `smtp-source` into the same sink (baseline for 5)
+//! 5. the inbox's phases (`inbox.rs`): `inboxChanges` with nothing new,
+//!    `inbox(first: 20)` cached and uncached (small and large inboxes),
+//!    `markNotifications`
+//! 6. worker: N PENDING rows inserted at once; notifications/s to SENT
+//! 7. `smtp-source` into the same sink (baseline for 6)
+//!
+//! `--live-only`: send → SENT event latency, the `inboxEvents` fan-out
+//! (`inbox::live_fanout`) and the memory of idle subscribers.
 
 use std::{
     process::Command,
@@ -24,6 +30,10 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
+
+mod inbox;
+mod seed;
+mod ws;
 
 #[derive(Debug, Parser)]
 #[command(name = "herald-bench", about = "Benchmark a running Herald")]
@@ -59,13 +69,35 @@ struct Args {
     /// Run only the delivery phases (worker and smtp-source).
     #[arg(long)]
     delivery_only: bool,
-    /// Run only the live phases: send → SENT event latency at `--rate`, and
-    /// the server's memory per idle subscriber (`--pid`, `--sockets`).
+    /// Run only the live phases: send → SENT event latency at `--rate`,
+    /// the inboxEvents fan-out (`--subscribers`, `--live-users`, marks at
+    /// `--rate`), and the server's memory per idle subscriber (`--pid`,
+    /// `--sockets`).
     #[arg(long)]
     live_only: bool,
-    /// Sends per second for the live latency phase.
+    /// Run only `{ __typename }` and the inbox's API phases.
+    #[arg(long)]
+    inbox_only: bool,
+    /// Sends (marks, for the fan-out) per second for the live phases.
     #[arg(long, default_value_t = 500)]
     rate: u64,
+    /// inboxEvents subscribers for the fan-out phase, spread evenly over
+    /// `--live-users` users.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    #[arg(long, default_value_t = 100)]
+    live_users: usize,
+    /// Notifications per user the mark phases toggle.
+    #[arg(long, default_value_t = 100)]
+    mark_ids: u64,
+    /// Clients (each on a user of its own) for the uncached inbox phases.
+    #[arg(long, default_value_t = 4)]
+    uncached_clients: usize,
+    /// The inbox sizes whose uncached first pages are compared.
+    #[arg(long, default_value_t = 100)]
+    small_inbox: u64,
+    #[arg(long, default_value_t = 20_000)]
+    big_inbox: u64,
     /// Herald's process id, to read its memory (VmRSS) for the socket phase.
     #[arg(long)]
     pid: Option<u32>,
@@ -76,7 +108,7 @@ struct Args {
 
 /// Latencies of one phase.
 struct Phase {
-    name: &'static str,
+    name: String,
     latencies: Vec<Duration>,
     errors: u64,
     elapsed: Duration,
@@ -104,6 +136,38 @@ impl Phase {
         let cpu = self.server_cpu?;
         (!self.latencies.is_empty()).then(|| cpu.as_secs_f64() * 1e6 / self.latencies.len() as f64)
     }
+
+    fn cpu_text(&self) -> String {
+        self.cpu_per_request_us()
+            .map_or("–".to_owned(), |us| format!("{us:.1}"))
+    }
+}
+
+/// Prints the API phases against `base`.
+fn api_table(base: &Phase, phases: &[Phase]) {
+    println!(
+        "| phase | requests | errors | req/s | p50 ms | p99 ms | vs `{{ __typename }}` | server CPU µs/req | per CPU second vs `{{ __typename }}` |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base_cpu = base.cpu_per_request_us();
+    for phase in std::iter::once(base).chain(phases) {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {} | {} |",
+            phase.name,
+            phase.latencies.len(),
+            phase.errors,
+            phase.rate(),
+            phase.percentile(0.50),
+            phase.percentile(0.99),
+            100.0 * phase.rate() / base.rate(),
+            phase.cpu_text(),
+            match (base_cpu, phase.cpu_per_request_us()) {
+                (Some(base), Some(us)) => format!("{:.0}%", 100.0 * base / us),
+                _ => "–".to_owned(),
+            }
+        );
+    }
+    println!();
 }
 
 /// CPU time (user + system) the process `pid` has used so far. Steadier
@@ -140,6 +204,27 @@ impl Client {
         }
     }
 
+    /// A new user: their token and id.
+    async fn register(&self) -> anyhow::Result<(Arc<str>, i64)> {
+        let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+        let body = self
+            .gql(
+                "mutation($e: String!) { register(email: $e, password: \"benchmark password\") { token user { id } } }",
+                json!({ "e": email }),
+                None,
+            )
+            .await?;
+        let token = body["data"]["register"]["token"]
+            .as_str()
+            .context("token")?
+            .into();
+        let id = body["data"]["register"]["user"]["id"]
+            .as_str()
+            .context("id")?
+            .parse()?;
+        Ok((token, id))
+    }
+
     /// Sends and decodes; fails on GraphQL errors.
     async fn gql(
         &self,
@@ -164,19 +249,39 @@ impl Client {
         variables: Value,
         token: Option<&str>,
     ) -> anyhow::Result<()> {
+        self.gql_expect(query, variables, token, "").await
+    }
+
+    /// `gql_ok`, and the body must hold `needle` (a compact JSON fragment
+    /// such as `"updated":1`).
+    async fn gql_expect(
+        &self,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+        needle: &str,
+    ) -> anyhow::Result<()> {
         let req = self.request(query, variables, token);
         let body = req.send().await?.error_for_status()?.bytes().await?;
-        if body.windows(8).any(|w| w == b"\"errors\"") {
+        let holds = |s: &[u8]| s.is_empty() || body.windows(s.len()).any(|w| w == s);
+        if holds(b"\"errors\"") {
             bail!("GraphQL errors: {}", String::from_utf8_lossy(&body));
+        }
+        if !holds(needle.as_bytes()) {
+            bail!("no {needle} in {}", String::from_utf8_lossy(&body));
         }
         Ok(())
     }
 }
 
+/// `closed_loop` numbers each client's calls from `client * SEQS_PER_WORKER`.
+const SEQS_PER_WORKER: u64 = 1_000_000;
+
 /// Runs `op` from `concurrency` clients for `duration`; `prepare` runs
-/// before each timed call, outside the timing.
+/// before each timed call, outside the timing. Both get the call's number
+/// (see `SEQS_PER_WORKER`).
 async fn closed_loop<P, PF, O, OF>(
-    name: &'static str,
+    name: impl Into<String>,
     server: Option<u32>,
     concurrency: usize,
     duration: Duration,
@@ -184,7 +289,7 @@ async fn closed_loop<P, PF, O, OF>(
     op: O,
 ) -> Phase
 where
-    P: Fn() -> PF + Send + Sync + 'static,
+    P: Fn(u64) -> PF + Send + Sync + 'static,
     PF: Future<Output = ()> + Send,
     O: Fn(u64) -> OF + Send + Sync + 'static,
     OF: Future<Output = anyhow::Result<()>> + Send,
@@ -200,31 +305,43 @@ where
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
-            let mut seq = worker as u64 * 1_000_000;
+            let mut first_error = None;
+            let mut seq = worker as u64 * SEQS_PER_WORKER;
             while Instant::now() < deadline {
-                prepare().await;
+                prepare(seq).await;
                 let t = Instant::now();
                 match op(seq).await {
                     Ok(()) => latencies.push(t.elapsed()),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
                 }
                 seq += 1;
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         }));
     }
     let mut phase = Phase {
-        name,
+        name: name.into(),
         latencies: Vec::new(),
         errors: 0,
         elapsed: Duration::ZERO,
         server_cpu: None,
     };
+    let mut first_error = None;
     for task in tasks {
-        if let Ok((l, e)) = task.await {
+        if let Ok((l, e, first)) = task.await {
             phase.latencies.extend(l);
             phase.errors += e;
+            first_error = first_error.or(first);
         }
+    }
+    if let Some(e) = first_error {
+        eprintln!(
+            "warning: {}: {} errors, the first: {e:#}",
+            phase.name, phase.errors
+        );
     }
     phase.elapsed = start.elapsed();
     phase.server_cpu = match (cpu_before, server.and_then(cpu_time)) {
@@ -232,6 +349,45 @@ where
         _ => None,
     };
     phase
+}
+
+/// The same request from `--concurrency` clients for `--duration`, as
+/// `token`'s user; each answer must hold `needle` (see `gql_expect`).
+async fn repeat(
+    name: &str,
+    args: &Args,
+    client: &Arc<Client>,
+    token: Option<Arc<str>>,
+    (query, variables): (&'static str, Value),
+    needle: &'static str,
+) -> Phase {
+    let c = client.clone();
+    closed_loop(
+        name,
+        args.pid,
+        args.concurrency,
+        Duration::from_secs(args.duration),
+        |_| async {},
+        move |_| {
+            let (c, t, v) = (c.clone(), token.clone(), variables.clone());
+            async move { c.gql_expect(query, v, t.as_deref(), needle).await }
+        },
+    )
+    .await
+}
+
+/// Waits (up to 10 minutes) until the worker has delivered `user_id`'s
+/// notifications, so their statuses stop changing and the next phase does
+/// not share the machine with the deliveries.
+async fn settle(db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
+    let open = format!(
+        "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
+    );
+    let start = Instant::now();
+    while scalar::<i64>(db, open.clone()).await? > 0 && start.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 /// The first column of the first row of `sql`.
@@ -251,11 +407,13 @@ async fn worker_phase(
     n: u64,
 ) -> anyhow::Result<(f64, Duration)> {
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    db.execute_unprepared(&format!(
-        "INSERT INTO notifications (user_id, title, content, status, attempts, created_at, updated_at)
-         SELECT {user_id}, 'bench {tag} ' || g, 'benchmark body', 'PENDING', 0, now(), now()
-         FROM generate_series(1, {n}) AS g"
-    ))
+    seed::notifications(
+        db,
+        user_id,
+        n,
+        &format!("bench {tag}"),
+        seed::Seeded::Pending,
+    )
     .await
     .context("inserting bench rows (the worker phase needs Postgres)")?;
     let start = Instant::now();
@@ -325,46 +483,33 @@ async fn main() -> anyhow::Result<()> {
     let db = Database::connect(&args.database_url).await?;
 
     // A user of the bench's own, with a page worth reading.
-    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
-    let body = client
-        .gql(
-            "mutation($e: String!) { register(email: $e, password: \"benchmark password\") { token user { id } } }",
-            json!({ "e": email }),
-            None,
-        )
-        .await?;
-    let token: Arc<str> = body["data"]["register"]["token"]
-        .as_str()
-        .context("token")?
-        .into();
-    let user_id: i64 = body["data"]["register"]["user"]["id"]
-        .as_str()
-        .context("id")?
-        .parse()?;
+    let (token, user_id) = client.register().await?;
 
     if args.delivery_only {
         return delivery_table(&args, &db, user_id).await;
     }
     if args.live_only {
-        return live_table(&args, &client, &token).await;
+        return live_table(&args, &client, &db, (&token, user_id)).await;
     }
 
-    let c = client.clone();
-    let typename = closed_loop(
+    let typename = repeat(
         "`{ __typename }` (baseline)",
-        args.pid,
-        args.concurrency,
-        duration,
-        || async {},
-        move |_| {
-            let c = c.clone();
-            async move { c.gql_ok("{ __typename }", json!({}), None).await }
-        },
+        &args,
+        &client,
+        None,
+        ("{ __typename }", json!({})),
+        "",
     )
     .await;
+    if args.inbox_only {
+        let (phases, notes) = inbox::api_phases(&args, &client, &db).await?;
+        api_table(&typename, &phases);
+        print_notes(&notes);
+        return Ok(());
+    }
 
     let (c, t) = (client.clone(), token.clone());
-    let send = closed_loop("sendNotification", args.pid, args.concurrency, duration, || async {}, move |seq| {
+    let send = closed_loop("sendNotification", args.pid, args.concurrency, duration, |_| async {}, move |seq| {
         let (c, t) = (c.clone(), t.clone());
         async move {
             c.gql_ok(
@@ -377,29 +522,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
 
-    // Let the worker finish the sends, so statuses stop changing.
-    let settle = format!(
-        "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
-    );
-    let settle_start = Instant::now();
-    while scalar::<i64>(&db, settle.clone()).await? > 0
-        && settle_start.elapsed() < Duration::from_secs(600)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    settle(&db, user_id).await?;
 
     const LIST: &str = "{ notifications(page: 1, pageSize: 10) { totalCount hasNextPage items { id title status updatedAt recipient { email } } } }";
-    let (c, t) = (client.clone(), token.clone());
-    let cached = closed_loop(
+    let cached = repeat(
         "notifications, cached",
-        args.pid,
-        args.concurrency,
-        duration,
-        || async {},
-        move |_| {
-            let (c, t) = (c.clone(), t.clone());
-            async move { c.gql_ok(LIST, json!({}), Some(&t)).await }
-        },
+        &args,
+        &client,
+        Some(token.clone()),
+        (LIST, json!({})),
+        "",
     )
     .await;
 
@@ -414,7 +546,7 @@ async fn main() -> anyhow::Result<()> {
         args.pid,
         args.concurrency,
         duration,
-        move || {
+        move |_| {
             let (mut conn, key) = (conn.clone(), snapshot_key.clone());
             async move {
                 let _: redis::RedisResult<i64> =
@@ -428,31 +560,19 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
-    println!(
-        "| phase | requests | errors | req/s | p50 ms | p99 ms | vs `{{ __typename }}` | server CPU µs/req | per CPU second vs `{{ __typename }}` |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let base_cpu = typename.cpu_per_request_us();
-    for phase in [&typename, &send, &cached, &uncached] {
-        let cpu = phase.cpu_per_request_us();
-        println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {} | {} |",
-            phase.name,
-            phase.latencies.len(),
-            phase.errors,
-            phase.rate(),
-            phase.percentile(0.50),
-            phase.percentile(0.99),
-            100.0 * phase.rate() / typename.rate(),
-            cpu.map_or("–".to_owned(), |us| format!("{us:.1}")),
-            match (base_cpu, cpu) {
-                (Some(base), Some(us)) => format!("{:.0}%", 100.0 * base / us),
-                _ => "–".to_owned(),
-            }
-        );
+    let (inbox_phases, notes) = inbox::api_phases(&args, &client, &db).await?;
+    let mut phases = vec![send, cached, uncached];
+    phases.extend(inbox_phases);
+    api_table(&typename, &phases);
+    print_notes(&notes);
+    delivery_table(&args, &db, user_id).await
+}
+
+fn print_notes(notes: &[String]) {
+    for note in notes {
+        println!("- {note}");
     }
     println!();
-    delivery_table(&args, &db, user_id).await
 }
 
 async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
@@ -482,31 +602,6 @@ async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> a
     Ok(())
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A graphql-transport-ws subscription to notificationStatusChanged.
-async fn subscribe(url: &str, token: &str) -> anyhow::Result<Socket> {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
-    let ws_url = format!("{}/ws", url.replacen("http", "ws", 1));
-    let mut request = ws_url.into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
-    socket.send(Message::Text(init.to_string().into())).await?;
-    match socket.next().await {
-        Some(Ok(Message::Text(t))) if t.contains("connection_ack") => {}
-        other => bail!("no connection_ack: {other:?}"),
-    }
-    let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query":
-        "subscription { notificationStatusChanged { status notification { id } } }" } });
-    socket.send(Message::Text(sub.to_string().into())).await?;
-    Ok(socket)
-}
-
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -516,13 +611,18 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-async fn live_table(args: &Args, client: &Arc<Client>, token: &str) -> anyhow::Result<()> {
+async fn live_table(
+    args: &Args,
+    client: &Arc<Client>,
+    db: &DatabaseConnection,
+    (token, user_id): (&str, i64),
+) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     use std::collections::HashMap;
     use tokio_tungstenite::tungstenite::Message;
 
     // Latency: send at a steady rate; time from the request to the SENT event.
-    let mut socket = subscribe(&args.url, token).await?;
+    let mut socket = ws::subscribe(&args.url, token, ws::STATUS_CHANGES, json!({})).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
     let total = args.rate * args.duration;
@@ -588,7 +688,7 @@ async fn live_table(args: &Args, client: &Arc<Client>, token: &str) -> anyhow::R
     }
     let _ = sender.await;
     let phase = Phase {
-        name: "send → SENT event",
+        name: "send → SENT event".to_owned(),
         errors: total.saturating_sub(latencies.len() as u64),
         latencies,
         elapsed: Duration::from_secs(args.duration),
@@ -607,32 +707,41 @@ async fn live_table(args: &Args, client: &Arc<Client>, token: &str) -> anyhow::R
         phase.percentile(0.99)
     );
     drop(socket);
+    println!();
+
+    settle(db, user_id).await?;
+    inbox::live_fanout(args, client, db).await?;
 
     // Memory per idle subscriber.
     let Some(pid) = args.pid else {
         return Ok(());
     };
     println!();
-    println!("| idle subscribers | server RSS before | after | per socket |");
-    println!("|---:|---:|---:|---:|");
+    println!("| idle subscribers | subscription | server RSS before | after | per socket |");
+    println!("|---:|---|---:|---:|---:|");
     for n in args
         .sockets
         .split(',')
         .filter_map(|n| n.trim().parse::<usize>().ok())
     {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let before = rss_kib(pid)?;
-        let mut sockets = Vec::with_capacity(n);
-        for _ in 0..n {
-            sockets.push(subscribe(&args.url, token).await?);
+        for (name, query) in [
+            ("notificationStatusChanged", ws::STATUS_CHANGES),
+            ("inboxEvents", ws::INBOX_EVENTS),
+        ] {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let before = rss_kib(pid)?;
+            let mut sockets = Vec::with_capacity(n);
+            for _ in 0..n {
+                sockets.push(ws::subscribe(&args.url, token, query, json!({})).await?);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = rss_kib(pid)?;
+            println!(
+                "| {n} | {name} | {before} KiB | {after} KiB | {:.1} KiB |",
+                (after.saturating_sub(before)) as f64 / n as f64
+            );
+            drop(sockets);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = rss_kib(pid)?;
-        println!(
-            "| {n} | {before} KiB | {after} KiB | {:.1} KiB |",
-            (after.saturating_sub(before)) as f64 / n as f64
-        );
-        drop(sockets);
     }
     Ok(())
 }

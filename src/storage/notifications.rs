@@ -62,9 +62,10 @@ pub async fn insert(
     Ok((row, event))
 }
 
-/// A committed status change: the row as it is now, and its inbox event
-/// (the owner's seq and counts after it).
-#[derive(Debug, Clone)]
+/// A committed status transition: the row as it is now, and the
+/// DeliveryStatusChanged inbox event written with it (for the hint that
+/// follows the commit, so followers need not read the log for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub row: notification::Model,
     pub event: InboxEventV1,
@@ -287,7 +288,7 @@ pub async fn fail_unfinished(
     id: i64,
     error: &str,
     now: DateTime<Utc>,
-) -> Result<Option<(Status, Moved)>> {
+) -> Result<Option<Moved>> {
     let Some(before) = find(db, id).await? else {
         return Ok(None);
     };
@@ -304,8 +305,7 @@ pub async fn fail_unfinished(
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(before.status))
         .filter(Column::Attempts.eq(before.attempts));
-    let moved = move_status(db, before.user_id, before.status, update, now).await?;
-    Ok(moved.map(|moved| (before.status, moved)))
+    move_status(db, before.user_id, before.status, update, now).await
 }
 
 /// PROCESSING rows whose claim is older than `visibility` at `now`: their

@@ -129,6 +129,25 @@ macro_rules! every_backend {
     };
 }
 
+/// Like `both_backends!`, with no worker: no delivery status changes, so
+/// the test knows every seq.
+#[macro_export]
+macro_rules! without_worker {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            async fn run(backend: $crate::helpers::Backend) {
+                if let Some(app) =
+                    $crate::helpers::TestApp::spawn_with(backend, |c| c.worker = None).await
+                {
+                    super::$body(&app).await;
+                }
+            }
+
+            $crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);
+        }
+    };
+}
+
 /// A running Herald with its own database (and, with Redis, its own key
 /// prefix), stopped when dropped; the database goes with the last user.
 pub struct TestApp {

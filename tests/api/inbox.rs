@@ -179,25 +179,8 @@ use serde_json::{Value, json};
 use crate::{
     both_backends,
     helpers::{TestApp, error_code, unique_email},
+    without_worker,
 };
-
-/// Like `both_backends!`, with no worker: no delivery status changes, so
-/// the test knows every seq.
-macro_rules! without_worker {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            async fn run(backend: $crate::helpers::Backend) {
-                if let Some(app) =
-                    $crate::helpers::TestApp::spawn_with(backend, |c| c.worker = None).await
-                {
-                    super::$body(&app).await;
-                }
-            }
-
-            $crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);
-        }
-    };
-}
 
 pub(crate) const EVENT_FIELDS: &str = "__typename seq at counts { total unread unseen } \
     ... on NotificationCreated { notification { id seq } } \
@@ -312,14 +295,19 @@ fn recount<'a>(states: impl Iterator<Item = &'a State>) -> Value {
 /// it and checks every event's counts against a recount at that seq, and
 /// the end state against the rows. Returns the last seq.
 async fn replay_and_recount(app: &TestApp, token: &str) -> i64 {
-    let page = changes(app, token, 0, 500).await;
-    assert_eq!(
-        page["hasMore"],
-        json!(false),
-        "the test stays under 500 events"
-    );
-    let events = page["events"].as_array().expect("events");
-    let last_seq = page["lastSeq"].as_i64().expect("lastSeq");
+    let mut events = Vec::new();
+    let mut last_seq = 0;
+    loop {
+        let page = changes(app, token, last_seq, 500).await;
+        let batch = page["events"].as_array().expect("events");
+        events.extend(batch.iter().cloned());
+        last_seq = batch
+            .last()
+            .map_or(last_seq, |e| e["seq"].as_i64().expect("seq"));
+        if page["hasMore"] != json!(true) {
+            break;
+        }
+    }
     let seqs: Vec<i64> = events
         .iter()
         .map(|e| e["seq"].as_i64().expect("seq"))
@@ -331,7 +319,7 @@ async fn replay_and_recount(app: &TestApp, token: &str) -> i64 {
     );
     // id -> (seq, state)
     let mut states: BTreeMap<String, (i64, State)> = BTreeMap::new();
-    for event in events {
+    for event in &events {
         match event["__typename"].as_str().expect("typename") {
             "NotificationCreated" => {
                 let n = &event["notification"];
@@ -415,38 +403,59 @@ async fn replay_and_recount(app: &TestApp, token: &str) -> i64 {
     last_seq
 }
 
+/// 300 concurrent sends, marks, marks of all, archives and unarchives,
+/// half of them on a second instance (with Redis), while the first one's
+/// worker delivers.
 async fn concurrent_sends_and_marks(app: &TestApp) {
+    let sibling = match app.redis {
+        Some(_) => Some(app.spawn_sibling(|c| c.worker = None).await),
+        None => None,
+    };
+    let instances: Vec<&TestApp> = std::iter::once(app).chain(sibling.as_ref()).collect();
     let token = app.token_for(&unique_email("burst")).await;
     let mut ids = Vec::new();
-    for i in 0..10 {
+    for i in 0..20 {
         ids.push(app.send_ok(&token, &format!("first {i}"), "body").await);
     }
-    let actions = ["SEEN", "READ", "UNREAD", "ARCHIVE", "UNARCHIVE"];
-    let sends = (0..50).map(|i| {
-        let token = token.clone();
+    let marks = ["SEEN", "READ", "UNREAD"];
+    let all = ["SEEN", "READ", "UNREAD", "ARCHIVE", "UNARCHIVE"];
+    let operations = (0..300).map(|i| {
+        let (app, token, ids) = (instances[i % instances.len()], &token, &ids);
         async move {
-            app.send_ok(&token, &format!("burst {i}"), "body").await;
-        }
-    });
-    let marks = (0..30).map(|i| {
-        let (token, ids) = (token.clone(), ids.clone());
-        async move {
-            let action = actions[i % actions.len()];
-            let body = if i % 10 == 9 {
-                mark_all(app, &token, action, 5 + i as i64).await
-            } else {
-                let picked = [
-                    ids[i % ids.len()].as_str(),
-                    ids[(i * 7 + 3) % ids.len()].as_str(),
-                ];
-                mark(app, &token, &picked, action).await
+            let picked = [
+                ids[i % ids.len()].as_str(),
+                ids[(i * 7 + 3) % ids.len()].as_str(),
+            ];
+            let body = match i % 10 {
+                0..=3 => app.send(token, &format!("burst {i}"), "body").await,
+                4..=6 => mark(app, token, &picked, marks[i % marks.len()]).await,
+                7 => mark_all(app, token, all[i / 10 % all.len()], 10 + i as i64).await,
+                8 => mark(app, token, &picked, "ARCHIVE").await,
+                _ => mark(app, token, &picked, "UNARCHIVE").await,
             };
             assert!(body.get("errors").is_none(), "{body}");
         }
     });
-    let (_, _) = tokio::join!(join_all(sends), join_all(marks));
+    join_all(operations).await;
     let last_seq = replay_and_recount(app, &token).await;
-    assert!(last_seq >= 60, "60 creations at least, got {last_seq}");
+    assert!(last_seq >= 140, "140 creations at least, got {last_seq}");
+    for other in &instances[1..] {
+        let counts = ok(
+            other,
+            &token,
+            "{ inboxCounts { total unread unseen } }",
+            json!({}),
+        )
+        .await;
+        let here = ok(
+            app,
+            &token,
+            "{ inboxCounts { total unread unseen } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(counts, here, "both instances count alike");
+    }
 }
 both_backends!(
     concurrent_sends_and_marks_get_gapless_seqs_and_exact_counts,

@@ -15,28 +15,10 @@ use crate::{
     inbox::{changes, inbox, insert_old, mark, mark_all, ok, old_user},
     retention::seqs,
     smtp_sink::SmtpSink,
+    without_worker,
 };
 
 const WITHIN: Duration = Duration::from_secs(20);
-
-/// One test per backend (SQLite with in-process services, Postgres with
-/// Redis), with no worker: no delivery status change runs a statement in
-/// the counted windows.
-macro_rules! without_worker {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            async fn run(backend: $crate::helpers::Backend) {
-                if let Some(app) =
-                    $crate::helpers::TestApp::spawn_with(backend, |c| c.worker = None).await
-                {
-                    super::$body(&app).await;
-                }
-            }
-
-            $crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);
-        }
-    };
-}
 
 async fn counts(app: &TestApp, token: &str) -> Value {
     ok(

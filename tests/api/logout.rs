@@ -132,7 +132,7 @@ async fn many_sockets(app: &TestApp) {
 /// still served; once Redis is back, a logout closes both sockets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_checks_fail_open_while_redis_is_unreachable() {
-    use crate::resilience::Relay;
+    use crate::relay::Relay;
     use crate::ws_client::{acked_modern, until_live};
     let relay = Relay::to_redis().await;
     let relayed = relay.url();

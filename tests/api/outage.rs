@@ -749,7 +749,7 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
         .await
         .expect("record");
     assert_eq!(
-        back.map(|r| (r.row.status, r.row.attempts)),
+        back.map(|m| (m.row.status, m.row.attempts)),
         Some((Status::Pending, 0))
     );
     let fresh = rows_of::claim(&db, id, now)
@@ -773,7 +773,7 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
     let sent = rows_of::record(&db, id, first.user_id, 1, &Outcome::Sent, now)
         .await
         .expect("record");
-    assert_eq!(sent.map(|r| r.row.status), Some(Status::Sent));
+    assert_eq!(sent.map(|m| m.row.status), Some(Status::Sent));
 }
 per_backend!(a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back);
 

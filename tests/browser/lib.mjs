@@ -10,6 +10,21 @@ export async function launch() {
   });
 }
 
+// Another client of the server: `api(token, query, variables)` POSTs to
+// `${base}/graphql` and returns `data`, throwing on any error.
+export function apiClient(base) {
+  return async function api(token, query, variables = {}) {
+    const response = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    if (body.errors) throw new Error(`${query.slice(0, 60)}: ${JSON.stringify(body.errors)}`);
+    return body.data;
+  };
+}
+
 // `check(ok, what)` throws on a failure; `summary(name)` prints the closing line.
 export function checker() {
   let passed = 0;

@@ -1,50 +1,81 @@
 // Herald inbox: urql over HTTP for queries and mutations, graphql-ws for the
-// live subscription. The client logic the README describes: subscribe; if
-// the socket fails or closes, poll every few seconds; once the socket is
-// back, refetch once and stop polling.
+// live events. The client algorithm the README describes:
+//   1. load the first page of `inbox`; keep its `lastSeq` (every event up to
+//      it is in what we show) and its `counts` (the badge);
+//   2. subscribe to `inboxEvents(after: lastSeq)` and apply each event whose
+//      seq is lastSeq + 1 (older ones are already applied: skip them);
+//   3. on `InboxResync` (or a gap, which the server never sends) refetch the
+//      first page and continue after its lastSeq;
+//   4. while the websocket is down, poll `inboxChanges(after: lastSeq)` every
+//      `pollInterval` seconds (at once while `hasMore`), and try the socket
+//      again every few seconds, with `after` = the lastSeq reached meanwhile.
+// Older pages load by cursor (`inbox(first, after: endCursor)`) as the list
+// is scrolled; the cursor is a keyset position, so a page never repeats what
+// an earlier one showed while new notifications arrive on top.
 import { Client, fetchExchange, subscriptionExchange, gql } from '@urql/core';
 import { createClient as createWsClient } from 'graphql-ws';
-import { pipe, subscribe } from 'wonka';
+import { onEnd, pipe, subscribe } from 'wonka';
 
-const POLL_MS = 2000;
+const params = new URLSearchParams(location.search);
+const PAGE = Math.min(100, Math.max(1, Number(params.get('pageSize')) || 20));
+const RETRY_MS = 3000;
 const $ = (id) => document.getElementById(id);
 
+const NOTIFICATION = gql`
+  fragment Item on Notification { id seq title content status attempts createdAt seenAt readAt archivedAt }`;
+const EVENT = gql`
+  fragment Event on InboxEvent {
+    __typename seq at counts { total unread unseen }
+    ... on NotificationCreated { notification { ...Item } }
+    ... on DeliveryStatusChanged { notification { ...Item } }
+    ... on NotificationsMarked { action ids upTo }
+  }
+  ${NOTIFICATION}`;
+const INBOX = gql`
+  query Inbox($first: Int!, $after: String) {
+    inbox(first: $first, after: $after) {
+      edges { node { ...Item } }
+      pageInfo { hasNextPage endCursor }
+      counts { total unread unseen }
+      lastSeq
+    }
+  }
+  ${NOTIFICATION}`;
+const CHANGES = gql`
+  query Changes($after: Int!) {
+    inboxChanges(after: $after) { events { ...Event } lastSeq hasMore pollInterval }
+  }
+  ${EVENT}`;
+const EVENTS = gql`subscription Events($after: Int) { inboxEvents(after: $after) { ...Event } } ${EVENT}`;
+const MARK = gql`
+  mutation Mark($ids: [ID!]!, $action: InboxAction!) {
+    markNotifications(ids: $ids, action: $action) { updated seq counts { total unread unseen } }
+  }`;
+const MARK_ALL = gql`
+  mutation MarkAll($upTo: Int!) {
+    markAllNotifications(action: READ, upTo: $upTo) { updated seq counts { total unread unseen } }
+  }`;
 const LOGIN = gql`mutation ($e: String!, $p: String!) { login(email: $e, password: $p) { token user { email } } }`;
 const REGISTER = gql`mutation ($e: String!, $p: String!) { register(email: $e, password: $p) { token user { email } } }`;
 const SEND = gql`mutation ($t: String!, $c: String!) { sendNotification(input: {title: $t, content: $c}) { id } }`;
-const INBOX = gql`query { notifications(page: 1, pageSize: 20) { totalCount items { id title status attempts updatedAt } } }`;
-const LIVE = gql`subscription { notificationStatusChanged { status notification { id title status attempts updatedAt } } }`;
 
 let token = null;
-let pollTimer = null;
-const rows = new Map();
 
-function setMode(text) {
-  $('mode').textContent = text;
-  $('mode').dataset.mode = text;
-}
-
-function render() {
-  const sorted = [...rows.values()].sort((a, b) => Number(b.id) - Number(a.id));
-  $('rows').replaceChildren(...sorted.map((n) => {
-    const tr = document.createElement('tr');
-    tr.dataset.id = n.id;
-    for (const [key, value] of [['id', n.id], ['title', n.title], ['status', n.status], ['attempts', n.attempts], ['updated', n.updatedAt]]) {
-      const td = document.createElement('td');
-      td.textContent = value;
-      if (key === 'status') td.dataset.status = value;
-      tr.append(td);
-    }
-    return tr;
-  }));
-}
-
-function upsert(n) {
-  const known = rows.get(n.id);
-  // Events and polls can cross: keep the newest state of each row.
-  if (!known || known.updatedAt <= n.updatedAt) rows.set(n.id, n);
-  render();
-}
+// What the page shows: the loaded notifications (not archived) by id, the
+// cursor of the oldest loaded page, and the last seq applied.
+const inbox = {
+  items: new Map(),
+  endCursor: null,
+  hasNextPage: false,
+  floorSeq: 0, // the seq of the oldest loaded notification
+  lastSeq: 0,
+  counts: { total: 0, unread: 0, unseen: 0 },
+  countsSeq: -1, // the seq `counts` are as of: never go back to older counts
+  generation: 0, // bumped by each reload, so a page loaded before it is dropped
+};
+let reloading = null; // the refetch in flight; events wait in `buffered` meanwhile
+let buffered = [];
+let loadingMore = false;
 
 const wsUrl = new URL('/graphql/ws', location.href);
 wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -53,13 +84,12 @@ const ws = createWsClient({
   url: wsUrl.href,
   connectionParams: () => ({ authorization: `Bearer ${token}` }),
   lazy: true,
-  retryAttempts: Infinity,
-  shouldRetry: () => true,
-  retryWait: async () => new Promise((r) => setTimeout(r, 3000)),
+  // No silent retries with the first `after`: goLive() resubscribes itself,
+  // after the last seq applied (polling may have moved it on).
+  retryAttempts: 0,
   on: {
-    connected: () => { stopPolling(); refetch(); setMode('websocket'); },
+    connected: () => { stopPolling(); setMode('websocket'); },
     closed: () => startPolling(),
-    error: () => startPolling(),
   },
 });
 
@@ -77,37 +107,284 @@ const client = new Client({
   ],
 });
 
-async function refetch() {
-  const result = await client.query(INBOX, {}).toPromise();
-  if (result.error) { $('error').textContent = result.error.message; return; }
-  result.data.notifications.items.forEach(upsert);
+function showError(error) {
+  $('error').textContent = error ? error.message : '';
 }
 
-function startPolling() {
-  if (pollTimer || !token) return;
-  setMode('polling');
-  refetch();
-  pollTimer = setInterval(refetch, POLL_MS);
+function setMode(text) {
+  $('mode').textContent = text;
+  $('mode').dataset.mode = text;
 }
 
-function stopPolling() {
-  clearInterval(pollTimer);
-  pollTimer = null;
+// ---- state changes -------------------------------------------------------
+
+function setCounts(counts, seq) {
+  if (seq < inbox.countsSeq) return;
+  inbox.counts = counts;
+  inbox.countsSeq = seq;
 }
 
-function live() {
-  pipe(
-    client.subscription(LIVE, {}),
+function addPage(conn) {
+  for (const { node } of conn.edges) {
+    if (!node.archivedAt) inbox.items.set(node.id, node);
+  }
+  const last = conn.edges.at(-1);
+  if (last) inbox.floorSeq = last.node.seq;
+  inbox.endCursor = conn.pageInfo.endCursor ?? inbox.endCursor;
+  inbox.hasNextPage = conn.pageInfo.hasNextPage;
+}
+
+// A notification as an event carries it: shown if it belongs to the loaded
+// range (newer than the oldest loaded one, or everything is loaded).
+function upsert(n) {
+  if (n.archivedAt) {
+    inbox.items.delete(n.id);
+  } else if (inbox.items.has(n.id) || !inbox.hasNextPage || n.seq > inbox.floorSeq) {
+    inbox.items.set(n.id, n);
+  }
+}
+
+// The state chain of the contract: READ implies SEEN, ARCHIVE implies READ.
+function mark(n, action, at) {
+  switch (action) {
+    case 'SEEN': n.seenAt ??= at; break;
+    case 'READ': n.readAt ??= at; n.seenAt ??= at; break;
+    case 'UNREAD': n.readAt = null; break;
+    case 'ARCHIVE': n.archivedAt ??= at; n.readAt ??= at; n.seenAt ??= at; break;
+    case 'UNARCHIVE': n.archivedAt = null; break;
+    default: break;
+  }
+  if (n.archivedAt) inbox.items.delete(n.id);
+}
+
+function markLoaded(event) {
+  const targets = event.upTo != null
+    ? [...inbox.items.values()].filter((n) => n.seq <= event.upTo)
+    : event.ids.map((id) => inbox.items.get(id)).filter(Boolean);
+  for (const n of targets) mark(n, event.action, event.at);
+}
+
+// Applies events in seq order: each one must be lastSeq + 1.
+function receive(events) {
+  for (const event of events) {
+    if (reloading) { buffered.push(event); continue; }
+    const resync = event.__typename === 'InboxResync';
+    if (!resync && event.seq <= inbox.lastSeq) continue; // applied already (replay, or poll and socket both)
+    if (resync || event.seq !== inbox.lastSeq + 1) {
+      reload();
+      if (!resync) buffered.push(event);
+      continue;
+    }
+    switch (event.__typename) {
+      case 'NotificationCreated':
+      case 'DeliveryStatusChanged':
+        upsert(event.notification);
+        break;
+      case 'NotificationsMarked':
+        markLoaded(event);
+        break;
+      default: break;
+    }
+    inbox.lastSeq = event.seq;
+    setCounts(event.counts, event.seq);
+    // Unarchived notifications may belong anywhere in the loaded range.
+    if (event.action === 'UNARCHIVE') reload();
+  }
+  render();
+}
+
+// ---- server reads --------------------------------------------------------
+
+async function fetchPage(after) {
+  const result = await client.query(INBOX, { first: PAGE, after }).toPromise();
+  showError(result.error);
+  return result.data?.inbox ?? null;
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// Refetches the first page and continues after its lastSeq; events that
+// arrive meanwhile are applied afterwards (those it covers are skipped).
+function reload() {
+  if (reloading) return reloading;
+  inbox.generation += 1;
+  reloading = (async () => {
+    let conn = await fetchPage(null);
+    while (!conn) {
+      await sleep(RETRY_MS);
+      conn = await fetchPage(null);
+    }
+    inbox.items = new Map();
+    inbox.floorSeq = 0;
+    addPage(conn);
+    inbox.lastSeq = conn.lastSeq;
+    setCounts(conn.counts, conn.lastSeq);
+    reloading = null;
+    const pending = buffered.sort((a, b) => a.seq - b.seq);
+    buffered = [];
+    receive(pending);
+    loadMoreIfVisible();
+  })();
+  return reloading;
+}
+
+async function loadMore() {
+  if (loadingMore || reloading || !inbox.hasNextPage) return;
+  loadingMore = true;
+  const generation = inbox.generation;
+  const conn = await fetchPage(inbox.endCursor);
+  loadingMore = false;
+  if (!conn || generation !== inbox.generation) return;
+  addPage(conn);
+  setCounts(conn.counts, conn.lastSeq);
+  render();
+  loadMoreIfVisible();
+}
+
+function loadMoreIfVisible() {
+  const { top } = $('more').getBoundingClientRect();
+  if (!$('app').hidden && top < window.innerHeight) loadMore();
+}
+
+// ---- live: the subscription, polling while it is down --------------------
+
+let liveGeneration = 0;
+let liveSubscription = null;
+let liveTimer = null;
+
+function goLive() {
+  clearTimeout(liveTimer);
+  liveSubscription?.unsubscribe();
+  const generation = ++liveGeneration;
+  const lost = () => {
+    if (generation !== liveGeneration) return;
+    liveGeneration += 1;
+    liveSubscription?.unsubscribe();
+    liveSubscription = null;
+    startPolling();
+    liveTimer = setTimeout(goLive, RETRY_MS);
+  };
+  liveSubscription = pipe(
+    client.subscription(EVENTS, { after: inbox.lastSeq }),
+    onEnd(lost),
     subscribe((result) => {
-      if (result.data) upsert(result.data.notificationStatusChanged.notification);
-      if (result.error) startPolling();
+      if (result.error) lost();
+      else if (result.data) receive([result.data.inboxEvents]);
     }),
   );
 }
 
+let polling = false;
+let pollTimer = null;
+
+function startPolling() {
+  if (polling || !token) return;
+  polling = true;
+  setMode('polling');
+  poll();
+}
+
+function stopPolling() {
+  polling = false;
+  clearTimeout(pollTimer);
+}
+
+async function poll() {
+  clearTimeout(pollTimer);
+  if (!polling) return;
+  const result = await client.query(CHANGES, { after: inbox.lastSeq }).toPromise();
+  if (!polling) return;
+  let wait = RETRY_MS;
+  if (result.data) {
+    const page = result.data.inboxChanges;
+    receive(page.events);
+    wait = page.hasMore ? 0 : page.pollInterval * 1000;
+  }
+  pollTimer = setTimeout(poll, wait);
+}
+
+// ---- the page ------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+function item(n) {
+  const when = new Date(n.createdAt);
+  const li = el('li', { className: 'item' });
+  Object.assign(li.dataset, { id: n.id, seq: n.seq, read: String(Boolean(n.readAt)) });
+  const open = el('button', { type: 'button', className: 'open', title: n.readAt ? 'read' : 'mark as read' },
+    el('span', { className: 'dot' }),
+    el('span', { className: 'text' },
+      el('span', { className: 'title', textContent: n.title }),
+      el('span', { className: 'content', textContent: n.content })));
+  const status = el('span', { className: 'status', textContent: n.status.toLowerCase() });
+  status.dataset.status = n.status;
+  const time = el('time', { dateTime: n.createdAt, textContent: when.toLocaleTimeString(), title: when.toLocaleString() });
+  const archive = el('button', { type: 'button', className: 'archive', textContent: 'Archive' });
+  li.append(open, status, time, archive);
+  return li;
+}
+
+function render() {
+  const sorted = [...inbox.items.values()].sort((a, b) => b.seq - a.seq);
+  $('list').replaceChildren(...sorted.map(item));
+  $('list').dataset.lastSeq = String(inbox.lastSeq);
+  const { total, unread } = inbox.counts;
+  $('badge').textContent = unread > 99 ? '99+' : String(unread);
+  $('badge').dataset.unread = String(unread);
+  $('badge').hidden = unread === 0;
+  $('bell').setAttribute('aria-label', `${unread} unread`);
+  $('summary').textContent = `${total} notification${total === 1 ? '' : 's'} · ${unread} unread`;
+  $('mark-all').disabled = unread === 0;
+  $('more').textContent = inbox.hasNextPage ? 'Loading older notifications…' : (sorted.length ? 'No older notifications' : 'Nothing here yet');
+  $('more').dataset.end = String(!inbox.hasNextPage);
+}
+
+async function markIds(ids, action) {
+  const result = await client.mutation(MARK, { ids, action }).toPromise();
+  showError(result.error);
+  if (!result.data) return;
+  const update = result.data.markNotifications;
+  // The event will come too (and change nothing more); show it now.
+  for (const id of ids) {
+    const n = inbox.items.get(id);
+    if (n) mark(n, action, new Date().toISOString());
+  }
+  if (update.seq != null) setCounts(update.counts, update.seq);
+  render();
+}
+
+$('list').addEventListener('click', (event) => {
+  const li = event.target.closest('li.item');
+  if (!li) return;
+  if (event.target.closest('button.archive')) markIds([li.dataset.id], 'ARCHIVE');
+  else if (event.target.closest('button.open') && li.dataset.read === 'false') markIds([li.dataset.id], 'READ');
+});
+
+$('mark-all').addEventListener('click', async () => {
+  // Only what the user has seen: a notification newer than lastSeq stays unread.
+  const upTo = inbox.lastSeq;
+  const result = await client.mutation(MARK_ALL, { upTo }).toPromise();
+  showError(result.error);
+  if (!result.data) return;
+  const update = result.data.markAllNotifications;
+  markLoaded({ upTo, action: 'READ', at: new Date().toISOString() });
+  if (update.seq != null) setCounts(update.counts, update.seq);
+  render();
+});
+
+// An entry may be stale (computed before the last render moved the
+// sentinel): look at where the sentinel is now.
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadMoreIfVisible();
+}).observe($('more'));
+
 $('auth').addEventListener('submit', async (event) => {
   event.preventDefault();
-  $('error').textContent = '';
+  showError(null);
   const vars = { e: $('email').value, p: $('password').value };
   let result = await client.mutation(LOGIN, vars).toPromise();
   let payload = result.data?.login;
@@ -120,14 +397,15 @@ $('auth').addEventListener('submit', async (event) => {
   $('who').textContent = payload.user.email;
   $('auth').hidden = true;
   $('app').hidden = false;
-  await refetch();
-  live();
+  $('bell').hidden = false;
+  await reload();
+  goLive();
 });
 
 $('send').addEventListener('submit', async (event) => {
   event.preventDefault();
   const result = await client.mutation(SEND, { t: $('title').value, c: $('content').value }).toPromise();
-  if (result.error) { $('error').textContent = result.error.message; return; }
-  upsert({ id: result.data.sendNotification.id, title: $('title').value, status: 'PENDING', attempts: 0, updatedAt: '' });
-  if (pollTimer) refetch();
+  showError(result.error);
+  if (result.data) $('send').reset();
+  if (polling) poll();
 });
