@@ -26,7 +26,7 @@ use crate::{
     keys::Keys,
     mailer::{Mailer, MailerConfig},
     notify::Notifications,
-    pubsub::{Channels, EventBus, InProcessEventBus, RedisEventBus},
+    pubsub::{EventBus, InProcessEventBus, RedisEventBus},
     queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
     shutdown::{Deadline, serve_then_join, wind_down},
@@ -116,10 +116,7 @@ fn backends(
         events: Arc::new(RedisEventBus::new(
             client,
             manager.clone(),
-            Channels {
-                status: keys.events(),
-                inbox: keys.inbox_events(),
-            },
+            keys.inbox_events(),
             background.clone(),
         )),
         redis: Some(manager),

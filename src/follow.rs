@@ -3,22 +3,22 @@
 //! no repeat (DESIGN.md, invariant 4).
 //!
 //! The log is the truth; hints only say "something was committed". The
-//! follower subscribes to hints before it reads the log, delivers events in
-//! seq order, drops what it already delivered, and reads the log whenever it
-//! may have missed something: a hint past the next expected seq (a lost
-//! publish), a hint without its event, a lagged receiver, a reconnected
-//! Redis subscription, or a few seconds of silence.
+//! follower subscribes to its user's hints (the instance's router brings it
+//! that user's only, see `pubsub.rs`) before it reads the log, delivers
+//! events in seq order, drops what it already delivered, and reads the log
+//! whenever it may have missed something: a hint past the next expected seq
+//! (a lost publish), a hint without its event (published by an older
+//! release), a lagged receiver (its user's burst overflowed the buffer), a
+//! reconnected Redis subscription, or a few seconds of silence. Hints carry
+//! their event, so a follower that keeps up runs no SQL.
 
 use std::{collections::VecDeque, time::Duration};
 
 use sea_orm::DatabaseConnection;
-use tokio::{
-    sync::broadcast::{self, error::RecvError},
-    time::Instant,
-};
+use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
 use crate::{
-    pubsub::{EventBus, InboxFeed},
+    pubsub::{EventBus, InboxFeed, UserFeed},
     storage::{
         StorageError,
         inbox::{self, Changes, Snapshot},
@@ -46,7 +46,7 @@ pub enum Followed {
 pub struct Follower {
     db: DatabaseConnection,
     user_id: i64,
-    feed: broadcast::Receiver<InboxFeed>,
+    feed: UserFeed,
     /// The seq the next delivered event must have.
     next: i64,
     /// The log may hold events from `next` on that the feed did not bring.
@@ -67,7 +67,7 @@ impl Follower {
         user_id: i64,
         after: Option<i64>,
     ) -> Result<Self, StorageError> {
-        let feed = events.subscribe_inbox();
+        let feed = events.subscribe_inbox(user_id);
         let (next, behind) = match after {
             Some(after) => (after.saturating_add(1), true),
             None => (inbox::snapshot(&db, user_id).await?.last_seq + 1, false),
@@ -81,6 +81,11 @@ impl Follower {
             ready: VecDeque::new(),
             recheck_at: Instant::now() + RECHECK,
         })
+    }
+
+    /// The seq of the last event delivered (or skipped by a resync).
+    pub fn last_seq(&self) -> i64 {
+        self.next - 1
     }
 
     /// The next thing to deliver; `None` once the feed is closed (shutdown).
@@ -101,7 +106,7 @@ impl Follower {
             }
             match tokio::time::timeout_at(self.recheck_at, self.feed.recv()).await {
                 Err(_silence) => self.behind = true,
-                Ok(Ok(InboxFeed::Hint(hint))) if hint.user_id == self.user_id => {
+                Ok(Ok(InboxFeed::Hint(hint))) => {
                     self.recheck_at = Instant::now() + RECHECK;
                     match &hint.event {
                         Some(event) if event.seq < self.next => {}
@@ -113,7 +118,6 @@ impl Follower {
                         _ => self.behind = true,
                     }
                 }
-                Ok(Ok(InboxFeed::Hint(_))) => {}
                 // Hints may have been lost: never skip, read the log.
                 Ok(Ok(InboxFeed::Resume) | Err(RecvError::Lagged(_))) => self.behind = true,
                 Ok(Err(RecvError::Closed)) => return None,

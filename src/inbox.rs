@@ -1,6 +1,6 @@
 //! What follows every committed change to a notification (DESIGN.md,
 //! invariant 4): bump the owner's inbox version, so every cached page of
-//! theirs is invisible at once, then publish the status event.
+//! theirs is invisible at once, then publish the inbox hint.
 //!
 //! Also the read side of the cache: `page` serves `notifications` from the
 //! cache under the current version, or from the database.
@@ -14,14 +14,14 @@ use std::{
     time::Duration,
 };
 
-use entity::notification::{self, Status};
+use entity::notification;
 use sea_orm::DatabaseConnection;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     cache::Cache,
     keys::Keys,
-    pubsub::{EventBus, StatusEvent},
+    pubsub::EventBus,
     storage::{self, StorageError},
     wire::{self, InboxEventV1, InboxHintV1, NotificationV1, PageV1},
 };
@@ -115,27 +115,15 @@ pub struct Page {
 }
 
 impl Inbox {
-    /// Call after the change to `row` is committed, with the inbox event it
-    /// wrote when the caller has it (else subscribers read the log). Never
-    /// fails: a lost bump or event is logged; the row stays the truth.
-    pub async fn changed(
-        &self,
-        previous: Option<Status>,
-        row: &notification::Model,
-        inbox_event: Option<InboxEventV1>,
-    ) {
+    /// Call after the change to `row` is committed, with the inbox event its
+    /// transaction wrote (carried by the hint, so followers need no SQL for
+    /// it). Never fails: a lost bump or hint is logged; the row and the log
+    /// stay the truth.
+    pub async fn changed(&self, row: &notification::Model, inbox_event: InboxEventV1) {
         self.touched(row.user_id).await;
-        // Published after the bump: a client that refetches on the event
+        // Announced after the bump: a client that refetches on the event
         // never reads the page as it was before the change.
-        let event = StatusEvent {
-            notification: row.clone().into(),
-            previous: previous.map(Into::into),
-            at: row.updated_at,
-        };
-        if let Err(e) = self.events.publish(&event).await {
-            tracing::warn!(error = ?e, notification_id = row.id, "status event not published");
-        }
-        self.announce(row.user_id, inbox_event).await;
+        self.announce(row.user_id, Some(inbox_event)).await;
     }
 
     /// Call after a commit that wrote `user_id`'s inbox event `event` (or

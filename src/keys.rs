@@ -62,11 +62,6 @@ impl Keys {
         format!("{}queue:dead", self.prefix)
     }
 
-    /// Status events, for every instance's subscriber.
-    pub fn events(&self) -> String {
-        format!("{}events", self.prefix)
-    }
-
     /// Inbox event hints, for every instance's subscriber.
     pub fn inbox_events(&self) -> String {
         format!("{}inbox-events", self.prefix)
@@ -149,7 +144,6 @@ mod tests {
             ("queue", keys.queue()),
             ("queue_group", keys.queue_group()),
             ("dead_letters", keys.dead_letters()),
-            ("events", keys.events()),
             ("inbox_events", keys.inbox_events()),
         ];
         for id in ids {

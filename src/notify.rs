@@ -108,7 +108,7 @@ impl Notifications {
     async fn created(&self, row: &notification::Model, event: InboxEventV1) {
         // Announced before it is queued, so its PENDING event always comes
         // before the worker's PROCESSING.
-        self.inbox.changed(None, row, Some(event)).await;
+        self.inbox.changed(row, event).await;
         if let Err(e) = self.queue.enqueue(row.id).await {
             tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
             if let Err(e) = storage::notifications::mark_unqueued(&self.db, row.id).await {

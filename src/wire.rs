@@ -121,30 +121,6 @@ impl From<notification::Model> for NotificationV1 {
     }
 }
 
-/// One status change of one notification, after its commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusEventV1 {
-    /// The notification as committed.
-    pub notification: NotificationV1,
-    /// `None` when the notification was just created.
-    pub previous: Option<Status>,
-    pub at: DateTime<Utc>,
-}
-
-impl Payload for StatusEventV1 {
-    const VERSION: u32 = 1;
-}
-
-impl StatusEventV1 {
-    pub fn user_id(&self) -> i64 {
-        self.notification.user_id
-    }
-
-    pub fn status(&self) -> Status {
-        self.notification.status
-    }
-}
-
 /// A cached page of notifications, newest first, read at inbox version
 /// `inbox_version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,9 +152,10 @@ impl Payload for InboxEventV1 {
 }
 
 /// The live hint published after a commit that wrote an inbox event: the
-/// user, and the event when the publisher has it at hand. A hint without
-/// an event (a delivery status change) says "read the log after your last
-/// seq". Hints can be lost; subscribers repair from the log by seq.
+/// user, and the event (this release always sends it). A hint without an
+/// event (as older releases sent for delivery status changes) says "read
+/// the log after your last seq". Hints can be lost; subscribers repair from
+/// the log by seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxHintV1 {
     pub user_id: i64,
@@ -267,20 +244,27 @@ mod tests {
         // As a newer release may write during a rolling deploy.
         let json = r#"{"v":1,"id":7,"email":"a@example.com","created_at":"2023-11-14T22:13:20.123Z","nickname":"new","flags":[1,2]}"#;
         assert_eq!(decode::<UserV1>(json).expect("decode"), Some(user()));
-        let event = r#"{"v":1,"notification":{"id":1,"user_id":7,"title":"t","content":"c","status":"SENT","attempts":1,"last_error":null,"next_attempt_at":null,"sent_at":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z","priority":"high"},"previous":"PROCESSING","at":"2023-11-14T22:13:20.123Z","trace":"x"}"#;
-        let event = decode::<StatusEventV1>(event)
+        let event = r#"{"v":1,"user_id":7,"seq":3,"at":"2023-11-14T22:13:20.123Z","counts":{"total":1,"unread":1,"unseen":1,"archived":0},"change":{"kind":"DeliveryStatusChanged","notification":{"id":1,"user_id":7,"title":"t","content":"c","status":"SENT","attempts":1,"last_error":null,"next_attempt_at":null,"sent_at":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z","priority":"high"},"previous":"PROCESSING","trace":"x"}}"#;
+        let event = decode::<InboxEventV1>(event)
             .expect("decode")
             .expect("version 1");
-        assert_eq!(event.status(), Status::Sent);
-        assert_eq!(event.previous, Some(Status::Processing));
+        let InboxChangeV1::DeliveryStatusChanged {
+            notification,
+            previous,
+        } = event.change
+        else {
+            panic!("a status change: {event:?}");
+        };
+        assert_eq!(notification.status, Status::Sent);
+        assert_eq!(previous, Status::Processing);
     }
 
     /// A status this release does not know is no valid payload (readers
     /// miss or skip it), never a guess: new statuses come with a new version.
     #[test]
     fn an_unknown_status_is_not_decoded() {
-        let event = r#"{"v":1,"notification":{"id":1,"user_id":7,"title":"t","content":"c","status":"BOUNCED","attempts":1,"last_error":null,"next_attempt_at":null,"sent_at":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z"},"previous":"SENT","at":"2023-11-14T22:13:20.123Z"}"#;
-        assert!(decode::<StatusEventV1>(event).is_err());
+        let event = r#"{"v":1,"user_id":7,"seq":3,"at":"2023-11-14T22:13:20.123Z","counts":{"total":1,"unread":1,"unseen":1},"change":{"kind":"DeliveryStatusChanged","notification":{"id":1,"user_id":7,"title":"t","content":"c","status":"BOUNCED","attempts":1,"last_error":null,"next_attempt_at":null,"sent_at":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z"},"previous":"SENT"}}"#;
+        assert!(decode::<InboxEventV1>(event).is_err());
     }
 
     #[test]

@@ -376,6 +376,20 @@ async fn repeat(
     .await
 }
 
+/// Waits (up to 10 minutes) until the worker has delivered `user_id`'s
+/// notifications, so their statuses stop changing and the next phase does
+/// not share the machine with the deliveries.
+async fn settle(db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
+    let open = format!(
+        "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
+    );
+    let start = Instant::now();
+    while scalar::<i64>(db, open.clone()).await? > 0 && start.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// The first column of the first row of `sql`.
 async fn scalar<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: String) -> anyhow::Result<T> {
     let row = db
@@ -475,7 +489,7 @@ async fn main() -> anyhow::Result<()> {
         return delivery_table(&args, &db, user_id).await;
     }
     if args.live_only {
-        return live_table(&args, &client, &db, &token).await;
+        return live_table(&args, &client, &db, (&token, user_id)).await;
     }
 
     let typename = repeat(
@@ -508,16 +522,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
 
-    // Let the worker finish the sends, so statuses stop changing.
-    let settle = format!(
-        "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
-    );
-    let settle_start = Instant::now();
-    while scalar::<i64>(&db, settle.clone()).await? > 0
-        && settle_start.elapsed() < Duration::from_secs(600)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    settle(&db, user_id).await?;
 
     const LIST: &str = "{ notifications(page: 1, pageSize: 10) { totalCount hasNextPage items { id title status updatedAt recipient { email } } } }";
     let cached = repeat(
@@ -610,7 +615,7 @@ async fn live_table(
     args: &Args,
     client: &Arc<Client>,
     db: &DatabaseConnection,
-    token: &str,
+    (token, user_id): (&str, i64),
 ) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     use std::collections::HashMap;
@@ -704,6 +709,7 @@ async fn live_table(
     drop(socket);
     println!();
 
+    settle(db, user_id).await?;
     inbox::live_fanout(args, client, db).await?;
 
     // Memory per idle subscriber.

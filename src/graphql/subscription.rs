@@ -2,7 +2,6 @@
 
 use async_graphql::{Context, Subscription};
 use futures_util::{Stream, StreamExt as _, stream};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{
     context::ContextExt as _,
@@ -29,31 +28,46 @@ fn expiry(caller: &AuthUser) -> tokio::time::Sleep {
 impl SubscriptionRoot {
     /// Every status change of the caller's own notifications, from any
     /// server instance. Completes when the caller's token expires.
+    //
+    // Read from the caller's inbox log, like `inboxEvents` from now on (its
+    // creations and delivery status changes; marks are not status changes).
+    // A subscriber that falls behind catches up from the log; only if the
+    // log can no longer continue (it was pruned past the subscriber) does it
+    // get one final LAGGED error, so the client refetches and subscribes
+    // again rather than miss changes.
     async fn notification_status_changed(
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = ApiResult<NotificationStatusEvent>> + use<>> {
         let caller = ctx.require_user()?;
-        let user_id = caller.user_id;
-        let events = ctx.state().inbox.events.subscribe();
-        let own = stream::unfold(Some(events), move |events| async move {
-            let mut events = events?;
+        let state = ctx.state();
+        let follower = Follower::start(
+            state.db.clone(),
+            state.inbox.events.as_ref(),
+            caller.user_id,
+            None,
+        )
+        .await
+        .map_err(AppError::from)?;
+        let statuses = stream::unfold(Some(follower), |follower| async move {
+            let mut follower = follower?;
             loop {
-                match events.recv().await {
-                    Ok(event) if event.user_id() == user_id => {
-                        return Some((Ok(NotificationStatusEvent::from(event)), Some(events)));
+                let before = follower.last_seq();
+                match follower.next().await? {
+                    Ok(Followed::Event(event)) => {
+                        if let Some(status) = NotificationStatusEvent::of(*event) {
+                            return Some((Ok(status), Some(follower)));
+                        }
                     }
-                    Ok(_) => {}
-                    // Too slow to keep up: say so once, and end, so the client
-                    // refetches and subscribes again rather than miss changes.
-                    Err(RecvError::Lagged(missed)) => {
+                    Ok(Followed::Resync(snapshot)) => {
+                        let missed = u64::try_from(snapshot.last_seq - before).unwrap_or(0);
                         return Some((Err(AppError::Lagged { missed }), None));
                     }
-                    Err(RecvError::Closed) => return None,
+                    Err(e) => return Some((Err(AppError::from(e)), None)),
                 }
             }
         });
-        Ok(own.take_until(expiry(caller)))
+        Ok(statuses.take_until(expiry(caller)))
     }
 
     /// The caller's inbox events, from any server instance, in seq order:

@@ -8,7 +8,7 @@ use entity::notification;
 use super::context::ContextExt as _;
 use crate::{
     error::{ApiResult, AppError},
-    wire,
+    wire::{self, InboxChangeV1, InboxEventV1},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
@@ -167,14 +167,24 @@ pub struct NotificationStatusEvent {
     pub at: DateTime<Utc>,
 }
 
-impl From<crate::pubsub::StatusEvent> for NotificationStatusEvent {
-    fn from(e: crate::pubsub::StatusEvent) -> Self {
-        Self {
-            previous_status: e.previous.map(Into::into),
-            status: e.notification.status.into(),
-            at: e.at,
-            notification: e.notification.into(),
-        }
+impl NotificationStatusEvent {
+    /// The status change an inbox event records, if it records one: a
+    /// creation (no previous status) or a delivery status change.
+    pub fn of(event: InboxEventV1) -> Option<Self> {
+        let (notification, previous) = match event.change {
+            InboxChangeV1::NotificationCreated { notification } => (notification, None),
+            InboxChangeV1::DeliveryStatusChanged {
+                notification,
+                previous,
+            } => (notification, Some(previous)),
+            InboxChangeV1::NotificationsMarked { .. } => return None,
+        };
+        Some(Self {
+            previous_status: previous.map(Into::into),
+            status: notification.status.into(),
+            at: event.at,
+            notification: notification.into(),
+        })
     }
 }
 

@@ -62,6 +62,15 @@ pub async fn insert(
     Ok((row, event))
 }
 
+/// A committed status transition: the row as it is now, and the
+/// DeliveryStatusChanged inbox event written with it (for the hint that
+/// follows the commit, so followers need not read the log for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub row: notification::Model,
+    pub event: InboxEventV1,
+}
+
 /// Runs `update`, a compare-and-set moving one notification of `user_id`'s
 /// from `previous`, in one transaction with its DeliveryStatusChanged
 /// inbox event. The owner's next seq is taken first (the counter row's
@@ -74,7 +83,7 @@ async fn move_status(
     previous: Status,
     update: sea_orm::UpdateMany<notification::Entity>,
     now: DateTime<Utc>,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     let txn = inbox::begin_write(db).await?;
     let reserved = inbox::next_seq(&txn, user_id, Counts::default()).await?;
     let Some(row) = update.exec_with_returning(&txn).await?.into_iter().next() else {
@@ -85,9 +94,9 @@ async fn move_status(
         notification: row.clone().into(),
         previous: previous.into(),
     };
-    inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
+    let event = inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
     txn.commit().await?;
-    Ok(Some(row))
+    Ok(Some(Moved { row, event }))
 }
 
 /// The recipient of notification `id`, if it exists.
@@ -150,11 +159,7 @@ fn due(now: DateTime<Utc>) -> Condition {
 
 /// PENDING → PROCESSING, only if still PENDING and due. Counts the attempt
 /// and stamps the claim. `None`: someone else has it, or it is not due.
-pub async fn claim(
-    db: &DatabaseConnection,
-    id: i64,
-    now: DateTime<Utc>,
-) -> Result<Option<notification::Model>> {
+pub async fn claim(db: &DatabaseConnection, id: i64, now: DateTime<Utc>) -> Result<Option<Moved>> {
     let Some(user_id) = owner(db, id).await? else {
         return Ok(None);
     };
@@ -206,7 +211,7 @@ pub async fn record(
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     record_where(db, id, user_id, attempt, outcome, now, Condition::all()).await
 }
 
@@ -218,7 +223,7 @@ async fn record_where(
     outcome: &Outcome,
     now: DateTime<Utc>,
     extra: Condition,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     let none = Option::<DateTime<Utc>>::None;
     let update = notification::Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::value(now))
@@ -260,7 +265,7 @@ pub async fn fail_unfinished(
     id: i64,
     error: &str,
     now: DateTime<Utc>,
-) -> Result<Option<(Status, notification::Model)>> {
+) -> Result<Option<Moved>> {
     let Some(before) = find(db, id).await? else {
         return Ok(None);
     };
@@ -277,8 +282,7 @@ pub async fn fail_unfinished(
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(before.status))
         .filter(Column::Attempts.eq(before.attempts));
-    let moved = move_status(db, before.user_id, before.status, update, now).await?;
-    Ok(moved.map(|row| (before.status, row)))
+    move_status(db, before.user_id, before.status, update, now).await
 }
 
 /// PROCESSING rows whose claim is older than `visibility` at `now`: their
@@ -309,7 +313,7 @@ pub async fn release_expired_claim(
     outcome: &Outcome,
     now: DateTime<Utc>,
     visibility: Duration,
-) -> Result<Option<notification::Model>> {
+) -> Result<Option<Moved>> {
     let still_expired = Condition::all().add(Column::ClaimedAt.lt(super::before(now, visibility)));
     record_where(
         db,

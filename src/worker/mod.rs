@@ -18,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-use entity::notification::Status;
 use sea_orm::DatabaseConnection;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -222,11 +221,7 @@ impl Delivery {
                 retry_at: now,
             };
             match notifications::record(&self.db, id, user_id, attempt, &outcome, now).await {
-                Ok(Some(row)) => {
-                    self.inbox
-                        .changed(Some(Status::Processing), &row, None)
-                        .await
-                }
+                Ok(Some(moved)) => self.inbox.changed(&moved.row, moved.event).await,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = ?e, notification_id = id, "release failed"),
             }
@@ -244,8 +239,8 @@ impl Delivery {
             self.dead_letter(&job).await;
             return;
         }
-        let claimed = match notifications::claim(&self.db, id, clock.now()).await {
-            Ok(Some(row)) => row,
+        let (claimed, claim_event) = match notifications::claim(&self.db, id, clock.now()).await {
+            Ok(Some(moved)) => (moved.row, moved.event),
             Ok(None) => {
                 // Already taken, finished, not due yet, or gone: nothing to do.
                 self.ack(&job).await;
@@ -264,9 +259,7 @@ impl Delivery {
                 user_id: claimed.user_id,
             },
         );
-        self.inbox
-            .changed(Some(Status::Pending), &claimed, None)
-            .await;
+        self.inbox.changed(&claimed, claim_event).await;
 
         let recipient = self.directory.get(claimed.user_id).await;
         let send_started = std::time::Instant::now();
@@ -335,10 +328,8 @@ impl Delivery {
         .await;
         lock(in_flight).remove(&id);
         match recorded {
-            Ok(Some(row)) => {
-                self.inbox
-                    .changed(Some(Status::Processing), &row, None)
-                    .await;
+            Ok(Some(moved)) => {
+                self.inbox.changed(&moved.row, moved.event).await;
                 self.ack(&job).await;
             }
             Ok(None) => {
@@ -388,7 +379,7 @@ impl Delivery {
         }
         let now = self.settings.clock.now();
         match notifications::fail_unfinished(&self.db, job.notification_id, &reason, now).await {
-            Ok(Some((previous, row))) => self.inbox.changed(Some(previous), &row, None).await,
+            Ok(Some(moved)) => self.inbox.changed(&moved.row, moved.event).await,
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),
         }

@@ -4,7 +4,6 @@
 //! be lost. While the circuit breaker is open it enqueues nothing: the rows
 //! wait for the mail server, and the queue does not churn.
 
-use entity::notification::Status;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Failure, outcome_of};
@@ -61,10 +60,7 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
             notifications::release_expired_claim(&delivery.db, &row, &outcome, now, visibility)
                 .await?;
         if let Some(moved) = moved {
-            delivery
-                .inbox
-                .changed(Some(Status::Processing), &moved, None)
-                .await;
+            delivery.inbox.changed(&moved.row, moved.event).await;
             released += 1;
         }
     }

@@ -195,8 +195,13 @@ delivery_test!(
 /// the visibility timeout (which would let the sweeper cover a lost
 /// enqueue) is far longer than the test.
 async fn hung_up(app: &TestApp, _sink: &SmtpSink) {
-    let mut events = app.events.subscribe();
+    crate::ws_client::until_events_flow(app).await;
     let token = app.token_for(&unique_email("hang-up")).await;
+    let user_id: i64 = app.me(Some(&token)).await["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("user id");
+    let mut events = status_changes(app.events.subscribe_inbox(user_id));
     // A positive marker: once its creation event arrives, the event relay
     // is attached and every later event will be seen.
     let started = std::time::Instant::now();
@@ -208,12 +213,11 @@ async fn hung_up(app: &TestApp, _sink: &SmtpSink) {
     let one_send = started.elapsed();
     let mut seen: HashMap<i64, HashSet<Option<Status>>> = HashMap::new();
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        let (id, previous) = tokio::time::timeout(Duration::from_secs(20), events.recv())
             .await
             .expect("the marker's event")
-            .expect("receiver open");
-        let id = event.notification.id;
-        seen.entry(id).or_default().insert(event.previous);
+            .expect("no hint lost to lag");
+        seen.entry(id).or_default().insert(previous);
         if id == marker {
             break;
         }
@@ -284,14 +288,44 @@ async fn hung_up(app: &TestApp, _sink: &SmtpSink) {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !missing(&seen).is_empty() {
-        let event = tokio::time::timeout_at(deadline, events.recv())
+        let (id, previous) = tokio::time::timeout_at(deadline, events.recv())
             .await
             .unwrap_or_else(|_| panic!("events missing for {:?}", missing(&seen)))
-            .expect("no event lost to lag");
-        seen.entry(event.notification.id)
-            .or_default()
-            .insert(event.previous);
+            .expect("no hint lost to lag");
+        seen.entry(id).or_default().insert(previous);
     }
+}
+
+/// The (notification id, previous status) of each status change `feed`
+/// announces, read as they come (so the per-user buffer never overflows);
+/// ends at the first lag.
+fn status_changes(
+    mut feed: herald::pubsub::UserFeed,
+) -> tokio::sync::mpsc::UnboundedReceiver<(i64, Option<Status>)> {
+    use herald::{pubsub::InboxFeed, wire::InboxChangeV1};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(feed) = feed.recv().await {
+            let InboxFeed::Hint(hint) = feed else {
+                continue;
+            };
+            let change = hint.event.as_ref().map(|e| &e.change);
+            let announced = match change {
+                Some(InboxChangeV1::NotificationCreated { notification }) => {
+                    (notification.id, None)
+                }
+                Some(InboxChangeV1::DeliveryStatusChanged {
+                    notification,
+                    previous,
+                }) => (notification.id, Some(*previous)),
+                _ => continue,
+            };
+            if tx.send(announced).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Embedded mode end to end: no SMTP, the email is an .eml file.

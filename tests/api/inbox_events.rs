@@ -29,7 +29,7 @@ async fn follow(app: &TestApp, token: &str, after: Option<i64>) -> Socket {
 }
 
 /// The next inbox event on `socket`.
-async fn next_inbox(socket: &mut Socket) -> Value {
+pub(crate) async fn next_inbox(socket: &mut Socket) -> Value {
     let msg = next_json(socket).await;
     assert_eq!(msg["type"], "next", "{msg}");
     assert!(msg["payload"]["errors"].is_null(), "{msg}");
@@ -68,7 +68,7 @@ fn assert_consecutive(events: &[Value], first: i64) {
     assert_eq!(seqs, expected, "events: {events:?}");
 }
 
-async fn last_seq(app: &TestApp, token: &str) -> i64 {
+pub(crate) async fn last_seq(app: &TestApp, token: &str) -> i64 {
     let body = app
         .gql("{ inbox(first: 1) { lastSeq } }", json!({}), Some(token))
         .await;

@@ -13,6 +13,7 @@ mod accounts;
 mod cli;
 mod cors;
 mod delivery;
+mod fanout;
 mod helpers;
 mod http;
 mod inbox;

@@ -255,34 +255,54 @@ async fn never_stale(backend: Backend) {
 }
 
 every_backend!(every_status_change_is_published_in_order, events);
+/// Every hint carries the event its commit wrote (a subscriber that keeps
+/// up reads no log), the delivery status changes included.
 async fn events(app: &TestApp) {
-    let mut rx = app.events.subscribe();
     // The Redis subscriber attaches in the background after the start.
     crate::ws_client::until_events_flow(app).await;
     let token = app.token_for(&unique_email("events")).await;
+    let user_id: i64 = app.me(Some(&token)).await["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("user id");
+    let mut rx = app.events.subscribe_inbox(user_id);
     let id: i64 = app
         .send_ok(&token, "Watch me", "go")
         .await
         .parse()
         .expect("numeric id");
+    use herald::{pubsub::InboxFeed, wire::InboxChangeV1};
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + WITHIN;
     while seen.len() < 3 {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
+        let feed = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .expect("events within the deadline")
             .expect("receiver open");
-        if event.notification.id == id {
-            seen.push((event.previous, event.status()));
+        let InboxFeed::Hint(hint) = feed else {
+            continue;
+        };
+        assert_eq!(hint.user_id, user_id, "another user's hint: {hint:?}");
+        let event = hint.event.as_ref().expect("the hint carries its event");
+        let (notification, previous) = match &event.change {
+            InboxChangeV1::NotificationCreated { notification } => (notification, None),
+            InboxChangeV1::DeliveryStatusChanged {
+                notification,
+                previous,
+            } => (notification, Some(*previous)),
+            InboxChangeV1::NotificationsMarked { .. } => continue,
+        };
+        if notification.id == id {
+            seen.push((event.seq, previous, notification.status));
         }
     }
     use herald::wire::Status::*;
     assert_eq!(
         seen,
         [
-            (None, Pending),
-            (Some(Pending), Processing),
-            (Some(Processing), Sent)
+            (1, None, Pending),
+            (2, Some(Pending), Processing),
+            (3, Some(Processing), Sent)
         ]
     );
 }
@@ -357,60 +377,81 @@ async fn another_release(backend: Backend) {
     let body = app.page(token, 1, 10).await;
     assert_eq!(title(&body), "stored title", "{body}");
 
-    // Events: one with unknown fields arrives; one of another version is
+    // Hints: one with unknown fields arrives; one of another version is
     // skipped, and the relay goes on (a marker after it arrives next).
-    let mut events = app.events.subscribe();
-    let event = |v: u32, title: &str| {
+    let mut hints = app.events.subscribe_inbox(user_id);
+    let hint = |v: u32, title: &str| {
         serde_json::json!({
             "v": v,
-            "notification": {
-                "id": id, "user_id": user_id, "title": title, "content": "body",
-                "status": "SENT", "attempts": 1, "last_error": null,
-                "next_attempt_at": null, "sent_at": "2026-01-01T00:00:00Z",
-                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-                "priority": "high",
+            "user_id": user_id,
+            "event": {
+                "user_id": user_id, "seq": 2, "at": "2026-01-01T00:00:00Z",
+                "counts": { "total": 1, "unread": 1, "unseen": 1, "archived": 0 },
+                "change": {
+                    "kind": "DeliveryStatusChanged",
+                    "notification": {
+                        "id": id, "user_id": user_id, "title": title, "content": "body",
+                        "status": "SENT", "attempts": 1, "last_error": null,
+                        "next_attempt_at": null, "sent_at": "2026-01-01T00:00:00Z",
+                        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                        "priority": "high",
+                    },
+                    "previous": "PROCESSING",
+                },
+                "trace_id": "abc",
             },
-            "previous": "PROCESSING",
-            "at": "2026-01-01T00:00:00Z",
-            "trace_id": "abc",
+            "origin": "newer release",
         })
         .to_string()
     };
     let publish = |payload: String| {
         redis::cmd("PUBLISH")
-            .arg(keys.events())
+            .arg(keys.inbox_events())
             .arg(payload)
             .clone()
+    };
+    let title_of = |feed: herald::pubsub::InboxFeed| match feed {
+        herald::pubsub::InboxFeed::Hint(hint) => match &hint.event {
+            Some(herald::wire::InboxEventV1 {
+                change: herald::wire::InboxChangeV1::DeliveryStatusChanged { notification, .. },
+                ..
+            }) => Some(notification.title.clone()),
+            _ => None,
+        },
+        herald::pubsub::InboxFeed::Resume => None,
     };
     // The relay subscribes in the background: publish until it hears.
     let deadline = tokio::time::Instant::now() + WITHIN;
     let heard = loop {
-        let _: i64 = publish(event(1, "newer"))
+        let _: i64 = publish(hint(1, "newer"))
             .query_async(&mut redis)
             .await
             .expect("PUBLISH");
-        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
-            break e;
+        if let Ok(Ok(feed)) = tokio::time::timeout(Duration::from_millis(200), hints.recv()).await
+            && let Some(title) = title_of(feed)
+        {
+            break title;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no event relayed");
+        assert!(tokio::time::Instant::now() < deadline, "no hint relayed");
     };
-    assert_eq!(heard.notification.title, "newer");
-    assert_eq!(heard.previous, Some(herald::wire::Status::Processing));
-    for payload in [event(2, "other version"), event(1, "marker")] {
+    assert_eq!(heard, "newer");
+    for payload in [hint(2, "other version"), hint(1, "marker")] {
         let _: i64 = publish(payload)
             .query_async(&mut redis)
             .await
             .expect("PUBLISH");
     }
-    // Past the copies of the first event still on their way.
+    // Past the copies of the first hint still on their way.
     let next = loop {
-        let next = tokio::time::timeout(WITHIN, events.recv())
+        let next = tokio::time::timeout(WITHIN, hints.recv())
             .await
             .expect("the marker arrives")
             .expect("receiver open");
-        if next.notification.title != "newer" {
-            break next;
+        if let Some(title) = title_of(next)
+            && title != "newer"
+        {
+            break title;
         }
     };
-    assert_eq!(next.notification.title, "marker", "{next:?}");
+    assert_eq!(next, "marker");
 }

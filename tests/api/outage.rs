@@ -732,7 +732,8 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
     let first = rows_of::claim(&db, id, then)
         .await
         .expect("claim")
-        .expect("won");
+        .expect("won")
+        .row;
     assert_eq!(first.attempts, 1);
     // The sweeper reads the expired claim...
     let expired = rows_of::expired_claims(&db, now, visibility, 10)
@@ -748,13 +749,14 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
         .await
         .expect("record");
     assert_eq!(
-        back.map(|r| (r.status, r.attempts)),
+        back.map(|m| (m.row.status, m.row.attempts)),
         Some((Status::Pending, 0))
     );
     let fresh = rows_of::claim(&db, id, now)
         .await
         .expect("claim")
-        .expect("won");
+        .expect("won")
+        .row;
     assert_eq!(fresh.attempts, 1, "the same token as the expired claim");
 
     let retry = Outcome::Retry {
@@ -771,7 +773,7 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
     let sent = rows_of::record(&db, id, first.user_id, 1, &Outcome::Sent, now)
         .await
         .expect("record");
-    assert_eq!(sent.map(|r| r.status), Some(Status::Sent));
+    assert_eq!(sent.map(|m| m.row.status), Some(Status::Sent));
 }
 per_backend!(a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back);
 
@@ -791,6 +793,7 @@ async fn an_expired_claim_on_the_last_attempt_fails_without_a_send(backend: Back
         .await
         .expect("claim")
         .expect("won")
+        .row
         .user_id;
     let retry = Outcome::Retry {
         error: "SMTP 451".into(),
@@ -802,7 +805,8 @@ async fn an_expired_claim_on_the_last_attempt_fails_without_a_send(backend: Back
     let in_flight = rows_of::claim(&db, last, hour_ago)
         .await
         .expect("claim")
-        .expect("won");
+        .expect("won")
+        .row;
     assert_eq!(in_flight.attempts, 2);
     // `earlier`: attempt 1 in flight.
     rows_of::claim(&db, earlier, hour_ago)

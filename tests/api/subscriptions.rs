@@ -12,9 +12,9 @@ use crate::both_backends;
 use crate::helpers::{Backend, TestApp, unique_email};
 use crate::smtp_sink::SmtpSink;
 use crate::ws_client::{
-    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, event_of, init_modern,
-    next_event, next_json, refused, send, subscribe, subscribe_modern, until_events_flow,
-    until_live, until_live_legacy,
+    SUBSCRIPTION, Socket, WITHIN, acked_modern, close_code, connect, init_modern, next_event,
+    next_json, refused, send, subscribe, subscribe_modern, until_events_flow, until_live,
+    until_live_legacy,
 };
 
 /// (previousStatus, status) of the events for `id`, until SENT.
@@ -496,29 +496,106 @@ async fn a_user_opens_at_most_10_sockets() {
     }
 }
 
-/// A subscriber that falls more than 4,096 events behind gets one final
-/// error (INTERNAL, reason LAGGED, with how many it missed) and its
-/// subscription completes; the socket stays open for a new one.
+/// The user id behind `token`.
+async fn user_id(app: &TestApp, token: &str) -> i64 {
+    app.me(Some(token)).await["data"]["me"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("id")
+}
+
+/// Stores a notification for `user_id` the way a send does, but publishes
+/// nothing (as after a crash right after the commit): only the log has it.
+async fn stored_unannounced(db: &sea_orm::DatabaseConnection, user_id: i64, title: &str) -> i64 {
+    let (row, _event) = herald::storage::notifications::insert(
+        db,
+        user_id,
+        &herald::domain::Title::parse(title).expect("title"),
+        &herald::domain::Content::parse("body".to_owned()).expect("content"),
+        herald::storage::now(),
+    )
+    .await
+    .expect("insert");
+    row.id
+}
+
+/// An instance without a worker (only what a test does changes anything),
+/// a user of it, their live notificationStatusChanged subscription, and a
+/// connection to the instance's database.
+async fn live_without_worker(
+    tag: &str,
+) -> (TestApp, String, i64, Socket, sea_orm::DatabaseConnection) {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.worker = None)
+        .await
+        .expect("sqlite");
+    let token = app.token_for(&unique_email(tag)).await;
+    let user_id = user_id(&app, &token).await;
+    let mut socket = subscribe_modern(&app, "/graphql/ws", &token).await;
+    until_live(&mut socket).await;
+    let db = sea_orm::Database::connect(&app.database_url)
+        .await
+        .expect("db");
+    (app, token, user_id, socket, db)
+}
+
+/// A subscriber whose hints overflow (its user's buffer holds 128) catches
+/// up from the log: it gets the change no hint announced, and no error.
 ///
 /// On a current-thread runtime the flood below runs to its end before the
 /// socket's task is polled again, so the subscriber falls behind for sure.
 #[tokio::test(flavor = "current_thread")]
-async fn a_subscriber_that_falls_behind_gets_lagged_and_its_subscription_completes() {
-    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
-    let token = app.token_for(&unique_email("lagged")).await;
-    let user_id: i64 = app.me(Some(&token)).await["data"]["me"]["id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .expect("id");
-    let mut socket = subscribe_modern(&app, "/graphql/ws", &token).await;
-    until_live(&mut socket).await;
-    const CAPACITY: i64 = 4096;
-    for id in 1..=CAPACITY + 3 {
-        app.events
-            .publish(&event_of(user_id, id))
-            .await
-            .expect("publish");
+async fn a_subscriber_that_falls_behind_catches_up_from_the_log() {
+    let (app, token, user_id, mut socket, db) = live_without_worker("behind").await;
+    let flood = herald::wire::InboxHintV1 {
+        user_id,
+        event: None,
+    };
+    for _ in 0..herald::pubsub::USER_CAPACITY * 4 {
+        app.events.publish_inbox(&flood).await.expect("publish");
     }
+    let unannounced = stored_unannounced(&db, user_id, "only in the log").await;
+    for _ in 0..herald::pubsub::USER_CAPACITY * 4 {
+        app.events.publish_inbox(&flood).await.expect("publish");
+    }
+    let msg = next_event(&mut socket, &unannounced.to_string()).await;
+    assert!(msg["payload"]["errors"].is_null(), "{msg}");
+    let event = &msg["payload"]["data"]["notificationStatusChanged"];
+    assert_eq!(
+        (&event["previousStatus"], &event["status"]),
+        (&Value::Null, &json!("PENDING")),
+        "{msg}"
+    );
+    // And the next change comes next, once.
+    let later = app.send_ok(&token, "later", "body").await;
+    next_event(&mut socket, &later).await;
+    until_live(&mut socket).await;
+    db.close().await.expect("close");
+}
+
+/// A subscriber that the log can no longer continue (the events it had not
+/// read yet were pruned) gets one final error (INTERNAL, reason LAGGED, with
+/// how many it missed) and its subscription completes; the socket stays
+/// open for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_the_log_cannot_continue_gets_lagged_and_its_subscription_completes() {
+    use sea_orm::ConnectionTrait as _;
+    let (app, token, user_id, mut socket, db) = live_without_worker("lagged").await;
+    for title in ["one", "two", "three"] {
+        stored_unannounced(&db, user_id, title).await;
+    }
+    db.execute_unprepared(&format!(
+        "DELETE FROM inbox_events WHERE user_id = {user_id}"
+    ))
+    .await
+    .expect("prune");
+    // "Something changed": the subscriber reads the log, which lacks it.
+    app.events
+        .publish_inbox(&herald::wire::InboxHintV1 {
+            user_id,
+            event: None,
+        })
+        .await
+        .expect("publish");
     let lagged = next_json(&mut socket).await;
     assert_eq!(
         (lagged["type"].as_str(), lagged["id"].as_str()),
@@ -544,17 +621,10 @@ async fn a_subscriber_that_falls_behind_gets_lagged_and_its_subscription_complet
     // Subscribing again works, and starts from what comes next.
     subscribe(&mut socket, "2").await;
     until_live(&mut socket).await;
-    app.events
-        .publish(&event_of(user_id, CAPACITY + 4))
-        .await
-        .expect("publish");
-    let again = next_json(&mut socket).await;
+    let next = app.send_ok(&token, "next", "body").await;
+    let again = next_event(&mut socket, &next).await;
     assert_eq!(again["id"], "2", "{again}");
-    assert_eq!(
-        again["payload"]["data"]["notificationStatusChanged"]["notification"]["id"],
-        (CAPACITY + 4).to_string(),
-        "{again}"
-    );
+    db.close().await.expect("close");
 }
 
 /// graphql-transport-ws: a `subscribe` whose id still runs closes 4409, and

@@ -173,27 +173,30 @@ pub async fn until_live_legacy(socket: &mut Socket) {
     }
 }
 
-/// Returns once `app` receives the status events it publishes: in services
+/// Returns once `app` receives the inbox hints it publishes: in services
 /// mode its Redis Pub/Sub subscription attaches in the background after the
-/// start. Publishes a marker event (of no user, so no subscriber sees it)
+/// start. Publishes a marker hint (of no user, so no subscriber sees it)
 /// every 100 ms until one comes back (a failed publish, as right after
 /// Redis comes back, is tried again).
 pub async fn until_events_flow(app: &TestApp) {
     use tokio::sync::broadcast::error::RecvError;
     const MARKER: i64 = -1;
-    let marker = event_of(MARKER, MARKER);
-    let mut events = app.events.subscribe();
+    let marker = herald::wire::InboxHintV1 {
+        user_id: MARKER,
+        event: None,
+    };
+    let mut hints = app.events.subscribe_inbox(MARKER);
     let deadline = tokio::time::Instant::now() + WITHIN;
     let mut failed = None;
     loop {
-        if let Err(e) = app.events.publish(&marker).await {
+        if let Err(e) = app.events.publish_inbox(&marker).await {
             failed = Some(e);
         }
         let back = tokio::time::timeout(Duration::from_millis(100), async {
             loop {
-                match events.recv().await {
-                    Ok(event) if event.notification.id == MARKER => break,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                match hints.recv().await {
+                    Ok(herald::pubsub::InboxFeed::Hint(_)) => break,
+                    Ok(herald::pubsub::InboxFeed::Resume) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => panic!("the event bus closed"),
                 }
             }
@@ -205,31 +208,5 @@ pub async fn until_events_flow(app: &TestApp) {
             tokio::time::Instant::now() < deadline,
             "published events never came back (last failed publish: {failed:?})"
         );
-    }
-}
-
-/// A status event of `user_id`'s notification `id` (which need not exist).
-pub fn event_of(user_id: i64, id: i64) -> herald::wire::StatusEventV1 {
-    let now = chrono::Utc::now();
-    herald::wire::StatusEventV1 {
-        notification: herald::wire::NotificationV1 {
-            id,
-            user_id,
-            title: format!("flood {id}"),
-            content: String::new(),
-            status: herald::wire::Status::Pending,
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: None,
-            sent_at: None,
-            created_at: now,
-            updated_at: now,
-            seq: 0,
-            seen_at: None,
-            read_at: None,
-            archived_at: None,
-        },
-        previous: None,
-        at: now,
     }
 }
