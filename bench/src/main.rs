@@ -17,8 +17,8 @@
 //! 6. worker: N PENDING rows inserted at once; notifications/s to SENT
 //! 7. `smtp-source` into the same sink (baseline for 6)
 //!
-//! `--live-only`: send → SENT event latency, the `inboxEvents` fan-out
-//! (`inbox::live_fanout`) and the memory of idle subscribers.
+//! `--live-only`: the memory of idle subscribers, send → SENT event
+//! latency and the `inboxEvents` fan-out (`inbox::live_fanout`).
 
 use std::{
     process::Command,
@@ -69,10 +69,10 @@ struct Args {
     /// Run only the delivery phases (worker and smtp-source).
     #[arg(long)]
     delivery_only: bool,
-    /// Run only the live phases: send → SENT event latency at `--rate`,
-    /// the inboxEvents fan-out (`--subscribers`, `--live-users`, marks at
-    /// `--rate`), and the server's memory per idle subscriber (`--pid`,
-    /// `--sockets`).
+    /// Run only the live phases: the server's memory per idle subscriber
+    /// (`--pid`, `--sockets`), send → SENT event latency at `--rate`, and
+    /// the inboxEvents fan-out (`--subscribers`, marks at `--rate`), both
+    /// over `--live-users` users.
     #[arg(long)]
     live_only: bool,
     /// Run only `{ __typename }` and the inbox's API phases.
@@ -85,6 +85,7 @@ struct Args {
     /// `--live-users` users.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
+    /// Users the live phases spread their sends and subscribers over.
     #[arg(long, default_value_t = 100)]
     live_users: usize,
     /// Notifications per user the mark phases toggle.
@@ -489,7 +490,7 @@ async fn main() -> anyhow::Result<()> {
         return delivery_table(&args, &db, user_id).await;
     }
     if args.live_only {
-        return live_table(&args, &client, &db, (&token, user_id)).await;
+        return live_table(&args, &client, &db, &token).await;
     }
 
     let typename = repeat(
@@ -602,6 +603,44 @@ async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> a
     Ok(())
 }
 
+/// The server's resident memory per idle subscriber: for each kind of
+/// subscription, sockets opened up to each of `--sockets` and kept open;
+/// a step's figure is its growth over the sockets it added. All close
+/// before the next kind, whose first step may reuse some of what they
+/// freed (the allocator returns it lazily): its later steps are the
+/// steadier figure.
+async fn idle_memory(args: &Args, token: &str, pid: u32) -> anyhow::Result<()> {
+    println!("| idle subscribers | subscription | server RSS before | after | per socket added |");
+    println!("|---:|---|---:|---:|---:|");
+    for (name, query) in [
+        ("notificationStatusChanged", ws::STATUS_CHANGES),
+        ("inboxEvents", ws::INBOX_EVENTS),
+    ] {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut before = rss_kib(pid)?;
+        let mut sockets = Vec::new();
+        for n in args
+            .sockets
+            .split(',')
+            .filter_map(|n| n.trim().parse::<usize>().ok())
+        {
+            let added = n.saturating_sub(sockets.len()).max(1);
+            while sockets.len() < n {
+                sockets.push(ws::subscribe(&args.url, token, query, json!({})).await?);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = rss_kib(pid)?;
+            println!(
+                "| {n} | {name} | {before} KiB | {after} KiB | {:.1} KiB |",
+                (after.saturating_sub(before)) as f64 / added as f64
+            );
+            before = after;
+        }
+    }
+    println!();
+    Ok(())
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -615,26 +654,42 @@ async fn live_table(
     args: &Args,
     client: &Arc<Client>,
     db: &DatabaseConnection,
-    (token, user_id): (&str, i64),
+    token: &str,
 ) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     use std::collections::HashMap;
     use tokio_tungstenite::tungstenite::Message;
 
-    // Latency: send at a steady rate; time from the request to the SENT event.
-    let mut socket = ws::subscribe(&args.url, token, ws::STATUS_CHANGES, json!({})).await?;
+    // First, while the server is fresh: nothing freed by an earlier phase
+    // for the sockets to reuse.
+    if let Some(pid) = args.pid {
+        idle_memory(args, token, pid).await?;
+    }
+
+    // Latency: send at a steady rate, round robin over `--live-users`
+    // users (one user's writes queue on their counter row: the API
+    // table's sendNotification shows that ceiling); time from the request
+    // to the SENT event on the recipient's subscription.
+    let users = inbox::users(client, db, args.live_users.max(1), 0).await?;
+    let mut sockets = Vec::with_capacity(users.len());
+    for user in &users {
+        sockets.push(ws::subscribe(&args.url, &user.token, ws::STATUS_CHANGES, json!({})).await?);
+    }
+    let mut socket = futures_util::stream::select_all(sockets);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
     let total = args.rate * args.duration;
     let sender = {
-        let (client, token, started) = (client.clone(), token.to_owned(), started.clone());
+        let tokens: Vec<Arc<str>> = users.iter().map(|u| u.token.clone()).collect();
+        let (client, started) = (client.clone(), started.clone());
         let rate = args.rate;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
             let mut inflight = Vec::new();
             for i in 0..total {
                 tick.tick().await;
-                let (client, token, started) = (client.clone(), token.clone(), started.clone());
+                let token = tokens[(i % tokens.len() as u64) as usize].clone();
+                let (client, started) = (client.clone(), started.clone());
                 inflight.push(tokio::spawn(async move {
                     let t = Instant::now();
                     let body = client
@@ -688,7 +743,7 @@ async fn live_table(
     }
     let _ = sender.await;
     let phase = Phase {
-        name: "send → SENT event".to_owned(),
+        name: format!("send → SENT event, {} users,", users.len()),
         errors: total.saturating_sub(latencies.len() as u64),
         latencies,
         elapsed: Duration::from_secs(args.duration),
@@ -709,39 +764,10 @@ async fn live_table(
     drop(socket);
     println!();
 
-    settle(db, user_id).await?;
+    for user in &users {
+        settle(db, user.id).await?;
+    }
     inbox::live_fanout(args, client, db).await?;
 
-    // Memory per idle subscriber.
-    let Some(pid) = args.pid else {
-        return Ok(());
-    };
-    println!();
-    println!("| idle subscribers | subscription | server RSS before | after | per socket |");
-    println!("|---:|---|---:|---:|---:|");
-    for n in args
-        .sockets
-        .split(',')
-        .filter_map(|n| n.trim().parse::<usize>().ok())
-    {
-        for (name, query) in [
-            ("notificationStatusChanged", ws::STATUS_CHANGES),
-            ("inboxEvents", ws::INBOX_EVENTS),
-        ] {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let before = rss_kib(pid)?;
-            let mut sockets = Vec::with_capacity(n);
-            for _ in 0..n {
-                sockets.push(ws::subscribe(&args.url, token, query, json!({})).await?);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let after = rss_kib(pid)?;
-            println!(
-                "| {n} | {name} | {before} KiB | {after} KiB | {:.1} KiB |",
-                (after.saturating_sub(before)) as f64 / n as f64
-            );
-            drop(sockets);
-        }
-    }
     Ok(())
 }
