@@ -138,7 +138,6 @@ pub async fn api_phases(
     client: &Arc<Client>,
     db: &DatabaseConnection,
 ) -> anyhow::Result<(Vec<Phase>, Vec<String>)> {
-    let duration = Duration::from_secs(args.duration);
     let mut phases = Vec::new();
     let mut notes = Vec::new();
 
@@ -180,42 +179,11 @@ pub async fn api_phases(
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let mut uncached = Vec::new();
     for (size, group) in [(args.small_inbox, &small), (args.big_inbox, &big)] {
-        let mut keys = Vec::new();
-        for user in group {
-            client.gql_ok(PAGE, json!({}), Some(&user.token)).await?;
-            keys.push(cached_pages(&mut conn, &args.redis_prefix, user.id).await?);
-        }
-        notes.push(format!(
-            "uncached inbox of {size}: {} cached page copies per user deleted before each request",
-            keys.first().map_or(0, Vec::len)
-        ));
-        let keys = Arc::new(keys);
-        let tokens: Arc<Vec<Arc<str>>> = Arc::new(group.iter().map(|u| u.token.clone()).collect());
-        let (c, conn) = (client.clone(), conn.clone());
         let name = format!("inbox(first: 20), uncached, {size} notifications ({clients} clients)");
-        let phase = closed_loop(
-            name,
-            args.pid,
-            clients,
-            duration,
-            move |seq| {
-                let (keys, mut conn) = (keys.clone(), conn.clone());
-                async move {
-                    let keys = &keys[worker(seq)];
-                    if !keys.is_empty() {
-                        let _: redis::RedisResult<i64> = redis::cmd("DEL")
-                            .arg(&keys[..])
-                            .query_async(&mut conn)
-                            .await;
-                    }
-                }
-            },
-            move |seq| {
-                let (c, tokens) = (c.clone(), tokens.clone());
-                async move { c.gql_ok(PAGE, json!({}), Some(&tokens[worker(seq)])).await }
-            },
-        )
-        .await;
+        let (phase, keys) = uncached_phase(name, args, client, &mut conn, group, PAGE).await?;
+        notes.push(format!(
+            "uncached inbox of {size}: {keys} cached page copies per user deleted before each request"
+        ));
         uncached.push(phase);
     }
     if let [small_page, big_page] = &uncached[..] {
@@ -233,6 +201,16 @@ pub async fn api_phases(
         ));
     }
     phases.extend(uncached);
+    // The old list, which now takes totalCount from the counter row.
+    let name = format!(
+        "notifications, uncached, {} notifications ({clients} clients)",
+        args.big_inbox
+    );
+    phases.push(
+        uncached_phase(name, args, client, &mut conn, &big, crate::LIST)
+            .await?
+            .0,
+    );
 
     // Marks: each client on a user of its own, then all on one user.
     let own = users(client, db, args.concurrency, args.mark_ids).await?;
@@ -270,6 +248,53 @@ pub async fn api_phases(
         .await,
     );
     Ok((phases, notes))
+}
+
+/// `query` from one client per user of `group`, each deleting its user's
+/// cached page copies before each request (outside the timing), so no
+/// other client's read can refill them in between. Also returns how many
+/// copies a user had after one read.
+async fn uncached_phase(
+    name: String,
+    args: &Args,
+    client: &Arc<Client>,
+    conn: &mut redis::aio::MultiplexedConnection,
+    group: &[User],
+    query: &'static str,
+) -> anyhow::Result<(Phase, usize)> {
+    let mut keys = Vec::new();
+    for user in group {
+        client.gql_ok(query, json!({}), Some(&user.token)).await?;
+        keys.push(cached_pages(conn, &args.redis_prefix, user.id).await?);
+    }
+    let copies = keys.first().map_or(0, Vec::len);
+    let keys = Arc::new(keys);
+    let tokens: Arc<Vec<Arc<str>>> = Arc::new(group.iter().map(|u| u.token.clone()).collect());
+    let (c, conn) = (client.clone(), conn.clone());
+    let phase = closed_loop(
+        name,
+        args.pid,
+        group.len(),
+        Duration::from_secs(args.duration),
+        move |seq| {
+            let (keys, mut conn) = (keys.clone(), conn.clone());
+            async move {
+                let keys = &keys[worker(seq)];
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> = redis::cmd("DEL")
+                        .arg(&keys[..])
+                        .query_async(&mut conn)
+                        .await;
+                }
+            }
+        },
+        move |seq| {
+            let (c, tokens) = (c.clone(), tokens.clone());
+            async move { c.gql_ok(query, json!({}), Some(&tokens[worker(seq)])).await }
+        },
+    )
+    .await;
+    Ok((phase, copies))
 }
 
 /// Client `w` toggles the notifications `targets[w]` names, as that user.

@@ -9,13 +9,11 @@
 //! 1. `{ __typename }` (baseline)
 //! 2. `sendNotification`
 //! 3. `notifications(page: 1, pageSize: 10)`, cached (the same page again)
-//! 4. the same, uncached (the user's cached inbox snapshot is deleted in
-//!    Redis before each request, outside the timed part)
-//! 5. the inbox's phases (`inbox.rs`): `inboxChanges` with nothing new,
+//! 4. the inbox's phases (`inbox.rs`): `inboxChanges` with nothing new,
 //!    `inbox(first: 20)` cached and uncached (small and large inboxes),
-//!    `markNotifications`
-//! 6. worker: N PENDING rows inserted at once; notifications/s to SENT
-//! 7. `smtp-source` into the same sink (baseline for 6)
+//!    the old list uncached (large inboxes), `markNotifications`
+//! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
+//! 6. `smtp-source` into the same sink (baseline for 5)
 //!
 //! `--live-only`: the memory of idle subscribers, send → SENT event
 //! latency and the `inboxEvents` fan-out (`inbox::live_fanout`).
@@ -44,7 +42,7 @@ struct Args {
     /// The database Herald uses (for the worker phase).
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
-    /// The Redis Herald uses (to drop the cached inbox snapshot for the uncached phase).
+    /// The Redis Herald uses (to drop cached page copies for the uncached phases).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Herald's key prefix.
@@ -274,6 +272,9 @@ impl Client {
         Ok(())
     }
 }
+
+/// The old list's first page.
+const LIST: &str = "{ notifications(page: 1, pageSize: 10) { totalCount hasNextPage items { id title status updatedAt recipient { email } } } }";
 
 /// `closed_loop` numbers each client's calls from `client * SEQS_PER_WORKER`.
 const SEQS_PER_WORKER: u64 = 1_000_000;
@@ -525,7 +526,6 @@ async fn main() -> anyhow::Result<()> {
 
     settle(&db, user_id).await?;
 
-    const LIST: &str = "{ notifications(page: 1, pageSize: 10) { totalCount hasNextPage items { id title status updatedAt recipient { email } } } }";
     let cached = repeat(
         "notifications, cached",
         &args,
@@ -536,33 +536,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
-    let redis = redis::Client::open(args.redis_url.as_str())?;
-    let conn = redis.get_multiplexed_async_connection().await?;
-    let snapshot_key: Arc<str> = herald::keys::Keys::new(args.redis_prefix.as_str())
-        .inbox_snapshot(user_id)
-        .into();
-    let (c, t) = (client.clone(), token.clone());
-    let uncached = closed_loop(
-        "notifications, uncached",
-        args.pid,
-        args.concurrency,
-        duration,
-        move |_| {
-            let (mut conn, key) = (conn.clone(), snapshot_key.clone());
-            async move {
-                let _: redis::RedisResult<i64> =
-                    redis::cmd("DEL").arg(&*key).query_async(&mut conn).await;
-            }
-        },
-        move |_| {
-            let (c, t) = (c.clone(), t.clone());
-            async move { c.gql_ok(LIST, json!({}), Some(&t)).await }
-        },
-    )
-    .await;
-
     let (inbox_phases, notes) = inbox::api_phases(&args, &client, &db).await?;
-    let mut phases = vec![send, cached, uncached];
+    let mut phases = vec![send, cached];
     phases.extend(inbox_phases);
     api_table(&typename, &phases);
     print_notes(&notes);
