@@ -629,3 +629,72 @@ async fn idle(backend: crate::helpers::Backend) {
     );
     db.close().await.expect("close");
 }
+
+/// With Redis: the second instance's Redis connections go silent without
+/// closing (a dropped NAT entry). Its Pub/Sub subscription notices by its
+/// PINGs, subscribes again and goes on: hints from the first instance
+/// arrive live again within seconds, and the subscriber misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_pubsub_connection_is_replaced() {
+    use std::time::Duration;
+
+    use crate::relay::Relay;
+    use crate::ws_client::until_events_flow;
+
+    let Some(app) =
+        TestApp::spawn_with(crate::helpers::Backend::Postgres, |c| c.worker = None).await
+    else {
+        return;
+    };
+    let relay = Relay::to_redis().await;
+    let relayed = relay.url();
+    let reader = app
+        .spawn_sibling(|c| {
+            c.worker = None;
+            if let Some(r) = c.redis.as_mut() {
+                r.url = secrecy::SecretString::from(relayed);
+            }
+        })
+        .await;
+    until_events_flow(&reader).await;
+    let token = app.token_for(&unique_email("frozen")).await;
+    let mut socket = follow(&reader, &token, None).await;
+    let url = app.graphql_url();
+    let (done, _) = tokio::sync::watch::channel(0);
+    sends_and_marks(&url, &token, 1, &done).await;
+    let mut seen = vec![seq(&next_inbox(&mut socket).await)];
+    seen.push(seq(&next_inbox(&mut socket).await));
+
+    relay.freeze();
+    // Hints the first instance publishes reach the second again.
+    const MARKER: i64 = -2;
+    let mut hints = reader.events.subscribe_inbox(MARKER);
+    let marker = herald::wire::InboxHintV1 {
+        user_id: MARKER,
+        event: None,
+    };
+    let started = std::time::Instant::now();
+    loop {
+        app.events.publish_inbox(&marker).await.expect("publish");
+        if let Ok(Ok(herald::pubsub::InboxFeed::Hint(_))) =
+            tokio::time::timeout(Duration::from_millis(200), hints.recv()).await
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the frozen subscription was never replaced"
+        );
+    }
+    // Live: each change arrives at once, with nothing skipped.
+    for _ in 0..3 {
+        sends_and_marks(&url, &token, 1, &done).await;
+        for _ in 0..2 {
+            let event = tokio::time::timeout(Duration::from_millis(1500), next_inbox(&mut socket))
+                .await
+                .expect("a live event within 1.5 s");
+            seen.push(seq(&event));
+        }
+    }
+    assert_eq!(seen, (1..=8).collect::<Vec<_>>());
+}
