@@ -9,8 +9,10 @@
 //! whenever it may have missed something: a hint past the next expected seq
 //! (a lost publish), a hint without its event (published by an older
 //! release), a lagged receiver (its user's burst overflowed the buffer), a
-//! reconnected Redis subscription, or a few seconds of silence. Hints carry
-//! their event, so a follower that keeps up runs no SQL.
+//! reconnected Redis subscription, or a cached last seq past its own after
+//! a few seconds of silence (a hint lost with a crashed publisher). Hints
+//! carry their event and the silence check reads the cache, so a follower
+//! that keeps up, or has nothing to follow, runs no SQL.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -18,7 +20,8 @@ use sea_orm::DatabaseConnection;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
 use crate::{
-    pubsub::{EventBus, InboxFeed, UserFeed},
+    inbox::Inbox,
+    pubsub::{InboxFeed, UserFeed},
     storage::{
         StorageError,
         inbox::{self, Changes, Snapshot},
@@ -28,8 +31,9 @@ use crate::{
 
 /// Events read from the log at once.
 const LOG_PAGE: u64 = 500;
-/// Silence after which a follower re-reads the log on its own, in case a
-/// hint was lost and no later one came.
+/// Silence after which a follower compares its position with the user's
+/// cached last seq (and reads the log if that is ahead), in case a hint was
+/// lost and no later one came.
 pub const RECHECK: Duration = Duration::from_secs(5);
 
 /// What a follower delivers.
@@ -45,6 +49,7 @@ pub enum Followed {
 
 pub struct Follower {
     db: DatabaseConnection,
+    inbox: Inbox,
     user_id: i64,
     feed: UserFeed,
     /// The seq the next delivered event must have.
@@ -63,17 +68,18 @@ impl Follower {
     /// the log read can be missed.
     pub async fn start(
         db: DatabaseConnection,
-        events: &dyn EventBus,
+        inbox: &Inbox,
         user_id: i64,
         after: Option<i64>,
     ) -> Result<Self, StorageError> {
-        let feed = events.subscribe_inbox(user_id);
+        let feed = inbox.events.subscribe_inbox(user_id);
         let (next, behind) = match after {
             Some(after) => (after.saturating_add(1), true),
             None => (inbox::snapshot(&db, user_id).await?.last_seq + 1, false),
         };
         Ok(Self {
             db,
+            inbox: inbox.clone(),
             user_id,
             feed,
             next,
@@ -105,7 +111,11 @@ impl Follower {
                 }
             }
             match tokio::time::timeout_at(self.recheck_at, self.feed.recv()).await {
-                Err(_silence) => self.behind = true,
+                Err(_silence) => match self.inbox.last_snapshot(&self.db, self.user_id).await {
+                    Err(e) => return Some(Err(e)),
+                    Ok(snapshot) if snapshot.last_seq >= self.next => self.behind = true,
+                    Ok(_) => self.recheck_at = Instant::now() + RECHECK,
+                },
                 Ok(Ok(InboxFeed::Hint(hint))) => {
                     self.recheck_at = Instant::now() + RECHECK;
                     match &hint.event {

@@ -45,13 +45,18 @@ pub struct Inbox {
     pub cache: Arc<dyn Cache>,
     pub events: Arc<dyn EventBus>,
     pub keys: Keys,
-    /// Of cached pages and of the snapshot entry: the longest a snapshot
-    /// update lost with its instance (a crash right after the commit)
-    /// leaves pages stale.
+    /// Of cached pages (the snapshot entry keeps at most `SNAPSHOT_TTL`).
     pub ttl: Duration,
     /// Snapshot updates the cache refused (it was unreachable).
     pub lost_bumps: Arc<LostBumps>,
 }
+
+/// The longest a snapshot entry is kept: the longest a snapshot update
+/// lost with its instance (a crash right after the commit) can hide that
+/// commit from cached pages, idle polls and idle subscribers. Refilling an
+/// expired entry costs one primary-key read of the counter row; pages cached
+/// at the same seq stay valid.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
 
 /// How often lost snapshot updates are tried again.
 const BUMP_RETRY: Duration = Duration::from_secs(1);
@@ -212,6 +217,10 @@ impl Inbox {
         self.announce(row.user_id, Some(inbox_event)).await;
     }
 
+    fn snapshot_ttl(&self) -> Duration {
+        self.ttl.min(SNAPSHOT_TTL)
+    }
+
     /// Call after a commit that wrote `user_id`'s inbox event `event` (or
     /// one not at hand): publishes the hint live subscribers follow. Never
     /// fails; a lost hint is repaired by the subscribers from the log.
@@ -233,14 +242,19 @@ impl Inbox {
         };
         let stored = self
             .cache
-            .set_if_newer(&key, &value, snapshot.last_seq, self.ttl)
+            .set_if_newer(&key, &value, snapshot.last_seq, self.snapshot_ttl())
             .await;
         if let Err(e) = stored {
             // Pages of this user cached at an older seq would be served
             // stale: store it as soon as the cache answers.
             tracing::error!(error = ?e, user_id, "inbox snapshot update failed; retrying");
-            self.lost_bumps
-                .remember(key, snapshot.last_seq, value, self.cache.clone(), self.ttl);
+            self.lost_bumps.remember(
+                key,
+                snapshot.last_seq,
+                value,
+                self.cache.clone(),
+                self.snapshot_ttl(),
+            );
         }
     }
 
@@ -285,7 +299,7 @@ impl Inbox {
         };
         if let Err(e) = self
             .cache
-            .set_if_newer(&key, &value, snapshot.last_seq, self.ttl)
+            .set_if_newer(&key, &value, snapshot.last_seq, self.snapshot_ttl())
             .await
         {
             tracing::warn!(error = ?e, "cache write failed");

@@ -224,24 +224,49 @@ fn dispatch(router: &Router, payload: &str) {
     }
 }
 
+/// How long connecting and subscribing may take, and how often a quiet
+/// subscription is PINGed: a connection that went silent without closing
+/// (a dropped NAT entry, a frozen peer) is noticed and replaced within
+/// about twice this, instead of only by the followers' own checks.
+const LIVENESS: Duration = Duration::from_secs(5);
+
 async fn subscriber(client: Client, channel: String, router: Router, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
+        let mut subscribed = false;
         let run = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel.as_str()).await?;
+            let (mut sink, mut messages) = tokio::time::timeout(LIVENESS, async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel.as_str()).await?;
+                anyhow::Ok(pubsub.split())
+            })
+            .await
+            .context("subscribing timed out")??;
+            subscribed = true;
             tracing::debug!(channel, "subscribed to inbox hints");
             // Hints published while the subscription was down are lost:
             // every inbox follower re-reads its log now.
             router.route(InboxFeed::Resume);
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                match msg.get_payload::<String>() {
-                    Ok(payload) => dispatch(&router, &payload),
-                    Err(e) => tracing::warn!(error = %e, "unreadable inbox hint"),
+            let mut ping =
+                tokio::time::interval_at(tokio::time::Instant::now() + LIVENESS, LIVENESS);
+            loop {
+                tokio::select! {
+                    msg = messages.next() => {
+                        let Some(msg) = msg else { return anyhow::Ok(()) };
+                        match msg.get_payload::<String>() {
+                            Ok(payload) => dispatch(&router, &payload),
+                            Err(e) => tracing::warn!(error = %e, "unreadable inbox hint"),
+                        }
+                        ping.reset();
+                    }
+                    _ = ping.tick() => {
+                        tokio::time::timeout(LIVENESS, sink.ping::<redis::Value>())
+                            .await
+                            .context("PING timed out")?
+                            .context("PING")?;
+                    }
                 }
             }
-            anyhow::Ok(())
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -250,6 +275,9 @@ async fn subscriber(client: Client, channel: String, router: Router, shutdown: C
                     tracing::warn!(error = %e, "inbox hint subscription lost; reconnecting");
                 }
             }
+        }
+        if subscribed {
+            backoff = Duration::from_millis(100);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -41,14 +41,9 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = ApiResult<NotificationStatusEvent>> + use<>> {
         let caller = ctx.require_user()?;
         let state = ctx.state();
-        let follower = Follower::start(
-            state.db.clone(),
-            state.inbox.events.as_ref(),
-            caller.user_id,
-            None,
-        )
-        .await
-        .map_err(AppError::from)?;
+        let follower = Follower::start(state.db.clone(), &state.inbox, caller.user_id, None)
+            .await
+            .map_err(AppError::from)?;
         let statuses = stream::unfold(Some(follower), |follower| async move {
             let mut follower = follower?;
             loop {
@@ -94,7 +89,7 @@ impl SubscriptionRoot {
         let state = ctx.state();
         let follower = Follower::start(
             state.db.clone(),
-            state.inbox.events.as_ref(),
+            &state.inbox,
             caller.user_id,
             after.map(i64::from),
         )

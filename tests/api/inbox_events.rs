@@ -557,3 +557,144 @@ async fn no_subscriber_misses_an_event_while_pubsub_is_cut() {
         "every seq once, in order"
     );
 }
+
+mod an_idle_subscriber_runs_no_sql_and_finds_a_lost_hint_by_the_cached_seq {
+    crate::on_backends!(super::idle; sqlite => Sqlite, postgres => Postgres);
+}
+/// An idle `inboxEvents` subscriber compares its position with the user's
+/// cached last seq every few seconds, not with the log: while nothing
+/// changes it runs no SQL. With Redis, a change committed whose hint and
+/// cache update were lost (its instance died right after the commit) is
+/// found once the snapshot entry is gone (here deleted, as its short TTL
+/// would): the next check reads the counter row, then the log.
+async fn idle(backend: crate::helpers::Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.worker = None).await else {
+        return;
+    };
+    let body = app
+        .register(&unique_email("idle"), crate::helpers::PASSWORD)
+        .await;
+    let token = body["data"]["register"]["token"].as_str().expect("token");
+    let user_id: i64 = body["data"]["register"]["user"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("user id");
+    let first = app.send_ok(token, "one", "c").await;
+    let mut socket = follow(&app, token, Some(0)).await;
+    assert_eq!(seq(&next_inbox(&mut socket).await), 1);
+
+    let before = app.stats.total();
+    tokio::time::sleep(herald::follow::RECHECK * 2 + std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        app.stats.total(),
+        before,
+        "an idle subscriber ran SQL over two checks"
+    );
+
+    let Some(redis) = app.redis.as_ref() else {
+        return;
+    };
+    let db = sea_orm::Database::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let marked = herald::storage::inbox::mark(
+        &db,
+        user_id,
+        herald::domain::inbox::InboxAction::Read,
+        herald::storage::inbox::Target::Ids(vec![first.parse().expect("id")]),
+        herald::storage::now(),
+    )
+    .await
+    .expect("mark");
+    let unannounced = marked.event.expect("the mark changed something").seq;
+    let key = herald::keys::Keys::new(redis.prefix.clone()).inbox_snapshot(user_id);
+    let client = redis::Client::open(crate::helpers::redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let started = std::time::Instant::now();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let event = next_inbox(&mut socket).await;
+    assert_eq!(seq(&event), unannounced, "{event}");
+    assert_eq!(event["__typename"], "NotificationsMarked");
+    assert!(
+        started.elapsed() < herald::follow::RECHECK + std::time::Duration::from_secs(3),
+        "found after {:?}",
+        started.elapsed()
+    );
+    db.close().await.expect("close");
+}
+
+/// With Redis: the second instance's Redis connections go silent without
+/// closing (a dropped NAT entry). Its Pub/Sub subscription notices by its
+/// PINGs, subscribes again and goes on: hints from the first instance
+/// arrive live again within seconds, and the subscriber misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_pubsub_connection_is_replaced() {
+    use std::time::Duration;
+
+    use crate::relay::Relay;
+    use crate::ws_client::until_events_flow;
+
+    let Some(app) =
+        TestApp::spawn_with(crate::helpers::Backend::Postgres, |c| c.worker = None).await
+    else {
+        return;
+    };
+    let relay = Relay::to_redis().await;
+    let relayed = relay.url();
+    let reader = app
+        .spawn_sibling(|c| {
+            c.worker = None;
+            if let Some(r) = c.redis.as_mut() {
+                r.url = secrecy::SecretString::from(relayed);
+            }
+        })
+        .await;
+    until_events_flow(&reader).await;
+    let token = app.token_for(&unique_email("frozen")).await;
+    let mut socket = follow(&reader, &token, None).await;
+    let url = app.graphql_url();
+    let (done, _) = tokio::sync::watch::channel(0);
+    sends_and_marks(&url, &token, 1, &done).await;
+    let mut seen = vec![seq(&next_inbox(&mut socket).await)];
+    seen.push(seq(&next_inbox(&mut socket).await));
+
+    relay.freeze();
+    // Hints the first instance publishes reach the second again.
+    const MARKER: i64 = -2;
+    let mut hints = reader.events.subscribe_inbox(MARKER);
+    let marker = herald::wire::InboxHintV1 {
+        user_id: MARKER,
+        event: None,
+    };
+    let started = std::time::Instant::now();
+    loop {
+        app.events.publish_inbox(&marker).await.expect("publish");
+        if let Ok(Ok(herald::pubsub::InboxFeed::Hint(_))) =
+            tokio::time::timeout(Duration::from_millis(200), hints.recv()).await
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the frozen subscription was never replaced"
+        );
+    }
+    // Live: each change arrives at once, with nothing skipped.
+    for _ in 0..3 {
+        sends_and_marks(&url, &token, 1, &done).await;
+        for _ in 0..2 {
+            let event = tokio::time::timeout(Duration::from_millis(1500), next_inbox(&mut socket))
+                .await
+                .expect("a live event within 1.5 s");
+            seen.push(seq(&event));
+        }
+    }
+    assert_eq!(seen, (1..=8).collect::<Vec<_>>());
+}

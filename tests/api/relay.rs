@@ -24,6 +24,8 @@ enum Link {
 pub struct Relay {
     port: u16,
     link: watch::Sender<Link>,
+    /// Counts [`Relay::freeze`] calls.
+    freezes: watch::Sender<u64>,
 }
 
 impl Relay {
@@ -39,19 +41,25 @@ impl Relay {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (link, watching) = watch::channel(Link::Up);
+        let (freezes, frozen) = watch::channel(0);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let link = watching.clone();
+                let frozen = frozen.clone();
                 let now = *link.borrow();
                 match now {
                     Link::Refusing => drop(client),
                     Link::Up | Link::BlackHole => {
-                        tokio::spawn(relay(client, target.clone(), link));
+                        tokio::spawn(relay(client, target.clone(), link, frozen));
                     }
                 }
             }
         });
-        Self { port, link }
+        Self {
+            port,
+            link,
+            freezes,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -70,6 +78,12 @@ impl Relay {
         self.link.send_replace(Link::BlackHole);
     }
 
+    /// Every relayed connection goes silent for good without closing (a
+    /// dropped NAT entry, a half-open socket); new connections are relayed.
+    pub fn freeze(&self) {
+        self.freezes.send_modify(|n| *n += 1);
+    }
+
     pub fn restore(&self) {
         self.link.send_replace(Link::Up);
     }
@@ -77,7 +91,12 @@ impl Relay {
 
 /// Relays `client` to `target` while the link is up; a connection taken
 /// while black-holed waits for the link first.
-async fn relay(mut client: TcpStream, target: String, mut link: watch::Receiver<Link>) {
+async fn relay(
+    mut client: TcpStream,
+    target: String,
+    mut link: watch::Receiver<Link>,
+    mut frozen: watch::Receiver<u64>,
+) {
     if link.wait_for(|l| *l == Link::Up).await.is_err() {
         return;
     }
@@ -86,8 +105,14 @@ async fn relay(mut client: TcpStream, target: String, mut link: watch::Receiver<
     else {
         return;
     };
+    frozen.mark_unchanged();
+    let mut hold = link.clone();
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = link.wait_for(|l| *l != Link::Up) => {}
+        () = async { drop(link.wait_for(|l| *l != Link::Up).await) } => {}
+        Ok(()) = frozen.changed() => {
+            // Both sockets stay open, and nothing moves, until the relay goes.
+            while hold.changed().await.is_ok() {}
+        }
     }
 }
