@@ -100,8 +100,9 @@ struct Args {
     /// Herald's process id, to read its memory (VmRSS) for the socket phase.
     #[arg(long)]
     pid: Option<u32>,
-    /// Idle subscribers to open for the memory phase (comma-separated counts).
-    #[arg(long, default_value = "1000,10000")]
+    /// Idle subscribers to open for the memory phase, per kind of
+    /// subscription (comma-separated counts; both kinds stay open together).
+    #[arg(long, default_value = "1000,9000")]
     sockets: String,
 }
 
@@ -579,29 +580,31 @@ async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> a
 }
 
 /// The server's resident memory per idle subscriber: for each kind of
-/// subscription, sockets opened up to each of `--sockets` and kept open;
-/// a step's figure is its growth over the sockets it added. All close
-/// before the next kind, whose first step may reuse some of what they
-/// freed (the allocator returns it lazily): its later steps are the
-/// steadier figure.
+/// subscription, sockets opened up to each of `--sockets`; a step's figure
+/// is its growth over the sockets it added. Every socket stays open to the
+/// end (closed ones would leave memory for the next step to reuse, which
+/// the allocator returns only lazily), so both kinds' sockets together must
+/// fit the open-file limit.
 async fn idle_memory(args: &Args, token: &str, pid: u32) -> anyhow::Result<()> {
     println!("| idle subscribers | subscription | server RSS before | after | per socket added |");
     println!("|---:|---|---:|---:|---:|");
+    let mut open = Vec::new();
     for (name, query) in [
         ("notificationStatusChanged", ws::STATUS_CHANGES),
         ("inboxEvents", ws::INBOX_EVENTS),
     ] {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut before = rss_kib(pid)?;
-        let mut sockets = Vec::new();
+        let mut count = 0;
         for n in args
             .sockets
             .split(',')
             .filter_map(|n| n.trim().parse::<usize>().ok())
         {
-            let added = n.saturating_sub(sockets.len()).max(1);
-            while sockets.len() < n {
-                sockets.push(ws::subscribe(&args.url, token, query, json!({})).await?);
+            let added = n.saturating_sub(count).max(1);
+            while count < n {
+                open.push(ws::subscribe(&args.url, token, query, json!({})).await?);
+                count += 1;
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = rss_kib(pid)?;
