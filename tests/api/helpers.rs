@@ -334,6 +334,20 @@ impl TestApp {
         crate::leaks::json_body(res).await
     }
 
+    /// A fresh account named after `name`: its token and user id.
+    pub async fn account(&self, name: &str) -> (String, i64) {
+        let body = self.register(&unique_email(name), PASSWORD).await;
+        let token = body["data"]["register"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {body}"))
+            .to_owned();
+        let user_id = body["data"]["register"]["user"]["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no user id: {body}"));
+        (token, user_id)
+    }
+
     pub async fn register(&self, email: &str, password: &str) -> Value {
         self.gql(
             "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token user { id email createdAt } } }",

@@ -328,14 +328,8 @@ async fn lagging(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, |c| c.worker = None).await else {
         return;
     };
-    let body = app
-        .register(&unique_email("lag"), crate::helpers::PASSWORD)
-        .await;
-    let token = body["data"]["register"]["token"].as_str().expect("token");
-    let user_id: i64 = body["data"]["register"]["user"]["id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .expect("user id");
+    let (token, user_id) = app.account("lag").await;
+    let token = token.as_str();
     for i in 0..3 {
         app.send_ok(token, &format!("n{i}"), "body").await;
     }

@@ -507,16 +507,7 @@ async fn no_subscriber_misses_an_event_while_pubsub_is_cut() {
     else {
         return;
     };
-    let relay = Relay::to_redis().await;
-    let relayed = relay.url();
-    let reader = app
-        .spawn_sibling(|c| {
-            c.worker = None;
-            if let Some(r) = c.redis.as_mut() {
-                r.url = secrecy::SecretString::from(relayed);
-            }
-        })
-        .await;
+    let (relay, reader) = crate::relay::sibling_through_relay(&app).await;
     until_events_flow(&reader).await;
     let token = app.token_for(&unique_email("cut")).await;
     let mut socket = follow(&reader, &token, None).await;
@@ -571,14 +562,8 @@ async fn idle(backend: crate::helpers::Backend) {
     let Some(app) = TestApp::spawn_with(backend, |c| c.worker = None).await else {
         return;
     };
-    let body = app
-        .register(&unique_email("idle"), crate::helpers::PASSWORD)
-        .await;
-    let token = body["data"]["register"]["token"].as_str().expect("token");
-    let user_id: i64 = body["data"]["register"]["user"]["id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .expect("user id");
+    let (token, user_id) = app.account("idle").await;
+    let token = token.as_str();
     let first = app.send_ok(token, "one", "c").await;
     let mut socket = follow(&app, token, Some(0)).await;
     assert_eq!(seq(&next_inbox(&mut socket).await), 1);
@@ -638,7 +623,6 @@ async fn idle(backend: crate::helpers::Backend) {
 async fn a_silently_dead_pubsub_connection_is_replaced() {
     use std::time::Duration;
 
-    use crate::relay::Relay;
     use crate::ws_client::until_events_flow;
 
     let Some(app) =
@@ -646,16 +630,7 @@ async fn a_silently_dead_pubsub_connection_is_replaced() {
     else {
         return;
     };
-    let relay = Relay::to_redis().await;
-    let relayed = relay.url();
-    let reader = app
-        .spawn_sibling(|c| {
-            c.worker = None;
-            if let Some(r) = c.redis.as_mut() {
-                r.url = secrecy::SecretString::from(relayed);
-            }
-        })
-        .await;
+    let (relay, reader) = crate::relay::sibling_through_relay(&app).await;
     until_events_flow(&reader).await;
     let token = app.token_for(&unique_email("frozen")).await;
     let mut socket = follow(&reader, &token, None).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::{net::TcpStream, sync::watch};
 
-use crate::helpers::redis_url;
+use crate::helpers::{TestApp, redis_url};
 
 /// What the relay does with connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,4 +115,20 @@ async fn relay(
             while hold.changed().await.is_ok() {}
         }
     }
+}
+
+/// A second instance of `app` without a worker whose every Redis
+/// connection goes through a relay the test can cut, freeze or restore.
+pub async fn sibling_through_relay(app: &TestApp) -> (Relay, TestApp) {
+    let relay = Relay::to_redis().await;
+    let relayed = relay.url();
+    let sibling = app
+        .spawn_sibling(|c| {
+            c.worker = None;
+            if let Some(r) = c.redis.as_mut() {
+                r.url = secrecy::SecretString::from(relayed);
+            }
+        })
+        .await;
+    (relay, sibling)
 }
