@@ -91,8 +91,8 @@ impl InboxQuery {
         })
     }
 
-    /// The caller's counts (not archived; unread; unseen), from the cached
-    /// snapshot.
+    /// The caller's counts (not archived; unread; unseen).
+    // From the cached snapshot (no SQL while it is there).
     async fn inbox_counts(&self, ctx: &Context<'_>) -> ApiResult<InboxCounts> {
         let caller = ctx.require_user()?;
         let state = ctx.state();
