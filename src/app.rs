@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::{InProcessRevocations, JwtKeys, PasswordHasher, RedisRevocations, Revocations},
+    auth::{ApiKeys, InProcessRevocations, JwtKeys, PasswordHasher, RedisRevocations, Revocations},
     cache::{Cache, InProcessCache, RedisCache},
     config::Config,
     directory::Directory,
@@ -202,6 +202,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let http = match &config.http {
         Some(settings) => {
             let users = DataLoader::new(UserLoader(directory.clone()), tokio::spawn);
+            let api_keys = ApiKeys::new(db.clone(), tasks.clone());
+            api_keys.watch_revocations(crate::auth::api_key::REVOKE_POLL, background.clone());
             let api = ApiState {
                 db: db.clone(),
                 jwt: Arc::new(JwtKeys::new(
@@ -215,6 +217,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 limiter,
                 rate_limits: settings.rate_limits.clone(),
                 revocations: revocations(redis, &keys, settings.jwt_ttl),
+                api_keys,
                 poll_interval: settings.poll_interval,
             };
             let schema = build_schema(api.clone(), &settings.schema);

@@ -3,6 +3,7 @@
 //! `main.rs` parses the command line and calls into `app`; everything else is
 //! a library so integration tests can start the real server on port 0.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cache;

@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use herald::{
-    app,
+    admin, app,
     config::{Cli, Command, Config, MigrateAction},
     graphql, storage, telemetry,
 };
@@ -58,6 +59,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Some(Command::ApiKey(action)) => {
+            // The same database `serve` uses, migrated as `serve` does.
+            let db = storage::connect(&cli.global.database_url()).await?;
+            storage::migrate(&db).await?;
+            let out = admin::api_key(&db, action).await;
+            db.close().await.context("closing the database")?;
+            print!("{}", out?);
             Ok(())
         }
         Some(Command::Serve(args)) => run_app(Config::for_serve(&cli.global, *args)?).await,

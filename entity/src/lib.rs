@@ -3,12 +3,14 @@
 //! Storage types only: no GraphQL derives here, so the API can change without
 //! touching storage and the other way round.
 
+pub mod api_key;
 pub mod inbox_counter;
 pub mod inbox_event;
 pub mod notification;
 pub mod user;
 
 pub mod prelude {
+    pub use super::api_key::Entity as ApiKey;
     pub use super::inbox_counter::Entity as InboxCounter;
     pub use super::inbox_event::Entity as InboxEvent;
     pub use super::notification::{Entity as Notification, Status as NotificationStatus};

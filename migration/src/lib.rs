@@ -9,6 +9,7 @@ mod m20261127_000002_create_notifications;
 mod m20261127_000003_delivery_columns;
 mod m20261130_000004_inbox;
 mod m20261130_000005_counter_notifications;
+mod m20261130_000006_api_keys;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_delivery_columns::Migration),
             Box::new(m20261130_000004_inbox::Migration),
             Box::new(m20261130_000005_counter_notifications::Migration),
+            Box::new(m20261130_000006_api_keys::Migration),
         ]
     }
 }

@@ -32,6 +32,26 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Print the GraphQL schema (SDL) to standard output.
     Schema,
+    /// Manage the API keys applications authenticate with.
+    #[command(subcommand)]
+    ApiKey(ApiKeyAction),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ApiKeyAction {
+    /// Make a key; its secret is printed alone on standard output, once.
+    Create {
+        /// The application's name, for `list`.
+        name: String,
+    },
+    /// List the keys: id, name, the secret's first characters, created,
+    /// last used, revoked. Never a secret.
+    List,
+    /// Revoke a key: it stops working on every instance within 2 s.
+    Revoke {
+        /// The key's id, as `list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]

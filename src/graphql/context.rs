@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 
 use super::loaders::UserLoader;
 use crate::{
-    auth::{AuthUser, JwtKeys, PasswordHasher, Revocations, TokenError},
+    auth::{ApiKeys, AppCaller, AuthUser, JwtKeys, PasswordHasher, Revocations, TokenError},
     error::{ApiResult, AppError},
     inbox::Inbox,
     notify::Notifications,
@@ -28,6 +28,8 @@ pub struct ApiState {
     pub limiter: Arc<dyn RateLimiter>,
     pub rate_limits: RateLimits,
     pub revocations: Arc<dyn Revocations>,
+    /// Application keys known to this instance.
+    pub api_keys: Arc<ApiKeys>,
     /// `inboxChanges`' `pollInterval`.
     pub poll_interval: std::time::Duration,
 }
@@ -43,7 +45,11 @@ pub enum RequestAuth {
     #[default]
     Anonymous,
     User(AuthUser),
+    /// An application's API key (`hk_...`).
+    App(AppCaller),
     Rejected(TokenError),
+    /// An API key that could not be looked up (the database is down).
+    Unverified,
 }
 
 impl RequestAuth {
@@ -59,6 +65,30 @@ impl RequestAuth {
         match jwt.verify(token) {
             Ok(user) => Self::User(user),
             Err(e) => Self::Rejected(e),
+        }
+    }
+
+    /// The caller named by an `Authorization` header: a user's token (not
+    /// logged out) or an application's key. An unknown or revoked key is
+    /// rejected as a bad token is.
+    pub async fn authenticate(header: Option<&str>, api: &ApiState) -> Self {
+        let key = header
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| token.starts_with(crate::auth::api_key::PREFIX));
+        let Some(key) = key else {
+            return Self::from_authorization(header, &api.jwt)
+                .unless_revoked(&*api.revocations)
+                .await;
+        };
+        match api.api_keys.authenticate(key).await {
+            Ok(Some(app)) => Self::App(app),
+            Ok(None) => Self::Rejected(TokenError::Invalid),
+            Err(e) => {
+                tracing::error!(error = ?e, "looking up an API key failed");
+                Self::Unverified
+            }
         }
     }
 
@@ -82,8 +112,11 @@ impl RequestAuth {
 
 pub trait ContextExt {
     fn state(&self) -> &ApiState;
-    /// The authenticated caller, or `UNAUTHENTICATED`.
+    /// The authenticated user, `FORBIDDEN` for an application (it has no
+    /// inbox), or `UNAUTHENTICATED`.
     fn require_user(&self) -> ApiResult<&AuthUser>;
+    /// The application making the request, if a valid API key made it.
+    fn app(&self) -> Option<&AppCaller>;
 }
 
 impl ContextExt for Context<'_> {
@@ -97,6 +130,10 @@ impl ContextExt for Context<'_> {
     fn require_user(&self) -> ApiResult<&AuthUser> {
         match self.data_opt::<RequestAuth>() {
             Some(RequestAuth::User(user)) => Ok(user),
+            Some(RequestAuth::App(_)) => Err(AppError::Forbidden),
+            Some(RequestAuth::Unverified) => Err(AppError::Internal(Arc::new(anyhow::anyhow!(
+                "the API key could not be looked up"
+            )))),
             Some(RequestAuth::Rejected(TokenError::Expired)) => {
                 Err(AppError::Unauthenticated("token expired"))
             }
@@ -109,6 +146,13 @@ impl ContextExt for Context<'_> {
             Some(RequestAuth::Anonymous) | None => {
                 Err(AppError::Unauthenticated("authentication required"))
             }
+        }
+    }
+
+    fn app(&self) -> Option<&AppCaller> {
+        match self.data_opt::<RequestAuth>() {
+            Some(RequestAuth::App(app)) => Some(app),
+            _ => None,
         }
     }
 }

@@ -21,11 +21,11 @@ use super::{
 };
 use crate::graphql::{RequestAuth, limits::Census};
 
-fn authorization(headers: &HeaderMap, state: &HttpState) -> RequestAuth {
+async fn authorization(headers: &HeaderMap, state: &HttpState) -> RequestAuth {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    RequestAuth::from_authorization(header, &state.api.jwt)
+    RequestAuth::authenticate(header, &state.api).await
 }
 
 pub(super) async fn graphql_post(
@@ -66,9 +66,7 @@ pub(super) async fn graphql_post(
         Ok(batch) => batch,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, media, &message),
     };
-    let auth = authorization(&headers, &state)
-        .unless_revoked(&*state.api.revocations)
-        .await;
+    let auth = authorization(&headers, &state).await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
     match batch {
         BatchRequest::Single(request) => execute(&state, request.data(auth).data(ip), media).await,
@@ -168,9 +166,7 @@ pub(super) async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let auth = authorization(&headers, &state)
-        .unless_revoked(&*state.api.revocations)
-        .await;
+    let auth = authorization(&headers, &state).await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
     execute(&state, request.data(auth).data(ip), media).await
 }

@@ -3,6 +3,7 @@
 //! Functions here take `&impl ConnectionTrait` and return entity models or
 //! `StorageError`; no GraphQL types and no HTTP concerns.
 
+pub mod api_keys;
 pub mod db;
 pub mod inbox;
 pub mod notifications;

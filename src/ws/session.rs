@@ -17,10 +17,13 @@ use super::{
     protocol::{ClientMessage, Protocol, ServerMessage},
 };
 use crate::{
-    auth::{JwtKeys, revocation::Watched},
+    auth::{api_key::KeyWatch, revocation::Watched},
     graphql::RequestAuth,
     http::HttpState,
 };
+
+/// How long an application's socket may stay open (its key never expires).
+const KEY_SOCKET_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `Continue`, or stop: with a close, or without (the socket is gone).
 type Step = ControlFlow<Option<Close>>;
@@ -30,8 +33,8 @@ type Sink = SplitSink<WebSocket, Message>;
 struct Caller {
     /// The caller's `RequestAuth`, for every operation of this socket.
     data: Arc<Data>,
-    /// Notified when the token is found logged out.
-    watched: Watched,
+    /// Notified when the token is found logged out, or the key revoked.
+    watched: Watch,
     _slot: SocketSlot,
 }
 
@@ -42,6 +45,21 @@ struct Session {
     /// Whether `connection_init` came (accepted or not).
     init_seen: bool,
     caller: Option<Caller>,
+}
+
+/// What watches the caller's credential.
+enum Watch {
+    Token(Watched),
+    Key(KeyWatch),
+}
+
+impl Watch {
+    fn revoked(&self) -> &tokio::sync::Notify {
+        match self {
+            Self::Token(watched) => &watched.revoked,
+            Self::Key(watch) => &watch.revoked,
+        }
+    }
 }
 
 /// What woke the loop.
@@ -203,18 +221,31 @@ impl Session {
         payload: &Value,
         deadline: std::pin::Pin<&mut Sleep>,
     ) -> Result<(), Close> {
-        let auth = authenticate(payload, &self.state.api.jwt).ok_or(Close::Forbidden)?;
-        let auth = auth.unless_revoked(&*self.state.api.revocations).await;
-        let RequestAuth::User(user) = &auth else {
-            return Err(Close::Forbidden);
-        };
+        let header = authorization(payload).ok_or(Close::Forbidden)?;
+        let auth = RequestAuth::authenticate(Some(&header), &self.state.api).await;
         let limits = &self.state.sockets;
-        let slot = SocketSlot::claim(limits, user.user_id)
-            .ok_or(Close::TooManySockets(limits.max_sockets_per_user))?;
-        let left = u64::try_from(user.claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0);
-        // A second after the subscriptions complete at expiry.
-        deadline.reset(Instant::now() + Duration::from_secs(left.saturating_add(1)));
-        let watched = self.state.revocation_watch.watch(user.clone());
+        let (slot, watched) = match &auth {
+            RequestAuth::User(user) => {
+                let slot = SocketSlot::claim(limits, user.user_id)
+                    .ok_or(Close::TooManySockets(limits.max_sockets_per_user))?;
+                let left =
+                    u64::try_from(user.claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0);
+                // A second after the subscriptions complete at expiry.
+                deadline.reset(Instant::now() + Duration::from_secs(left.saturating_add(1)));
+                let watched = self.state.revocation_watch.watch(user.clone());
+                (slot, Watch::Token(watched))
+            }
+            RequestAuth::App(app) => {
+                // An application's sockets count under its key id negated,
+                // apart from every user's (ids are positive).
+                let slot = SocketSlot::claim(limits, -app.key_id)
+                    .ok_or(Close::TooManySockets(limits.max_sockets_per_user))?;
+                // A key does not expire; the socket lasts until revoked.
+                deadline.reset(Instant::now() + KEY_SOCKET_LIFETIME);
+                (slot, Watch::Key(self.state.api.api_keys.watch(app)))
+            }
+            _ => return Err(Close::Forbidden),
+        };
         let mut data = Data::default();
         data.insert(auth);
         self.caller = Some(Caller {
@@ -227,22 +258,17 @@ impl Session {
 }
 
 /// `{"authorization": "Bearer <token>"}` (any case of the key) or
-/// `{"token": "<token>"}`.
-fn authenticate(payload: &Value, jwt: &JwtKeys) -> Option<RequestAuth> {
+/// `{"token": "<token>"}`, as an `Authorization` header value.
+fn authorization(payload: &Value) -> Option<String> {
     let map = payload.as_object()?;
-    let header = map
-        .iter()
+    map.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         .and_then(|(_, v)| v.as_str().map(str::to_owned))
         .or_else(|| {
             map.get("token")
                 .and_then(Value::as_str)
                 .map(|t| format!("Bearer {t}"))
-        })?;
-    match RequestAuth::from_authorization(Some(&header), jwt) {
-        auth @ RequestAuth::User(_) => Some(auth),
-        _ => None,
-    }
+        })
 }
 
 async fn send(sink: &mut Sink, message: Message) -> Step {
@@ -255,7 +281,7 @@ async fn send(sink: &mut Sink, message: Message) -> Step {
 /// Resolves when the caller's token is found revoked; never before the ack.
 async fn revoked(caller: Option<&Caller>) {
     match caller {
-        Some(caller) => caller.watched.revoked.notified().await,
+        Some(caller) => caller.watched.revoked().notified().await,
         None => future::pending().await,
     }
 }

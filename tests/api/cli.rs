@@ -35,6 +35,10 @@ fn every_subcommand_has_help() {
         &["migrate", "--help"],
         &["migrate", "status", "--help"],
         &["schema", "--help"],
+        &["api-key", "--help"],
+        &["api-key", "create", "--help"],
+        &["api-key", "list", "--help"],
+        &["api-key", "revoke", "--help"],
     ] {
         let out = herald().args(args).output().expect("runs");
         assert!(out.status.success(), "{args:?}");

@@ -10,6 +10,7 @@
 //! `HERALD_REQUIRE_SERVICES=1` (as in CI), where they fail.
 
 mod accounts;
+mod apikeys;
 mod cli;
 mod cors;
 mod delivery;

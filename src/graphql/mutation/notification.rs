@@ -20,6 +20,12 @@ impl NotificationMutation {
         ctx: &Context<'_>,
         input: SendNotificationInput,
     ) -> ApiResult<Notification> {
+        // An application has no inbox of its own to send to.
+        if ctx.app().is_some() {
+            return Err(AppError::BadUserInput(
+                "an application must name the recipient (to)".to_owned(),
+            ));
+        }
         let caller = ctx.require_user()?;
         let state = ctx.state();
         let key = state.inbox.keys.sends_user(caller.user_id);
