@@ -10,7 +10,8 @@
 //! (`upgrade`). Close codes are those the graphql-transport-ws spec defines
 //! (see `close::Close`); a token that expires or is logged out (checked
 //! every 2 s, for all of an instance's sockets in one batch:
-//! `auth::revocation::RevocationWatch`) closes the socket with 4403.
+//! `auth::revocation::RevocationWatch`) closes the socket with 4403, and so
+//! does an application's key once revoked (`auth::api_key`).
 
 mod book;
 mod close;
