@@ -231,6 +231,10 @@ pub struct UserV1 {
     pub id: i64,
     pub email: String,
     pub created_at: DateTime<Utc>,
+    /// An application's id for the user; absent from payloads written
+    /// before external ids existed.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 impl From<entity::user::Model> for UserV1 {
@@ -239,6 +243,7 @@ impl From<entity::user::Model> for UserV1 {
             id: m.id,
             email: m.email,
             created_at: m.created_at,
+            external_id: m.external_id,
         }
     }
 }
@@ -256,6 +261,7 @@ mod tests {
             id: 7,
             email: "a@example.com".into(),
             created_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default(),
+            external_id: Some("app-7".into()),
         }
     }
 

@@ -1,4 +1,4 @@
-//! `users`: one row per registered account.
+//! `users`: one row per account, registered or made by an application.
 
 use sea_orm::entity::prelude::*;
 
@@ -10,9 +10,14 @@ pub struct Model {
     /// Trimmed and lowercased before it gets here; unique (`users_email_key`).
     #[sea_orm(unique)]
     pub email: String,
-    /// argon2id PHC string.
-    pub password_hash: String,
+    /// argon2id PHC string; none for a user an application created, who
+    /// can never log in with a password.
+    pub password_hash: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The application's own id for the user (1..=255 characters); unique
+    /// (`users_external_id_key`).
+    #[sea_orm(unique)]
+    pub external_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

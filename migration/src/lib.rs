@@ -10,6 +10,7 @@ mod m20261127_000003_delivery_columns;
 mod m20261130_000004_inbox;
 mod m20261130_000005_counter_notifications;
 mod m20261130_000006_api_keys;
+mod m20261130_000007_external_ids;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_inbox::Migration),
             Box::new(m20261130_000005_counter_notifications::Migration),
             Box::new(m20261130_000006_api_keys::Migration),
+            Box::new(m20261130_000007_external_ids::Migration),
         ]
     }
 }

@@ -70,6 +70,14 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, user_id: i64) -> anyhow::Result<String> {
+        Ok(self.issue_until(user_id)?.0)
+    }
+
+    /// A token for `user_id` and when it expires.
+    pub fn issue_until(
+        &self,
+        user_id: i64,
+    ) -> anyhow::Result<(String, chrono::DateTime<chrono::Utc>)> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let now = now_ms.div_euclid(1000);
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
@@ -81,7 +89,9 @@ impl JwtKeys {
             jti: uuid::Uuid::new_v4().to_string(),
             iss: ISSUER.to_owned(),
         };
-        self.sign(&claims)
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        Ok((self.sign(&claims)?, expires_at))
     }
 
     /// Signs arbitrary claims; `issue` is the normal way in.

@@ -7,10 +7,12 @@ mod email;
 pub mod inbox;
 pub mod notification;
 pub mod password;
+pub mod recipient;
 
 pub use email::Email;
 pub use notification::{Content, Title};
 pub use password::Password;
+pub use recipient::{ExternalId, Recipient};
 
 /// Why a client-supplied value was rejected; the message is shown to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -115,6 +115,9 @@ pub trait ContextExt {
     /// The authenticated user, `FORBIDDEN` for an application (it has no
     /// inbox), or `UNAUTHENTICATED`.
     fn require_user(&self) -> ApiResult<&AuthUser>;
+    /// The application making the request, `FORBIDDEN` for a user's token,
+    /// or `UNAUTHENTICATED`.
+    fn require_app(&self) -> ApiResult<&AppCaller>;
     /// The application making the request, if a valid API key made it.
     fn app(&self) -> Option<&AppCaller>;
 }
@@ -131,21 +134,15 @@ impl ContextExt for Context<'_> {
         match self.data_opt::<RequestAuth>() {
             Some(RequestAuth::User(user)) => Ok(user),
             Some(RequestAuth::App(_)) => Err(AppError::Forbidden),
-            Some(RequestAuth::Unverified) => Err(AppError::Internal(Arc::new(anyhow::anyhow!(
-                "the API key could not be looked up"
-            )))),
-            Some(RequestAuth::Rejected(TokenError::Expired)) => {
-                Err(AppError::Unauthenticated("token expired"))
-            }
-            Some(RequestAuth::Rejected(TokenError::Invalid)) => {
-                Err(AppError::Unauthenticated("invalid token"))
-            }
-            Some(RequestAuth::Rejected(TokenError::Revoked)) => {
-                Err(AppError::Unauthenticated("token revoked"))
-            }
-            Some(RequestAuth::Anonymous) | None => {
-                Err(AppError::Unauthenticated("authentication required"))
-            }
+            other => Err(refused(other)),
+        }
+    }
+
+    fn require_app(&self) -> ApiResult<&AppCaller> {
+        match self.data_opt::<RequestAuth>() {
+            Some(RequestAuth::App(app)) => Ok(app),
+            Some(RequestAuth::User(_)) => Err(AppError::Forbidden),
+            other => Err(refused(other)),
         }
     }
 
@@ -153,6 +150,27 @@ impl ContextExt for Context<'_> {
         match self.data_opt::<RequestAuth>() {
             Some(RequestAuth::App(app)) => Some(app),
             _ => None,
+        }
+    }
+}
+
+/// Why a caller that is neither a user nor an application is turned away.
+fn refused(auth: Option<&RequestAuth>) -> AppError {
+    match auth {
+        Some(RequestAuth::Unverified) => AppError::Internal(Arc::new(anyhow::anyhow!(
+            "the API key could not be looked up"
+        ))),
+        Some(RequestAuth::Rejected(TokenError::Expired)) => {
+            AppError::Unauthenticated("token expired")
+        }
+        Some(RequestAuth::Rejected(TokenError::Invalid)) => {
+            AppError::Unauthenticated("invalid token")
+        }
+        Some(RequestAuth::Rejected(TokenError::Revoked)) => {
+            AppError::Unauthenticated("token revoked")
+        }
+        Some(RequestAuth::Anonymous | RequestAuth::User(_) | RequestAuth::App(_)) | None => {
+            AppError::Unauthenticated("authentication required")
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod recipient;
 pub mod schema;
 pub mod subscription;
 pub mod types;

@@ -16,6 +16,9 @@ pub struct User {
     pub id: ID,
     pub email: String,
     pub created_at: DateTime<Utc>,
+    /// The application's own id for this user, when an application named
+    /// them by one.
+    pub external_id: Option<String>,
 }
 
 impl From<crate::directory::Profile> for User {
@@ -24,6 +27,7 @@ impl From<crate::directory::Profile> for User {
             id: ID(p.id.to_string()),
             email: p.email,
             created_at: p.created_at,
+            external_id: p.external_id,
         }
     }
 }
@@ -34,6 +38,7 @@ impl From<entity::user::Model> for User {
             id: ID(m.id.to_string()),
             email: m.email,
             created_at: m.created_at,
+            external_id: m.external_id,
         }
     }
 }
@@ -194,4 +199,16 @@ pub struct SendNotificationInput {
     pub title: String,
     /// 1..=65536 bytes.
     pub content: String,
+    /// Who it is for. A user token may name only its own user (the default);
+    /// an application must name one.
+    pub to: Option<super::recipient::RecipientInput>,
+}
+
+/// A user's token minted by an application (`issueUserToken`): the same
+/// token `login` returns, logged out the same way.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct UserToken {
+    pub token: String,
+    pub user: User,
+    pub expires_at: DateTime<Utc>,
 }

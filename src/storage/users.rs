@@ -1,9 +1,9 @@
 use entity::user;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QueryFilter, RuntimeErr};
-use sea_orm::{ColumnTrait as _, prelude::DateTimeUtc, sqlx};
+use sea_orm::{ColumnTrait as _, prelude::DateTimeUtc, sea_query::OnConflict, sqlx};
 
 use super::StorageError;
-use crate::domain::Email;
+use crate::domain::{Email, ExternalId};
 
 /// The unique index on `users.email` (see the migration).
 const EMAIL_INDEX: &str = "users_email_key";
@@ -19,7 +19,7 @@ pub async fn insert(
 ) -> Result<user::Model, StorageError> {
     let row = user::ActiveModel {
         email: Set(email.as_str().to_owned()),
-        password_hash: Set(password_hash),
+        password_hash: Set(Some(password_hash)),
         created_at: Set(now),
         ..Default::default()
     };
@@ -33,6 +33,53 @@ pub async fn insert(
                 StorageError::Db(e)
             }
         })
+}
+
+/// The user an application knows as `external_id`, created (without a
+/// password) with `email` if there is none. Concurrent first calls race on
+/// the unique index: every INSERT but one does nothing, and all of them
+/// read the one row. An email another user has is `EmailTaken`.
+pub async fn upsert_external(
+    db: &impl ConnectionTrait,
+    external_id: &ExternalId,
+    email: &Email,
+    now: DateTimeUtc,
+) -> Result<user::Model, StorageError> {
+    let row = user::ActiveModel {
+        email: Set(email.as_str().to_owned()),
+        password_hash: Set(None),
+        created_at: Set(now),
+        external_id: Set(Some(external_id.as_str().to_owned())),
+        ..Default::default()
+    };
+    user::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(user::Column::ExternalId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await
+        .map_err(|e| {
+            if violates_email_index(&e) {
+                StorageError::EmailTaken
+            } else {
+                StorageError::Db(e)
+            }
+        })?;
+    find_by_external_id(db, external_id)
+        .await?
+        .ok_or_else(|| StorageError::Db(DbErr::RecordNotFound(format!("user {external_id:?}"))))
+}
+
+pub async fn find_by_external_id(
+    db: &impl ConnectionTrait,
+    external_id: &ExternalId,
+) -> Result<Option<user::Model>, StorageError> {
+    Ok(user::Entity::find()
+        .filter(user::Column::ExternalId.eq(external_id.as_str()))
+        .one(db)
+        .await?)
 }
 
 /// Whether `e` is a unique violation of the email's index. Postgres names

@@ -100,7 +100,9 @@ async fn authenticate(
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     }
     let user = storage::users::find_by_email(&state.db, &email).await?;
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // A user an application created has no password: the dummy hash is
+    // checked instead, as for an unknown email (same cost, same answer).
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     if !state.hasher.verify(password, hash).await? {
         return Err(AppError::Unauthenticated(BAD_CREDENTIALS));
     }

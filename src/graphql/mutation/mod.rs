@@ -3,6 +3,7 @@
 mod account;
 mod inbox;
 mod notification;
+mod user_token;
 
 use async_graphql::MergedObject;
 
@@ -12,4 +13,5 @@ pub struct MutationRoot(
     account::AccountMutation,
     notification::NotificationMutation,
     inbox::InboxMutation,
+    user_token::UserTokenMutation,
 );

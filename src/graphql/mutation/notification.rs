@@ -1,10 +1,11 @@
 use async_graphql::{Context, Object};
 
 use crate::{
-    domain::{Content, Title},
+    domain::{Content, Title, recipient},
     error::{ApiResult, AppError},
     graphql::{
         context::ContextExt as _,
+        recipient::{find_or_create, require_self},
         types::{Notification, SendNotificationInput},
     },
 };
@@ -14,36 +15,55 @@ pub struct NotificationMutation;
 
 #[Object]
 impl NotificationMutation {
-    /// Stores a notification to the caller (PENDING) and queues its delivery.
+    /// Stores a notification (PENDING) and queues its delivery: to the
+    /// caller, or to the user `to` names (an application must name one; a
+    /// user token may name only its own user).
     async fn send_notification(
         &self,
         ctx: &Context<'_>,
         input: SendNotificationInput,
     ) -> ApiResult<Notification> {
-        // An application has no inbox of its own to send to.
-        if ctx.app().is_some() {
-            return Err(AppError::BadUserInput(
-                "an application must name the recipient (to)".to_owned(),
-            ));
-        }
-        let caller = ctx.require_user()?;
         let state = ctx.state();
-        let key = state.inbox.keys.sends_user(caller.user_id);
-        match state
-            .limiter
-            .take(&key, state.rate_limits.sends_per_user)
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some(retry_after)) => return Err(AppError::RateLimited { retry_after }),
-            Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
-        }
+        // `None` for an application (no per-user limit applies to it).
+        let caller = match ctx.app() {
+            Some(_) => None,
+            None => {
+                let caller = ctx.require_user()?;
+                let key = state.inbox.keys.sends_user(caller.user_id);
+                match state
+                    .limiter
+                    .take(&key, state.rate_limits.sends_per_user)
+                    .await
+                {
+                    Ok(None) => {}
+                    Ok(Some(retry_after)) => return Err(AppError::RateLimited { retry_after }),
+                    Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
+                }
+                Some(caller.user_id)
+            }
+        };
+        let to = input
+            .to
+            .as_ref()
+            .map(|to| to.parse(&recipient::TO))
+            .transpose()?;
+        // Checked before a first send creates its recipient.
         let title = Title::parse(&input.title)?;
         let content = Content::parse(input.content)?;
-        let row = state
-            .notifications
-            .send(caller.user_id, title, content)
-            .await?;
+        let user_id = match (caller, to) {
+            (None, None) => {
+                return Err(AppError::BadUserInput(
+                    "an application must name the recipient (to)".to_owned(),
+                ));
+            }
+            (None, Some(to)) => find_or_create(state, &to, &recipient::TO).await?.id,
+            (Some(caller), None) => caller,
+            (Some(caller), Some(to)) => {
+                require_self(state, caller, &to).await?;
+                caller
+            }
+        };
+        let row = state.notifications.send(user_id, title, content).await?;
         Ok(row.into())
     }
 }
