@@ -261,7 +261,7 @@ mod tests {
             id: 7,
             email: "a@example.com".into(),
             created_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default(),
-            external_id: Some("app-7".into()),
+            external_id: None,
         }
     }
 
@@ -270,6 +270,12 @@ mod tests {
         let json = encode(&user()).expect("encode");
         assert!(json.contains("\"v\":1"), "{json}");
         assert_eq!(decode::<UserV1>(&json).expect("decode"), Some(user()));
+        let named = UserV1 {
+            external_id: Some("crm-7".into()),
+            ..user()
+        };
+        let json = encode(&named).expect("encode");
+        assert_eq!(decode::<UserV1>(&json).expect("decode"), Some(named));
     }
 
     #[test]

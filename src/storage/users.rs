@@ -26,13 +26,7 @@ pub async fn insert(
     user::Entity::insert(row)
         .exec_with_returning(db)
         .await
-        .map_err(|e| {
-            if violates_email_index(&e) {
-                StorageError::EmailTaken
-            } else {
-                StorageError::Db(e)
-            }
-        })
+        .map_err(email_taken)
 }
 
 /// The user an application knows as `external_id`, created (without a
@@ -60,13 +54,7 @@ pub async fn upsert_external(
         )
         .exec_without_returning(db)
         .await
-        .map_err(|e| {
-            if violates_email_index(&e) {
-                StorageError::EmailTaken
-            } else {
-                StorageError::Db(e)
-            }
-        })?;
+        .map_err(email_taken)?;
     find_by_external_id(db, external_id)
         .await?
         .ok_or_else(|| StorageError::Db(DbErr::RecordNotFound(format!("user {external_id:?}"))))
@@ -80,6 +68,15 @@ pub async fn find_by_external_id(
         .filter(user::Column::ExternalId.eq(external_id.as_str()))
         .one(db)
         .await?)
+}
+
+/// `EmailTaken` for a violation of the email's index, else `Db`.
+fn email_taken(e: DbErr) -> StorageError {
+    if violates_email_index(&e) {
+        StorageError::EmailTaken
+    } else {
+        StorageError::Db(e)
+    }
 }
 
 /// Whether `e` is a unique violation of the email's index. Postgres names

@@ -26,6 +26,7 @@ mod logout;
 mod notifications;
 mod outage;
 mod ratelimits;
+mod recipients;
 mod relay;
 mod resilience;
 mod retention;
