@@ -7,7 +7,8 @@
 //! Revocations are written to the database by `herald api-key revoke`, from
 //! another process; each instance notices them by polling the number of
 //! revoked keys once per `REVOKE_POLL` (one small query per instance, never
-//! one per request) and forgets every key it knows when that number moves.
+//! one per request, and none while it knows no key) and forgets every key
+//! it knows when that number moves.
 //! Open websockets of an application re-check their key then.
 
 use std::{
@@ -79,6 +80,10 @@ struct Known {
     /// Bumped when the keys are forgotten; a lookup that started before
     /// does not put its (possibly revoked) answer back.
     generation: u64,
+    /// The number of revoked keys read before any key in `keys` was looked
+    /// up (`None` while `keys` is empty): once it moves, a known key may be
+    /// revoked.
+    revoked_seen: Option<u64>,
     /// When each key's `last_used_at` was last written from here.
     touched: HashMap<i64, Instant>,
 }
@@ -118,12 +123,20 @@ impl ApiKeys {
     }
 
     async fn lookup(&self, hash: String) -> Result<Option<AppCaller>, DbErr> {
-        let generation = {
+        let (generation, watched) = {
             let known = self.lock();
             if let Some(app) = known.keys.get(&hash) {
                 return Ok(Some(app.clone()));
             }
-            known.generation
+            (known.generation, known.revoked_seen.is_some())
+        };
+        // Nothing known yet, so nothing polled: the count the poll compares
+        // with is read before the key, so a revocation right after the key's
+        // read still moves it.
+        let baseline = if watched {
+            None
+        } else {
+            Some(storage::api_keys::revoked_count(&self.db).await?)
         };
         let Some(row) = storage::api_keys::find_by_hash(&self.db, &hash).await? else {
             return Ok(None);
@@ -138,6 +151,13 @@ impl ApiKeys {
         };
         let mut known = self.lock();
         if known.generation == generation {
+            if let Some(baseline) = baseline {
+                known.revoked_seen = Some(
+                    known
+                        .revoked_seen
+                        .map_or(baseline, |seen| seen.min(baseline)),
+                );
+            }
             known.keys.insert(hash, app.clone());
         }
         Ok(Some(app))
@@ -173,19 +193,21 @@ impl ApiKeys {
         self.tasks.spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut seen = None;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     _ = ticks.tick() => {}
                 }
                 let Some(keys) = weak.upgrade() else { break };
+                // No key known here: none to forget, no query.
+                let Some(seen) = keys.lock().revoked_seen else {
+                    continue;
+                };
                 match storage::api_keys::revoked_count(&keys.db).await {
                     Ok(count) => {
-                        if seen.is_some_and(|before| before != count) {
+                        if count != seen {
                             keys.forget();
                         }
-                        seen = Some(count);
                     }
                     // Keys already known keep working while the database
                     // cannot answer; new ones cannot be looked up anyway.
@@ -201,6 +223,7 @@ impl ApiKeys {
             let mut known = self.lock();
             known.keys.clear();
             known.generation += 1;
+            known.revoked_seen = None;
         }
         self.revocations.send_modify(|n| *n += 1);
     }
