@@ -5,7 +5,8 @@
 //! send whose cache bump fails hands it to the lost-bump loop.
 
 use std::{
-    sync::{Arc, OnceLock},
+    future::Future,
+    sync::{Arc, OnceLock, Weak},
     time::Duration,
 };
 
@@ -103,6 +104,34 @@ async fn wait_for(tasks: &TaskTracker, deadline: &Deadline, what: &str) {
             tracing::warn!(tasks = tasks.len(), "shutdown grace period over; abandoning unfinished {what}");
         }
     }
+}
+
+/// Runs `tick` on `owner` every `interval` (the first at once, late ticks
+/// delayed, not bunched) in a task of `tasks`, until `stop` or until the
+/// owner is dropped.
+pub(crate) fn every<T, F, Fut>(
+    tasks: &TaskTracker,
+    interval: Duration,
+    stop: CancellationToken,
+    owner: Weak<T>,
+    mut tick: F,
+) where
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tasks.spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let Some(owner) = owner.upgrade() else { break };
+            tick(owner).await;
+        }
+    });
 }
 
 #[cfg(test)]

@@ -189,19 +189,15 @@ impl ApiKeys {
 
     /// Polls for revocations every `interval` until `stop`.
     pub fn watch_revocations(self: &Arc<Self>, interval: Duration, stop: CancellationToken) {
-        let weak = Arc::downgrade(self);
-        self.tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = ticks.tick() => {}
-                }
-                let Some(keys) = weak.upgrade() else { break };
+        crate::shutdown::every(
+            &self.tasks,
+            interval,
+            stop,
+            Arc::downgrade(self),
+            |keys| async move {
                 // No key known here: none to forget, no query.
                 let Some(seen) = keys.lock().revoked_seen else {
-                    continue;
+                    return;
                 };
                 match storage::api_keys::revoked_count(&keys.db).await {
                     Ok(count) => {
@@ -213,8 +209,8 @@ impl ApiKeys {
                     // cannot answer; new ones cannot be looked up anyway.
                     Err(e) => tracing::warn!(error = ?e, "checking for revoked API keys failed"),
                 }
-            }
-        });
+            },
+        );
     }
 
     /// Forgets every known key, so the next request of each reads it again.

@@ -183,21 +183,13 @@ impl RevocationWatch {
     /// shutdown or once the watch itself is gone.
     pub fn watch(self: &Arc<Self>, user: AuthUser) -> Watched {
         if !self.running.swap(true, Ordering::AcqRel) {
-            let weak = Arc::downgrade(self);
-            let interval = self.interval;
-            let stop = self.stop.clone();
-            self.tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = ticks.tick() => {}
-                    }
-                    let Some(watch) = weak.upgrade() else { break };
-                    watch.check().await;
-                }
-            });
+            crate::shutdown::every(
+                &self.tasks,
+                self.interval,
+                self.stop.clone(),
+                Arc::downgrade(self),
+                |watch| async move { watch.check().await },
+            );
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let revoked = Arc::new(Notify::new());

@@ -489,6 +489,20 @@ mod a_request_cancelled_after_its_commit_still_gets_its_event_and_delivery {
 
 // ---- Redis Pub/Sub cut ----
 
+/// Two instances on Postgres + Redis without workers, the second's Redis
+/// through a relay the test can cut; an account named after `name`
+/// followed live on the second. `None` without the services.
+async fn relayed_follower(
+    name: &str,
+) -> Option<(TestApp, crate::relay::Relay, TestApp, String, Socket)> {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Postgres, |c| c.worker = None).await?;
+    let (relay, reader) = crate::relay::sibling_through_relay(&app).await;
+    crate::ws_client::until_events_flow(&reader).await;
+    let token = app.token_for(&unique_email(name)).await;
+    let socket = follow(&reader, &token, None).await;
+    Some((app, relay, reader, token, socket))
+}
+
 /// The second instance's Redis (Pub/Sub included) goes through a relay
 /// that is cut twice (black-holed, then refusing) while the first instance
 /// writes: its subscriber gets every seq exactly once and in order, the
@@ -500,17 +514,10 @@ async fn no_subscriber_misses_an_event_while_pubsub_is_cut() {
     use std::time::Duration;
 
     use crate::relay::Relay;
-    use crate::ws_client::until_events_flow;
 
-    let Some(app) =
-        TestApp::spawn_with(crate::helpers::Backend::Postgres, |c| c.worker = None).await
-    else {
+    let Some((app, relay, reader, token, mut socket)) = relayed_follower("cut").await else {
         return;
     };
-    let (relay, reader) = crate::relay::sibling_through_relay(&app).await;
-    until_events_flow(&reader).await;
-    let token = app.token_for(&unique_email("cut")).await;
-    let mut socket = follow(&reader, &token, None).await;
     let mut seen = Vec::new();
     let mut read_until = async |socket: &mut Socket, end: i64, within: Duration| {
         let deadline = tokio::time::Instant::now() + within;
@@ -534,7 +541,7 @@ async fn no_subscriber_misses_an_event_while_pubsub_is_cut() {
         let pacing = tokio::time::sleep(Duration::from_secs(3));
         let (_, _) = tokio::join!(writes, pacing);
         relay.restore();
-        until_events_flow(&reader).await;
+        crate::ws_client::until_events_flow(&reader).await;
         let end = last_seq(&app, &token).await;
         read_until(&mut socket, end, Duration::from_secs(1)).await;
         // Live again: the next change arrives at once.
@@ -623,17 +630,9 @@ async fn idle(backend: crate::helpers::Backend) {
 async fn a_silently_dead_pubsub_connection_is_replaced() {
     use std::time::Duration;
 
-    use crate::ws_client::until_events_flow;
-
-    let Some(app) =
-        TestApp::spawn_with(crate::helpers::Backend::Postgres, |c| c.worker = None).await
-    else {
+    let Some((app, relay, reader, token, mut socket)) = relayed_follower("frozen").await else {
         return;
     };
-    let (relay, reader) = crate::relay::sibling_through_relay(&app).await;
-    until_events_flow(&reader).await;
-    let token = app.token_for(&unique_email("frozen")).await;
-    let mut socket = follow(&reader, &token, None).await;
     let url = app.graphql_url();
     let (done, _) = tokio::sync::watch::channel(0);
     sends_and_marks(&url, &token, 1, &done).await;
