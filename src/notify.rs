@@ -16,7 +16,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    domain::{Content, Title, inbox::InboxAction},
+    domain::{Content, Title, inbox::InboxAction, send::SendOptions},
     inbox::Inbox,
     queue::Queue,
     storage::{
@@ -50,15 +50,17 @@ impl Notifications {
         }
     }
 
-    /// Stores a PENDING notification to `user_id`, announces it and queues
-    /// its delivery. Answers once all of that is done (so a page read after
-    /// it shows the notification), but the work completes even if the
-    /// caller stops waiting.
+    /// Stores a notification to `user_id` (PENDING, or SCHEDULED for a
+    /// later `sendAt`), announces it and queues its delivery when it is due
+    /// now. Answers once all of that is done (so a page read after it shows
+    /// the notification), but the work completes even if the caller stops
+    /// waiting.
     pub async fn send(
         &self,
         user_id: i64,
         title: Title,
         content: Content,
+        options: SendOptions,
     ) -> anyhow::Result<notification::Model> {
         let this = self.clone();
         self.tasks
@@ -68,6 +70,7 @@ impl Notifications {
                     user_id,
                     &title,
                     &content,
+                    &options,
                     storage::now(),
                 )
                 .await
@@ -110,6 +113,10 @@ impl Notifications {
         // Announced before it is queued, so its PENDING event always comes
         // before the worker's PROCESSING.
         self.inbox.changed(row, event).await;
+        if row.status != notification::Status::Pending {
+            // SCHEDULED: the scheduler queues it when due.
+            return;
+        }
         if let Err(e) = self.queue.enqueue(row.id).await {
             tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
             if let Err(e) = storage::notifications::mark_unqueued(&self.db, row.id).await {

@@ -15,7 +15,11 @@ use crate::domain::inbox::{Counts, InboxAction};
 
 /// A payload type and its format version.
 pub trait Payload: Serialize + DeserializeOwned {
+    /// The version this release writes.
     const VERSION: u32;
+    /// The oldest version this release still reads (every field it lacks
+    /// has a default): a payload kept in the database outlives a release.
+    const READS_FROM: u32 = Self::VERSION;
 }
 
 #[derive(Serialize)]
@@ -41,7 +45,7 @@ pub fn encode<T: Payload>(payload: &T) -> serde_json::Result<String> {
 /// `Ok(None)`: the payload is of another format version (another release
 /// wrote it). An error: it is not a payload at all.
 pub fn decode<T: Payload>(json: &str) -> serde_json::Result<Option<T>> {
-    if serde_json::from_str::<Probe>(json)?.v != T::VERSION {
+    if !(T::READS_FROM..=T::VERSION).contains(&serde_json::from_str::<Probe>(json)?.v) {
         return Ok(None);
     }
     serde_json::from_str(json).map(Some)
@@ -52,7 +56,9 @@ pub fn decode<T: Payload>(json: &str) -> serde_json::Result<Option<T>> {
 /// No catch-all: a status a reader does not know fails the payload's
 /// decoding (a cache miss, a skipped event, logged), so a new status raises
 /// the format version of every payload that carries one (and the release
-/// that adds it reads and writes the new version).
+/// that adds it reads and writes the new version). SCHEDULED, CANCELED and
+/// EXPIRED raised them (a release before them reads such a payload as one
+/// of another version: a miss, a resync).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -60,6 +66,9 @@ pub enum Status {
     Processing,
     Sent,
     Failed,
+    Scheduled,
+    Canceled,
+    Expired,
 }
 
 impl From<notification::Status> for Status {
@@ -69,6 +78,9 @@ impl From<notification::Status> for Status {
             notification::Status::Processing => Self::Processing,
             notification::Status::Sent => Self::Sent,
             notification::Status::Failed => Self::Failed,
+            notification::Status::Scheduled => Self::Scheduled,
+            notification::Status::Canceled => Self::Canceled,
+            notification::Status::Expired => Self::Expired,
         }
     }
 }
@@ -97,6 +109,19 @@ pub struct NotificationV1 {
     pub read_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub archived_at: Option<DateTime<Utc>>,
+    /// Added with applications' sends (absent from older payloads: null).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The sender's JSON object.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub send_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The application key that sent it (`None`: the recipient did).
+    #[serde(default)]
+    pub sender_app_id: Option<i64>,
 }
 
 impl From<notification::Model> for NotificationV1 {
@@ -117,6 +142,13 @@ impl From<notification::Model> for NotificationV1 {
             seen_at: m.seen_at,
             read_at: m.read_at,
             archived_at: m.archived_at,
+            category: m.category,
+            // Stored only after it parsed as an object; text that does not
+            // parse (never written by Herald) reads as null.
+            data: m.data.and_then(|d| serde_json::from_str(&d).ok()),
+            send_at: m.send_at,
+            expires_at: m.expires_at,
+            sender_app_id: m.sender_app_id,
         }
     }
 }
@@ -146,7 +178,7 @@ pub struct PageV1 {
 /// Version 3: read at a seq, not at an inbox version (version 2: its
 /// notifications carry their seq and read state).
 impl Payload for PageV1 {
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
 }
 
 /// A cached page of `inbox(first, after, filter)`, with the user's counts
@@ -160,7 +192,7 @@ pub struct InboxPageV1 {
 }
 
 impl Payload for InboxPageV1 {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 }
 
 /// One entry of a user's inbox log (`inbox_events.payload`), with the
@@ -175,7 +207,9 @@ pub struct InboxEventV1 {
 }
 
 impl Payload for InboxEventV1 {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+    /// The log keeps events of version 1 (before the new statuses).
+    const READS_FROM: u32 = 1;
 }
 
 /// The live hint published after a commit that wrote an inbox event: the
@@ -190,7 +224,8 @@ pub struct InboxHintV1 {
 }
 
 impl Payload for InboxHintV1 {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+    const READS_FROM: u32 = 1;
 }
 
 /// What changed, by kind (the contract's InboxEvent types).

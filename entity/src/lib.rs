@@ -4,6 +4,7 @@
 //! touching storage and the other way round.
 
 pub mod api_key;
+pub mod idempotency_record;
 pub mod inbox_counter;
 pub mod inbox_event;
 pub mod notification;
@@ -11,6 +12,7 @@ pub mod user;
 
 pub mod prelude {
     pub use super::api_key::Entity as ApiKey;
+    pub use super::idempotency_record::Entity as IdempotencyRecord;
     pub use super::inbox_counter::Entity as InboxCounter;
     pub use super::inbox_event::Entity as InboxEvent;
     pub use super::notification::{Entity as Notification, Status as NotificationStatus};

@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 /// Delivery status, stored as a constrained string (`CHECK (status IN (...))`).
 ///
-/// Transitions: PENDING → PROCESSING → SENT | FAILED, and PROCESSING → PENDING
-/// (a retry or an expired claim). SENT and FAILED are final.
+/// Transitions (DESIGN.md, invariant 3): PENDING → PROCESSING → SENT | FAILED,
+/// PROCESSING → PENDING (a retry or an expired claim), SCHEDULED → PENDING
+/// when due, and SCHEDULED | PENDING (unclaimed) → CANCELED | EXPIRED. SENT,
+/// FAILED, CANCELED and EXPIRED are final.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]
@@ -21,6 +23,25 @@ pub enum Status {
     Sent,
     #[sea_orm(string_value = "FAILED")]
     Failed,
+    /// Waiting for its `send_at` (migration 8).
+    #[sea_orm(string_value = "SCHEDULED")]
+    Scheduled,
+    /// Canceled by its sender before a worker claimed it.
+    #[sea_orm(string_value = "CANCELED")]
+    Canceled,
+    /// Not delivered by its `expires_at`.
+    #[sea_orm(string_value = "EXPIRED")]
+    Expired,
+}
+
+impl Status {
+    /// No transition leaves it.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Sent | Self::Failed | Self::Canceled | Self::Expired
+        )
+    }
 }
 
 /// Serializable so the read cache can hold pages of rows.
@@ -58,6 +79,18 @@ pub struct Model {
     pub seen_at: Option<DateTimeUtc>,
     pub read_at: Option<DateTimeUtc>,
     pub archived_at: Option<DateTimeUtc>,
+    /// The application key that sent it; `None`: the recipient sent it to
+    /// themselves (migration 8).
+    pub sender_app_id: Option<i64>,
+    /// The sender's category, `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub category: Option<String>,
+    /// The sender's JSON object, as text (at most 8 KiB).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub data: Option<String>,
+    /// When a SCHEDULED row becomes due.
+    pub send_at: Option<DateTimeUtc>,
+    /// Not delivered after this: EXPIRED.
+    pub expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,8 @@ mod m20261130_000004_inbox;
 mod m20261130_000005_counter_notifications;
 mod m20261130_000006_api_keys;
 mod m20261130_000007_external_ids;
+mod m20261206_000008_app_sends;
+mod sqlite;
 
 pub struct Migrator;
 
@@ -25,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_counter_notifications::Migration),
             Box::new(m20261130_000006_api_keys::Migration),
             Box::new(m20261130_000007_external_ids::Migration),
+            Box::new(m20261206_000008_app_sends::Migration),
         ]
     }
 }

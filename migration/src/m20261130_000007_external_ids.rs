@@ -7,11 +7,7 @@
 //! with foreign keys off (a DROP TABLE with them on would cascade into
 //! every user's notifications), checked before the commit.
 
-use sea_orm_migration::{
-    prelude::*,
-    schema::*,
-    sea_orm::{DatabaseBackend, sqlx},
-};
+use sea_orm_migration::{prelude::*, schema::*, sea_orm::DatabaseBackend};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -59,11 +55,7 @@ impl MigrationTrait for Migration {
 /// `users` again, with `password_hash` nullable and `external_id` added;
 /// ids, emails and the email's unique index as they were.
 async fn rebuild_sqlite(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
-    let SchemaManagerConnection::Connection(db) = manager.get_connection() else {
-        return Err(DbErr::Migration(
-            "migration 7 must run outside a transaction on SQLite".to_owned(),
-        ));
-    };
+    let db = crate::sqlite::connection(manager, 7)?;
     let create = Table::create()
         .table(UsersNew::Table)
         .col(big_pk_auto(Users::Id))
@@ -79,7 +71,6 @@ async fn rebuild_sqlite(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         .unique()
         .to_string(SqliteQueryBuilder);
     let steps = [
-        "BEGIN IMMEDIATE".to_owned(),
         create,
         "INSERT INTO users_new (id, email, password_hash, created_at, external_id) \
          SELECT id, email, password_hash, created_at, NULL FROM users"
@@ -88,57 +79,7 @@ async fn rebuild_sqlite(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         "ALTER TABLE users_new RENAME TO users".to_owned(),
         email_index,
     ];
-    let fail = |e: sqlx::Error| DbErr::Migration(format!("rebuilding users: {e}"));
-    let mut conn = db
-        .get_sqlite_connection_pool()
-        .acquire()
-        .await
-        .map_err(fail)?;
-    sqlx::query("PRAGMA foreign_keys = OFF")
-        .execute(&mut *conn)
-        .await
-        .map_err(fail)?;
-    let mut outcome = Ok(());
-    for step in &steps {
-        // Built above from constants, not from input.
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(step.as_str()))
-            .execute(&mut *conn)
-            .await
-        {
-            outcome = Err(fail(e));
-            break;
-        }
-    }
-    if outcome.is_ok() {
-        // Every notification and inbox row still points at a user.
-        match sqlx::query("PRAGMA foreign_key_check")
-            .fetch_optional(&mut *conn)
-            .await
-        {
-            Ok(None) => {
-                outcome = sqlx::query("COMMIT")
-                    .execute(&mut *conn)
-                    .await
-                    .map(|_| ())
-                    .map_err(fail)
-            }
-            Ok(Some(_)) => {
-                outcome = Err(DbErr::Migration(
-                    "rebuilding users broke a foreign key".to_owned(),
-                ));
-            }
-            Err(e) => outcome = Err(fail(e)),
-        }
-    }
-    if outcome.is_err() {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    }
-    // The connection goes back to the pool as every other one is.
-    let restored = sqlx::query("PRAGMA foreign_keys = ON")
-        .execute(&mut *conn)
-        .await
-        .map_err(fail);
-    outcome.and(restored.map(|_| ()))
+    crate::sqlite::run_with_foreign_keys_off(db, "rebuilding users", &steps).await
 }
 
 #[derive(DeriveIden)]

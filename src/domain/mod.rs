@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod notification;
 pub mod password;
 pub mod recipient;
+pub mod send;
 
 pub use email::Email;
 pub use notification::{Content, Title};

@@ -1,7 +1,7 @@
 //! GraphQL output types, converted at the edge from storage models and
 //! from the payloads the cache and the event bus carry.
 
-use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::notification;
 
@@ -62,6 +62,12 @@ pub enum NotificationStatus {
     Sent,
     /// It will not be sent: a permanent error, or every attempt used.
     Failed,
+    /// Waiting for its `sendAt`; in the recipient's inbox already.
+    Scheduled,
+    /// Its sender canceled it before a worker took it; never sent.
+    Canceled,
+    /// Not delivered by its `expiresAt`; never sent.
+    Expired,
 }
 
 impl From<wire::Status> for NotificationStatus {
@@ -71,6 +77,9 @@ impl From<wire::Status> for NotificationStatus {
             wire::Status::Processing => Self::Processing,
             wire::Status::Sent => Self::Sent,
             wire::Status::Failed => Self::Failed,
+            wire::Status::Scheduled => Self::Scheduled,
+            wire::Status::Canceled => Self::Canceled,
+            wire::Status::Expired => Self::Expired,
         }
     }
 }
@@ -98,8 +107,19 @@ pub struct Notification {
     pub seen_at: Option<DateTime<Utc>>,
     pub read_at: Option<DateTime<Utc>>,
     pub archived_at: Option<DateTime<Utc>>,
+    /// The sender's category, if it gave one.
+    pub category: Option<String>,
+    /// The sender's JSON object, if it gave one.
+    pub data: Option<Json<serde_json::Value>>,
+    /// When it is (or was) due, if the sender scheduled it.
+    pub send_at: Option<DateTime<Utc>>,
+    /// Not delivered after this, if the sender set it.
+    pub expires_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub user_id: i64,
+    /// The application key that sent it (`None`: the recipient did).
+    #[graphql(skip)]
+    pub sender_app_id: Option<i64>,
     /// The recipient, when the resolver that made this value loaded it
     /// already (a page loads all of its recipients in one batch).
     #[graphql(skip)]
@@ -129,7 +149,12 @@ impl From<wire::NotificationV1> for Notification {
             seen_at: m.seen_at,
             read_at: m.read_at,
             archived_at: m.archived_at,
+            category: m.category,
+            data: m.data.map(Json),
+            send_at: m.send_at,
+            expires_at: m.expires_at,
             user_id: m.user_id,
+            sender_app_id: m.sender_app_id,
             preloaded_recipient: None,
         }
     }
@@ -202,6 +227,19 @@ pub struct SendNotificationInput {
     /// Who it is for. A user token may name only its own user (the default);
     /// an application must name one.
     pub to: Option<super::recipient::RecipientInput>,
+    /// 1..=255 characters. A repeat with the same key and the same input
+    /// returns the first send's notification; a different input is
+    /// CONFLICT. Kept at least `HERALD_IDEMPOTENCY_TTL` (24 h).
+    pub idempotency_key: Option<String>,
+    /// Deliver then (SCHEDULED until): at most 5 s in the past, at most 90
+    /// days ahead.
+    pub send_at: Option<DateTime<Utc>>,
+    /// Not delivered after this (EXPIRED): after `sendAt` and after now.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub category: Option<String>,
+    /// A JSON object of at most 8 KiB.
+    pub data: Option<Json<serde_json::Value>>,
 }
 
 /// A user's token minted by an application (`issueUserToken`): the same

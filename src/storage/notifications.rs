@@ -13,42 +13,54 @@ use sea_orm::{
 
 use super::{StorageError, inbox};
 use crate::{
-    domain::{Content, Title, inbox::Counts},
+    domain::{Content, Title, inbox::Counts, send::SendOptions},
     wire::{InboxChangeV1, InboxEventV1},
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
 
-/// Inserts a PENDING notification for `user_id`, marked as enqueued now (the
-/// caller enqueues it next; if that fails it calls `mark_unqueued`), with
-/// its NotificationCreated inbox event in the same transaction: the
-/// notification's seq is that event's.
+/// Inserts a notification for `user_id` with its NotificationCreated inbox
+/// event in the same transaction (the notification's seq is that event's):
+/// PENDING and marked as enqueued now (the caller enqueues it next; if that
+/// fails it calls `mark_unqueued`), or SCHEDULED when `options` say so (the
+/// scheduler queues it when due).
 pub async fn insert(
     db: &DatabaseConnection,
     user_id: i64,
     title: &Title,
     content: &Content,
+    options: &SendOptions,
     now: DateTime<Utc>,
 ) -> Result<(notification::Model, InboxEventV1)> {
+    let scheduled = options.timing.scheduled(now);
     let txn = inbox::begin_write(db).await?;
     let reserved = inbox::next_seq_created(&txn, user_id).await?;
     let row = notification::ActiveModel {
         user_id: Set(user_id),
         title: Set(title.as_str().to_owned()),
         content: Set(content.as_str().to_owned()),
-        status: Set(Status::Pending),
+        status: Set(if scheduled {
+            Status::Scheduled
+        } else {
+            Status::Pending
+        }),
         attempts: Set(0),
         last_error: Set(None),
         next_attempt_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
         claimed_at: Set(None),
-        enqueued_at: Set(Some(now)),
+        enqueued_at: Set((!scheduled).then_some(now)),
         sent_at: Set(None),
         seq: Set(reserved.last_seq),
         seen_at: Set(None),
         read_at: Set(None),
         archived_at: Set(None),
+        sender_app_id: Set(options.sender_app_id),
+        category: Set(options.category.as_ref().map(|c| c.as_str().to_owned())),
+        data: Set(options.data.as_ref().map(|d| d.as_str().to_owned())),
+        send_at: Set(options.timing.send_at),
+        expires_at: Set(options.timing.expires_at),
         ..Default::default()
     };
     let row = notification::Entity::insert(row)

@@ -47,7 +47,11 @@ pub(crate) async fn old_user(db: &DatabaseConnection, email: &str) -> i64 {
     .await
 }
 
-async fn old_notification(db: &DatabaseConnection, user_id: i64, created_at: DateTime<Utc>) -> i64 {
+pub(crate) async fn old_notification(
+    db: &DatabaseConnection,
+    user_id: i64,
+    created_at: DateTime<Utc>,
+) -> i64 {
     insert_old(
         db,
         "notifications",
@@ -126,10 +130,16 @@ async fn upgrade_in_place(url: &str) {
     // The next notification continues each user's sequence.
     let title = Title::parse("after").expect("title");
     let content = Content::parse("the upgrade".to_owned()).expect("content");
-    let (row, event) =
-        herald::storage::notifications::insert(&db, ann, &title, &content, herald::storage::now())
-            .await
-            .expect("insert");
+    let (row, event) = herald::storage::notifications::insert(
+        &db,
+        ann,
+        &title,
+        &content,
+        &Default::default(),
+        herald::storage::now(),
+    )
+    .await
+    .expect("insert");
     assert_eq!((row.seq, event.seq), (4, 4));
     assert_eq!(
         (event.counts.total, event.counts.unread, event.counts.unseen),
@@ -147,10 +157,16 @@ async fn upgrade_in_place(url: &str) {
         matches!(&from_upgrade, Changes::Events { events, .. } if events.len() == 1 && events[0].seq == 4),
         "{from_upgrade:?}"
     );
-    let (row, _) =
-        herald::storage::notifications::insert(&db, cid, &title, &content, herald::storage::now())
-            .await
-            .expect("insert");
+    let (row, _) = herald::storage::notifications::insert(
+        &db,
+        cid,
+        &title,
+        &content,
+        &Default::default(),
+        herald::storage::now(),
+    )
+    .await
+    .expect("insert");
     assert_eq!(row.seq, 1);
     db.close().await.expect("close");
 }

@@ -442,9 +442,16 @@ async fn upgrade_counters(url: &str) {
     assert_eq!(every(bob).await, Some((1, 0, 1)));
     let title = herald::domain::Title::parse("after").expect("title");
     let content = herald::domain::Content::parse("the upgrade".to_owned()).expect("content");
-    herald::storage::notifications::insert(&db, bob, &title, &content, herald::storage::now())
-        .await
-        .expect("insert");
+    herald::storage::notifications::insert(
+        &db,
+        bob,
+        &title,
+        &content,
+        &Default::default(),
+        herald::storage::now(),
+    )
+    .await
+    .expect("insert");
     assert_eq!(every(bob).await, Some((2, 1, 2)));
     let page = herald::storage::notifications::page(&db, bob, 1, 10)
         .await

@@ -23,6 +23,7 @@ mod inbox_events;
 mod leaks;
 mod limits;
 mod logout;
+mod migration8;
 mod notifications;
 mod outage;
 mod ratelimits;

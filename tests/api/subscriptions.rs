@@ -512,6 +512,7 @@ async fn stored_unannounced(db: &sea_orm::DatabaseConnection, user_id: i64, titl
         user_id,
         &herald::domain::Title::parse(title).expect("title"),
         &herald::domain::Content::parse("body".to_owned()).expect("content"),
+        &Default::default(),
         herald::storage::now(),
     )
     .await

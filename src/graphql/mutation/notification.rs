@@ -1,13 +1,17 @@
 use async_graphql::{Context, Object};
 
 use crate::{
-    domain::{Content, Title, recipient},
+    domain::{
+        Content, Title, recipient,
+        send::{Category, Data, SendOptions, Timing},
+    },
     error::{ApiResult, AppError},
     graphql::{
         context::ContextExt as _,
         recipient::{find_or_create, require_self},
         types::{Notification, SendNotificationInput},
     },
+    storage,
 };
 
 #[derive(Default)]
@@ -50,6 +54,12 @@ impl NotificationMutation {
         // Checked before a first send creates its recipient.
         let title = Title::parse(&input.title)?;
         let content = Content::parse(input.content)?;
+        let options = SendOptions {
+            timing: Timing::parse(input.send_at, input.expires_at, storage::now())?,
+            category: input.category.as_deref().map(Category::parse).transpose()?,
+            data: input.data.map(|d| Data::parse(d.0)).transpose()?,
+            sender_app_id: ctx.app().map(|app| app.key_id),
+        };
         let user_id = match (caller, to) {
             (None, None) => {
                 return Err(AppError::BadUserInput(
@@ -63,7 +73,10 @@ impl NotificationMutation {
                 caller
             }
         };
-        let row = state.notifications.send(user_id, title, content).await?;
+        let row = state
+            .notifications
+            .send(user_id, title, content, options)
+            .await?;
         Ok(row.into())
     }
 }
