@@ -215,6 +215,10 @@ pub fn unlimited() -> herald::ratelimit::RateLimits {
             per_minute: 6_000_000,
             burst: 1_000_000,
         },
+        sends_per_app: Bucket {
+            per_minute: 6_000_000,
+            burst: 1_000_000,
+        },
     }
 }
 

@@ -20,7 +20,7 @@ use crate::smtp_sink::SmtpSink;
 const WITHIN: Duration = Duration::from_secs(20);
 
 /// A new application key, stored the way `herald api-key create` stores it.
-async fn app_key(app: &TestApp) -> String {
+pub(crate) async fn app_key(app: &TestApp) -> String {
     let key = herald::auth::api_key::generate();
     let db = Database::connect(&app.database_url).await.expect("connect");
     herald::storage::api_keys::insert(
