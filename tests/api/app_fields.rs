@@ -9,7 +9,7 @@ use chrono::{Duration as Span, Utc};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{TestApp, error_code, error_message};
+use crate::helpers::{TestApp, assert_bad_input_naming, error_code};
 use crate::recipients::app_key;
 use crate::ws_client::{Socket, acked_modern, next_json, send, until_live};
 
@@ -278,12 +278,7 @@ async fn bad_input(app: &TestApp) {
         by_app["to"] = to.clone();
         for (caller, input) in [(key.as_str(), by_app), (token.as_str(), input.clone())] {
             let body = send_with(app, caller, input.clone()).await;
-            assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{input}: {body}");
-            let message = error_message(&body).unwrap_or_default();
-            assert!(
-                message.starts_with(&format!("{field}:")),
-                "{input}: names {field}: {message}"
-            );
+            assert_bad_input_naming(&body, field, &input);
         }
     }
     // The same bound written inline: a literal list is no object either.
