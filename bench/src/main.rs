@@ -14,6 +14,8 @@
 //!    the old list uncached (large inboxes), `markNotifications`
 //! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
 //! 6. `smtp-source` into the same sink (baseline for 5)
+//! 7. `--scheduled` N SCHEDULED rows falling due at once, against N PENDING
+//!    rows inserted at once (7's baseline): the rates to SENT, as a ratio
 //!
 //! `--live-only`: the memory of idle subscribers, send → SENT event
 //! latency and the `inboxEvents` fan-out (`inbox::live_fanout`).
@@ -57,6 +59,10 @@ struct Args {
     /// Rows for the worker phase.
     #[arg(long, default_value_t = 5000)]
     notifications: u64,
+    /// SCHEDULED rows falling due at once, against as many PENDING ones
+    /// (delivery phases; 0 skips them).
+    #[arg(long, default_value_t = 100_000)]
+    scheduled: u64,
     /// host:port of the SMTP sink Herald sends to; runs `smtp-source` into it
     /// as the worker's baseline.
     #[arg(long)]
@@ -402,26 +408,30 @@ async fn scalar<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: String) ->
     Ok(row.try_get_by_index::<T>(0)?)
 }
 
-/// Inserts `n` PENDING rows at once and waits until all are SENT; returns
-/// notifications/s between the first and the last `sent_at`.
+/// Inserts `n` PENDING rows at once (with `Seeded::Scheduled`: SCHEDULED
+/// rows a day ahead, then due all at once) and waits until all are SENT;
+/// returns notifications/s between the first and the last `sent_at`.
 async fn worker_phase(
     db: &DatabaseConnection,
     user_id: i64,
     n: u64,
+    seeded: seed::Seeded,
 ) -> anyhow::Result<(f64, Duration)> {
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    seed::notifications(
-        db,
-        user_id,
-        n,
-        &format!("bench {tag}"),
-        seed::Seeded::Pending,
-    )
-    .await
-    .context("inserting bench rows (the worker phase needs Postgres)")?;
+    seed::notifications(db, user_id, n, &format!("bench {tag}"), seeded)
+        .await
+        .context("inserting bench rows (the worker phase needs Postgres)")?;
+    if matches!(seeded, seed::Seeded::Scheduled) {
+        // Let the seeding's load pass, then every row falls due at once.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        db.execute_unprepared(&format!(
+            "UPDATE notifications SET send_at = date_trunc('milliseconds', now()) WHERE user_id = {user_id} AND title LIKE 'bench {tag} %' AND status = 'SCHEDULED'"
+        ))
+        .await?;
+    }
     let start = Instant::now();
     let pending = format!(
-        "SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status IN ('PENDING', 'PROCESSING')"
+        "SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status IN ('SCHEDULED', 'PENDING', 'PROCESSING')"
     );
     loop {
         if scalar::<i64>(db, pending.clone()).await? == 0 {
@@ -553,7 +563,8 @@ fn print_notes(notes: &[String]) {
 }
 
 async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
-    let (worker_rate, worker_wall) = worker_phase(db, user_id, args.notifications).await?;
+    let (worker_rate, worker_wall) =
+        worker_phase(db, user_id, args.notifications, seed::Seeded::Pending).await?;
     let source_rate = match &args.smtp_sink {
         Some(sink) => Some(smtp_source(sink, args.notifications, args.smtp_sessions)?),
         None => None,
@@ -576,6 +587,30 @@ async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> a
             args.smtp_sessions, args.notifications, rate
         );
     }
+    println!();
+    scheduled_table(args, db, user_id).await
+}
+
+/// `--scheduled` SCHEDULED notifications falling due at the same moment,
+/// against as many PENDING ones inserted at once (the worker's normal rate).
+async fn scheduled_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
+    let n = args.scheduled;
+    if n == 0 {
+        return Ok(());
+    }
+    let (now_rate, now_wall) = worker_phase(db, user_id, n, seed::Seeded::Pending).await?;
+    let (due_rate, due_wall) = worker_phase(db, user_id, n, seed::Seeded::Scheduled).await?;
+    println!("| delivery | notifications | wall s | per second | vs sent now |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| PENDING inserted at once → SENT (the worker's normal rate) | {n} | {:.1} | {now_rate:.0} | 100% |",
+        now_wall.as_secs_f64()
+    );
+    println!(
+        "| SCHEDULED falling due at once → SENT | {n} | {:.1} | {due_rate:.0} | {:.0}% |",
+        due_wall.as_secs_f64(),
+        100.0 * due_rate / now_rate
+    );
     Ok(())
 }
 

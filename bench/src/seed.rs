@@ -21,6 +21,8 @@ pub enum Seeded {
     Sent,
     /// Waiting for the worker (the sweeper enqueues them).
     Pending,
+    /// SCHEDULED a day ahead (the bench then makes them due at once).
+    Scheduled,
 }
 
 /// Inserts `n` notifications for `user_id` titled `{title} 1..=n`,
@@ -53,14 +55,20 @@ pub async fn notifications(
         ["last_seq", "total", "unread", "unseen"].map(|c| before.try_get::<i64>("", c));
     let (base, total, unread, unseen) = (base?, total?, unread?, unseen?);
     let n = i64::try_from(n)?;
-    let (status, attempts, sent_at) = match status {
-        Seeded::Sent => ("SENT", 1, "t.now"),
-        Seeded::Pending => ("PENDING", 0, "NULL::timestamptz"),
+    let (status, attempts, sent_at, send_at) = match status {
+        Seeded::Sent => ("SENT", 1, "t.now", "NULL::timestamptz"),
+        Seeded::Pending => ("PENDING", 0, "NULL::timestamptz", "NULL::timestamptz"),
+        Seeded::Scheduled => (
+            "SCHEDULED",
+            0,
+            "NULL::timestamptz",
+            "t.now + interval '1 day'",
+        ),
     };
     txn.execute_raw(statement(
         &format!(
-            "INSERT INTO notifications (user_id, title, content, status, attempts, created_at, updated_at, sent_at, seq) \
-             SELECT $1, $2 || ' ' || g, 'bench inbox', '{status}', {attempts}, t.now, t.now, {sent_at}, $3 + g \
+            "INSERT INTO notifications (user_id, title, content, status, attempts, created_at, updated_at, sent_at, send_at, seq) \
+             SELECT $1, $2 || ' ' || g, 'bench inbox', '{status}', {attempts}, t.now, t.now, {sent_at}, {send_at}, $3 + g \
              FROM generate_series(1, $4::bigint) AS g, (SELECT date_trunc('milliseconds', now()) AS now) AS t"
         ),
         vec![user_id.into(), title.into(), base.into(), n.into()],
