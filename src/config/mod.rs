@@ -116,6 +116,7 @@ impl Config {
                 visibility_timeout: defaults::VISIBILITY_TIMEOUT.default,
                 sweep_interval: defaults::SWEEP_INTERVAL.default,
                 event_retention: defaults::EVENT_RETENTION.default,
+                idempotency_ttl: defaults::IDEMPOTENCY_TTL.default,
                 prune_interval: crate::worker::PRUNE_INTERVAL,
                 max_deliveries: defaults::MAX_DELIVERIES.default,
                 shutdown_grace: defaults::SHUTDOWN_GRACE.default,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -20,7 +19,7 @@ use crate::smtp_sink::SmtpSink;
 const WITHIN: Duration = Duration::from_secs(20);
 
 /// A new application key, stored the way `herald api-key create` stores it.
-async fn app_key(app: &TestApp) -> String {
+pub(crate) async fn app_key(app: &TestApp) -> String {
     let key = herald::auth::api_key::generate();
     let db = Database::connect(&app.database_url).await.expect("connect");
     herald::storage::api_keys::insert(
@@ -61,7 +60,7 @@ async fn issue(app: &TestApp, token: Option<&str>, args: Value) -> Value {
     .await
 }
 
-async fn count(db_url: &str, sql: &str) -> i64 {
+pub(crate) async fn count(db_url: &str, sql: &str) -> i64 {
     let db = Database::connect(db_url).await.expect("connect");
     let n = scalar(&db, sql).await;
     db.close().await.expect("close");
@@ -164,16 +163,9 @@ mod an_application_sends_by_user_id_email_and_external_id {
     use super::*;
 
     async fn run(backend: Backend) {
-        let sink = SmtpSink::start().await;
-        let url = sink.url();
-        let Some(app) = TestApp::spawn_with(backend, |c| {
-            c.mail.smtp_url = Some(SecretString::from(url));
-        })
-        .await
-        else {
-            return;
-        };
-        sends_to_each_kind(&app, &sink).await;
+        if let Some((sink, app)) = SmtpSink::with_app(backend).await {
+            sends_to_each_kind(&app, &sink).await;
+        }
     }
 
     crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);
