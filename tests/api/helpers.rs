@@ -121,6 +121,31 @@ macro_rules! both_backends {
     };
 }
 
+/// A migration test on both databases: `upgrade_tests!(name, upgrade_fn)`
+/// makes `name::sqlite` (a file in a temporary directory) and
+/// `name::postgres` (an empty database of its own), each calling
+/// `upgrade_fn(url)`.
+#[macro_export]
+macro_rules! upgrade_tests {
+    ($name:ident, $upgrade:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+                super::$upgrade(&url).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = $crate::helpers::PgDatabase::create_empty().await {
+                    super::$upgrade(&db.url).await;
+                }
+            }
+        }
+    };
+}
+
 /// [`both_backends!`] on the whole matrix (see [`on_every_backend!`]).
 #[macro_export]
 macro_rules! every_backend {
@@ -212,6 +237,10 @@ pub fn unlimited() -> herald::ratelimit::RateLimits {
         login_failures_per_ip: many,
         registrations_per_ip: many,
         sends_per_user: Bucket {
+            per_minute: 6_000_000,
+            burst: 1_000_000,
+        },
+        sends_per_app: Bucket {
             per_minute: 6_000_000,
             burst: 1_000_000,
         },
@@ -491,6 +520,17 @@ fn skip_or_fail(what: &str, why: &str) {
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Asserts `body` is BAD_USER_INPUT with a message that starts with
+/// `field:` (every bound names its field); `what` labels a failure.
+pub fn assert_bad_input_naming(body: &Value, field: &str, what: &dyn std::fmt::Display) {
+    assert_eq!(error_code(body), Some("BAD_USER_INPUT"), "{what}: {body}");
+    let message = error_message(body).unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("{field}:")),
+        "{what}: names {field}: {message}"
+    );
 }
 
 pub fn error_message(body: &Value) -> Option<&str> {

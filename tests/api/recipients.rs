@@ -12,7 +12,8 @@ use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, NOTIFICATION_FIELDS, PgDatabase, TestApp, error_code, error_message, unique_email,
+    Backend, NOTIFICATION_FIELDS, TestApp, assert_bad_input_naming, error_code, error_message,
+    unique_email,
 };
 use crate::smtp_sink::SmtpSink;
 
@@ -197,12 +198,7 @@ async fn bad_recipients(app: &TestApp) {
         ),
     ] {
         let body = send_to(app, &key, to.clone()).await;
-        assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{to}: {body}");
-        let message = error_message(&body).expect("a message");
-        assert!(
-            message.starts_with(&format!("{field}:")),
-            "{to}: names {field}: {message}"
-        );
+        assert_bad_input_naming(&body, field, &to);
     }
     let body = app
         .gql(
@@ -440,16 +436,4 @@ async fn upgrade(url: &str) {
     db.close().await.expect("close");
 }
 
-#[tokio::test]
-async fn migration_7_upgrades_schema_6_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v6.db").display());
-    upgrade(&url).await;
-}
-
-#[tokio::test]
-async fn migration_7_upgrades_schema_6_on_postgres() {
-    if let Some(db) = PgDatabase::create_empty().await {
-        upgrade(&db.url).await;
-    }
-}
+crate::upgrade_tests!(migration_7_upgrades_schema_6, upgrade);
