@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait as _, Database, EntityTrait as _, Statement};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, TestApp, error_code, error_message, unique_email},
+    helpers::{Backend, TestApp, assert_bad_input_naming, error_code, error_message, unique_email},
     recipients::{app_key, count},
     smtp_sink::SmtpSink,
 };
@@ -394,11 +394,7 @@ async fn bad_keys(app: &TestApp) {
             json!({ "title": "t", "content": "c", "idempotencyKey": bad }),
         )
         .await;
-        assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{body}");
-        assert!(
-            error_message(&body).is_some_and(|m| m.contains("idempotencyKey")),
-            "{body}"
-        );
+        assert_bad_input_naming(&body, "idempotencyKey", &bad.len());
     }
     assert_eq!(notifications(app).await, 0);
     let longest = "é".repeat(255);
