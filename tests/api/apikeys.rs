@@ -402,16 +402,4 @@ async fn upgrade(url: &str) {
     db.close().await.expect("close");
 }
 
-#[tokio::test]
-async fn migration_6_upgrades_schema_5_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v5.db").display());
-    upgrade(&url).await;
-}
-
-#[tokio::test]
-async fn migration_6_upgrades_schema_5_on_postgres() {
-    if let Some(db) = PgDatabase::create_empty().await {
-        upgrade(&db.url).await;
-    }
-}
+crate::upgrade_tests!(migration_6_upgrades_schema_5, upgrade);

@@ -121,6 +121,31 @@ macro_rules! both_backends {
     };
 }
 
+/// A migration test on both databases: `upgrade_tests!(name, upgrade_fn)`
+/// makes `name::sqlite` (a file in a temporary directory) and
+/// `name::postgres` (an empty database of its own), each calling
+/// `upgrade_fn(url)`.
+#[macro_export]
+macro_rules! upgrade_tests {
+    ($name:ident, $upgrade:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+                super::$upgrade(&url).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = $crate::helpers::PgDatabase::create_empty().await {
+                    super::$upgrade(&db.url).await;
+                }
+            }
+        }
+    };
+}
+
 /// [`both_backends!`] on the whole matrix (see [`on_every_backend!`]).
 #[macro_export]
 macro_rules! every_backend {

@@ -9,8 +9,6 @@ use sea_orm::{
     sea_query::{Alias, Query},
 };
 
-use crate::helpers::PgDatabase;
-
 // ---- Migration from the previous schema ----
 
 /// The migrations before the inbox.
@@ -171,19 +169,10 @@ async fn upgrade_in_place(url: &str) {
     db.close().await.expect("close");
 }
 
-#[tokio::test]
-async fn migration_upgrades_a_populated_sqlite_database_in_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
-    upgrade_in_place(&url).await;
-}
-
-#[tokio::test]
-async fn migration_upgrades_a_populated_postgres_database_in_place() {
-    if let Some(db) = PgDatabase::create_empty().await {
-        upgrade_in_place(&db.url).await;
-    }
-}
+crate::upgrade_tests!(
+    migration_4_upgrades_a_populated_database_in_place,
+    upgrade_in_place
+);
 
 // ---- The API ----
 

@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait as _, Database, EntityTrait as _};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, PgDatabase, TestApp, quiet_worker, unique_email},
+    helpers::{Backend, TestApp, quiet_worker, unique_email},
     inbox::{changes, inbox, insert_old, mark, mark_all, ok, old_user},
     retention::seqs,
     smtp_sink::SmtpSink,
@@ -460,16 +460,4 @@ async fn upgrade_counters(url: &str) {
     db.close().await.expect("close");
 }
 
-#[tokio::test]
-async fn migration_5_backfills_every_notification_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v4.db").display());
-    upgrade_counters(&url).await;
-}
-
-#[tokio::test]
-async fn migration_5_backfills_every_notification_on_postgres() {
-    if let Some(db) = PgDatabase::create_empty().await {
-        upgrade_counters(&db.url).await;
-    }
-}
+crate::upgrade_tests!(migration_5_backfills_every_notification, upgrade_counters);

@@ -8,7 +8,6 @@
 use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{ConnectionTrait as _, Database};
 
-use crate::helpers::PgDatabase;
 use crate::recipients::scalar;
 
 async fn upgrade(url: &str) {
@@ -92,16 +91,4 @@ async fn upgrade(url: &str) {
     db.close().await.expect("close");
 }
 
-#[tokio::test]
-async fn migration_8_upgrades_schema_7_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v7.db").display());
-    upgrade(&url).await;
-}
-
-#[tokio::test]
-async fn migration_8_upgrades_schema_7_on_postgres() {
-    if let Some(db) = PgDatabase::create_empty().await {
-        upgrade(&db.url).await;
-    }
-}
+crate::upgrade_tests!(migration_8_upgrades_schema_7, upgrade);

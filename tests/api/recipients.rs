@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, NOTIFICATION_FIELDS, PgDatabase, TestApp, error_code, error_message, unique_email,
+    Backend, NOTIFICATION_FIELDS, TestApp, error_code, error_message, unique_email,
 };
 use crate::smtp_sink::SmtpSink;
 
@@ -448,16 +448,4 @@ async fn upgrade(url: &str) {
     db.close().await.expect("close");
 }
 
-#[tokio::test]
-async fn migration_7_upgrades_schema_6_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v6.db").display());
-    upgrade(&url).await;
-}
-
-#[tokio::test]
-async fn migration_7_upgrades_schema_6_on_postgres() {
-    if let Some(db) = PgDatabase::create_empty().await {
-        upgrade(&db.url).await;
-    }
-}
+crate::upgrade_tests!(migration_7_upgrades_schema_6, upgrade);
