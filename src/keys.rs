@@ -123,8 +123,16 @@ impl Keys {
         format!("{}rl:register:ip:{ip}", self.prefix)
     }
 
+    /// A user's send bucket. `send-us`: its time is in microseconds (the
+    /// earlier `send` held milliseconds; the two versions of a rolling
+    /// deploy must not read each other's).
     pub fn sends_user(&self, user_id: i64) -> String {
-        format!("{}rl:send:user:{user_id}", self.prefix)
+        format!("{}rl:send-us:user:{user_id}", self.prefix)
+    }
+
+    /// An application's send bucket, by its API key's id.
+    pub fn sends_app(&self, key_id: i64) -> String {
+        format!("{}rl:send-us:app:{key_id}", self.prefix)
     }
 
     /// A logged-out token, by its `jti` (a UUID Herald issued, kept as is so
@@ -179,6 +187,7 @@ mod tests {
             names.push(("inbox_cursor_page", keys.inbox_cursor_page(id, 0, None, "")));
             names.push(("user", keys.user(id)));
             names.push(("sends_user", keys.sends_user(id)));
+            names.push(("sends_app", keys.sends_app(id)));
             names.push(("tokens_valid_after", keys.tokens_valid_after(id)));
         }
         for ip in ips {

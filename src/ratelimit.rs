@@ -4,7 +4,8 @@
 //! Two primitives: a fixed-window counter whose places are reserved before
 //! the work they guard and can be given back (login failures,
 //! registrations), and a token bucket as GCRA (sends: a steady rate with a
-//! burst).
+//! burst, per user and per application key), timed in microseconds so that
+//! an application's thousands a second are told apart.
 
 use std::{
     collections::HashMap,
@@ -29,12 +30,25 @@ pub struct Bucket {
     pub burst: u64,
 }
 
+impl Bucket {
+    /// A steady `per_second` (saturating) with bursts of up to `burst`.
+    pub const fn per_second(per_second: u64, burst: u64) -> Self {
+        Self {
+            per_minute: per_second.saturating_mul(60),
+            burst,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     pub login_failures_per_account: Window,
     pub login_failures_per_ip: Window,
     pub registrations_per_ip: Window,
     pub sends_per_user: Bucket,
+    /// `sendNotification` with an API key, per key (user tokens keep
+    /// `sends_per_user`).
+    pub sends_per_app: Bucket,
 }
 
 impl Default for RateLimits {
@@ -56,6 +70,10 @@ impl Default for RateLimits {
                 per_minute: crate::config::defaults::SEND_PER_MINUTE.default,
                 burst: crate::config::defaults::SEND_BURST.default,
             },
+            sends_per_app: Bucket::per_second(
+                crate::config::defaults::APP_SEND_PER_SECOND.default,
+                crate::config::defaults::APP_SEND_BURST.default,
+            ),
         }
     }
 }
@@ -89,10 +107,10 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>>;
 }
 
-/// Interval between tokens, in milliseconds: at least 1 (so at most
-/// 60,000 a minute are told apart; above that the limit is 60,000).
-fn emission_ms(bucket: Bucket) -> u64 {
-    (60_000 / bucket.per_minute.max(1)).max(1)
+/// Interval between tokens, in microseconds: at least 1 (so at most
+/// a million a second are told apart; above that the limit is a million).
+fn emission_us(bucket: Bucket) -> u64 {
+    (60_000_000 / bucket.per_minute.max(1)).max(1)
 }
 
 pub struct RedisRateLimiter {
@@ -168,10 +186,14 @@ end
 return 1
 ";
 
-/// GCRA on the server's clock: KEYS[1] holds the theoretical arrival time.
+/// GCRA on the server's clock, in microseconds: KEYS[1] holds the
+/// theoretical arrival time (ARGV: the token interval, the burst); returns
+/// the microseconds until a token is available, 0 when one was taken. The
+/// time is written with `%.0f`: Lua's own number-to-text keeps 14 digits,
+/// and microseconds since 1970 have 16.
 const GCRA: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -179,7 +201,8 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - burst * interval
 if now < allow_at then return allow_at - now end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, burst * interval + interval))
+local ttl_ms = math.ceil((burst * interval + interval) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, ttl_ms))
 return 0
 ";
 
@@ -218,15 +241,15 @@ impl RateLimiter for RedisRateLimiter {
 
     async fn take(&self, key: &str, bucket: Bucket) -> anyhow::Result<Option<u64>> {
         let mut conn = self.manager.clone();
-        let wait_ms: u64 = self
+        let wait_us: u64 = self
             .gcra
             .key(key)
-            .arg(emission_ms(bucket))
+            .arg(emission_us(bucket))
             .arg(bucket.burst.max(1))
             .invoke_async(&mut conn)
             .await
             .context("rate limit GCRA")?;
-        Ok((wait_ms > 0).then(|| wait_ms.div_ceil(1000).max(1)))
+        Ok((wait_us > 0).then(|| wait_us.div_ceil(1_000_000).max(1)))
     }
 }
 
@@ -361,7 +384,7 @@ impl RateLimiter for InProcessRateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        let interval = Duration::from_millis(emission_ms(bucket));
+        let interval = Duration::from_micros(emission_us(bucket));
         let tat = buckets.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat + interval;
         let allow_at = new_tat
@@ -540,25 +563,28 @@ mod tests {
     #[test]
     fn the_token_interval_is_never_zero() {
         assert_eq!(
-            emission_ms(Bucket {
+            emission_us(Bucket {
                 per_minute: 60,
                 burst: 1
             }),
-            1000
+            1_000_000
         );
+        // An application's default: a thousand a second, one a millisecond.
+        assert_eq!(emission_us(Bucket::per_second(1000, 2000)), 1000);
+        assert_eq!(emission_us(Bucket::per_second(5000, 1)), 200);
         assert_eq!(
-            emission_ms(Bucket {
-                per_minute: 100_000_000,
+            emission_us(Bucket {
+                per_minute: 100_000_000_000,
                 burst: 1
             }),
             1
         );
         assert_eq!(
-            emission_ms(Bucket {
+            emission_us(Bucket {
                 per_minute: 0,
                 burst: 1
             }),
-            60_000
+            60_000_000
         );
     }
 

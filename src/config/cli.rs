@@ -178,6 +178,12 @@ pub struct RateLimitArgs {
     /// Notifications a user may send at once.
     #[arg(long, env = "HERALD_SEND_BURST", default_value_t = defaults::SEND_BURST.default, value_parser = defaults::SEND_BURST.parser())]
     pub send_burst: u64,
+    /// Notifications an application (one API key) may send per second, steadily.
+    #[arg(long, env = "HERALD_APP_SEND_PER_SECOND", default_value_t = defaults::APP_SEND_PER_SECOND.default, value_parser = defaults::APP_SEND_PER_SECOND.parser())]
+    pub app_send_per_second: u64,
+    /// Notifications an application (one API key) may send at once.
+    #[arg(long, env = "HERALD_APP_SEND_BURST", default_value_t = defaults::APP_SEND_BURST.default, value_parser = defaults::APP_SEND_BURST.parser())]
+    pub app_send_burst: u64,
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,9 @@ pub const LOGIN_FAILURES_PER_IP: Count<u64> = Count::new(50, 1, HUGE);
 pub const REGISTER_PER_IP: Count<u64> = Count::new(10, 1, HUGE);
 pub const SEND_PER_MINUTE: Count<u64> = Count::new(60, 1, HUGE);
 pub const SEND_BURST: Count<u64> = Count::new(20, 1, HUGE);
+/// Per application key; up to a million a second are told apart.
+pub const APP_SEND_PER_SECOND: Count<u64> = Count::new(1000, 1, 1_000_000);
+pub const APP_SEND_BURST: Count<u64> = Count::new(2000, 1, HUGE);
 
 // Delivery, cache, lifecycle.
 pub const SMTP_TIMEOUT: Span = Span::new("10s", "100ms", "1h");

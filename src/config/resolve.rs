@@ -48,6 +48,7 @@ impl From<RateLimitArgs> for RateLimits {
                 per_minute: a.send_per_minute,
                 burst: a.send_burst,
             },
+            sends_per_app: Bucket::per_second(a.app_send_per_second, a.app_send_burst),
         }
     }
 }
@@ -213,6 +214,8 @@ mod tests {
             ("--visibility-timeout", "2d".to_owned()),
             ("--send-burst", (1u64 << 33).to_string()),
             ("--send-per-minute", "0".to_owned()),
+            ("--app-send-per-second", "1000001".to_owned()),
+            ("--app-send-burst", "0".to_owned()),
             ("--max-attempts", "3000000000".to_owned()),
             ("--cache-ttl", "100000d".to_owned()),
             ("--max-query-bytes", "2000000".to_owned()),

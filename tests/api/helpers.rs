@@ -240,6 +240,10 @@ pub fn unlimited() -> herald::ratelimit::RateLimits {
             per_minute: 6_000_000,
             burst: 1_000_000,
         },
+        sends_per_app: Bucket {
+            per_minute: 6_000_000,
+            burst: 1_000_000,
+        },
     }
 }
 
@@ -516,6 +520,17 @@ fn skip_or_fail(what: &str, why: &str) {
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Asserts `body` is BAD_USER_INPUT with a message that starts with
+/// `field:` (every bound names its field); `what` labels a failure.
+pub fn assert_bad_input_naming(body: &Value, field: &str, what: &dyn std::fmt::Display) {
+    assert_eq!(error_code(body), Some("BAD_USER_INPUT"), "{what}: {body}");
+    let message = error_message(body).unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("{field}:")),
+        "{what}: names {field}: {message}"
+    );
 }
 
 pub fn error_message(body: &Value) -> Option<&str> {

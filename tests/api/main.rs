@@ -11,6 +11,7 @@
 
 mod accounts;
 mod apikeys;
+mod app_fields;
 mod cli;
 mod cors;
 mod delivery;

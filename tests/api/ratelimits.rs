@@ -512,3 +512,126 @@ async fn a_release_from_an_ended_window_takes_nothing_from_the_next_in_redis() {
         .expect("exists");
     assert!(!exists, "a window at zero is deleted");
 }
+
+// ---- Sends per application key ----
+
+/// 60 concurrent sends with one API key, spread over `apps`; the bodies.
+async fn app_sends(apps: &[&TestApp], key: &str, to: &str, n: usize) -> Vec<Value> {
+    let sends = (0..n).map(|i| {
+        let app = apps[i % apps.len()];
+        async move {
+            app.gql(
+                "mutation($to: RecipientInput) { sendNotification(input: { title: \"Invoice\", content: \"Due\", to: $to }) { id } }",
+                serde_json::json!({ "to": { "userId": to } }),
+                Some(key),
+            )
+            .await
+        }
+    });
+    futures_util::future::join_all(sends).await
+}
+
+/// How many of `bodies` sent; every other one must be RATE_LIMITED with a
+/// positive retryAfter.
+fn sent(bodies: &[Value]) -> usize {
+    bodies
+        .iter()
+        .filter(|body| {
+            if body["data"]["sendNotification"]["id"].is_string() {
+                return true;
+            }
+            assert_limited(body);
+            false
+        })
+        .count()
+}
+
+fn app_limits(l: &mut RateLimits) {
+    // A burst of 20, then one a minute: the test never sees a refill.
+    l.sends_per_app = Bucket {
+        per_minute: 1,
+        burst: 20,
+    };
+    l.sends_per_user = Bucket {
+        per_minute: 1,
+        burst: 3,
+    };
+}
+
+/// An application's key has a bucket of its own, on every instance: 60
+/// concurrent sends (over two instances sharing Redis in services mode)
+/// get exactly the burst through; another key is unaffected; a user token
+/// keeps the per-user limit, whatever the applications did.
+async fn app_burst(apps: &[&TestApp]) {
+    let first = apps[0];
+    let key = crate::recipients::app_key(first).await;
+    let (user_token, user_id) = first.account("app-burst").await;
+    let bodies = app_sends(apps, &key, &user_id.to_string(), 60).await;
+    assert_eq!(sent(&bodies), 20, "exactly the burst got through");
+    for app in apps {
+        assert_limited(&app_sends(&[app], &key, &user_id.to_string(), 1).await[0]);
+    }
+    // Another application's key has its own bucket.
+    let other = crate::recipients::app_key(first).await;
+    let bodies = app_sends(apps, &other, &user_id.to_string(), 20).await;
+    assert_eq!(sent(&bodies), 20, "another key is unaffected");
+    // The recipient's own token still has the per-user limit, untouched by
+    // the 40 sends applications made to them: a burst of 3, then refused.
+    for i in 0..3 {
+        let body = apps[i % apps.len()]
+            .send(&user_token, &format!("mine {i}"), "body")
+            .await;
+        assert!(body["data"]["sendNotification"]["id"].is_string(), "{body}");
+    }
+    for app in apps {
+        assert_limited(&app.send(&user_token, "one too many", "body").await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_key_gets_its_burst_then_rate_limited_in_process() {
+    if let Some(app) = spawn(Backend::Sqlite, app_limits).await {
+        app_burst(&[&app]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_key_gets_its_burst_then_rate_limited_across_two_instances() {
+    let Some(first) = spawn(Backend::Postgres, app_limits).await else {
+        return;
+    };
+    let second = first.spawn_sibling(limits(app_limits)).await;
+    app_burst(&[&first, &second]).await;
+}
+
+/// The default application rate (1,000 a second, bursts of 2,000) in
+/// microseconds against Redis: 200 quick sends all pass (the token
+/// interval is 1 ms, the burst covers them), and the bucket is in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_application_rate_lets_hundreds_of_sends_through_redis() {
+    let Some(app) = spawn(Backend::Postgres, |l| {
+        l.sends_per_app = RateLimits::default().sends_per_app;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = crate::recipients::app_key(&app).await;
+    let (_, user_id) = app.account("thousand").await;
+    let to = user_id.to_string();
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        bodies.extend(app_sends(&[&app], &key, &to, 20).await);
+    }
+    assert_eq!(sent(&bodies), 200);
+    let keys = herald::keys::Keys::new(app.redis.as_ref().expect("redis").prefix.clone());
+    let buckets: i64 = redis::cmd("KEYS")
+        .arg(format!("{}rl:send-us:app:*", keys.prefix()))
+        .query_async::<Vec<String>>(&mut redis_conn().await)
+        .await
+        .expect("keys")
+        .len()
+        .try_into()
+        .expect("a count");
+    assert_eq!(buckets, 1, "the application's bucket is in Redis");
+}

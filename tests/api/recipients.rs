@@ -13,14 +13,15 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, NOTIFICATION_FIELDS, TestApp, error_code, error_message, unique_email,
+    Backend, NOTIFICATION_FIELDS, TestApp, assert_bad_input_naming, error_code, error_message,
+    unique_email,
 };
 use crate::smtp_sink::SmtpSink;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
 /// A new application key, stored the way `herald api-key create` stores it.
-async fn app_key(app: &TestApp) -> String {
+pub(crate) async fn app_key(app: &TestApp) -> String {
     let key = herald::auth::api_key::generate();
     let db = Database::connect(&app.database_url).await.expect("connect");
     herald::storage::api_keys::insert(
@@ -205,12 +206,7 @@ async fn bad_recipients(app: &TestApp) {
         ),
     ] {
         let body = send_to(app, &key, to.clone()).await;
-        assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{to}: {body}");
-        let message = error_message(&body).expect("a message");
-        assert!(
-            message.starts_with(&format!("{field}:")),
-            "{to}: names {field}: {message}"
-        );
+        assert_bad_input_naming(&body, field, &to);
     }
     let body = app
         .gql(

@@ -28,24 +28,28 @@ impl NotificationMutation {
         input: SendNotificationInput,
     ) -> ApiResult<Notification> {
         let state = ctx.state();
-        // `None` for an application (no per-user limit applies to it).
-        let caller = match ctx.app() {
-            Some(_) => None,
+        // `None` for an application, which has a bucket per key instead of
+        // the per-user one.
+        let (caller, bucket_key, bucket) = match ctx.app() {
+            Some(app) => (
+                None,
+                state.inbox.keys.sends_app(app.key_id),
+                state.rate_limits.sends_per_app,
+            ),
             None => {
                 let caller = ctx.require_user()?;
-                let key = state.inbox.keys.sends_user(caller.user_id);
-                match state
-                    .limiter
-                    .take(&key, state.rate_limits.sends_per_user)
-                    .await
-                {
-                    Ok(None) => {}
-                    Ok(Some(retry_after)) => return Err(AppError::RateLimited { retry_after }),
-                    Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
-                }
-                Some(caller.user_id)
+                (
+                    Some(caller.user_id),
+                    state.inbox.keys.sends_user(caller.user_id),
+                    state.rate_limits.sends_per_user,
+                )
             }
         };
+        match state.limiter.take(&bucket_key, bucket).await {
+            Ok(None) => {}
+            Ok(Some(retry_after)) => return Err(AppError::RateLimited { retry_after }),
+            Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
+        }
         let to = input
             .to
             .as_ref()
