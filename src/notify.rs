@@ -108,6 +108,28 @@ impl Notifications {
             .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(format!("the mark task: {e}"))))?
     }
 
+    /// Cancels `row` (as its sender read it) unless a worker took it
+    /// first, then announces the move. Like a send, in a task of its own.
+    pub async fn cancel(
+        &self,
+        row: notification::Model,
+    ) -> Result<storage::notifications::Canceled, StorageError> {
+        let this = self.clone();
+        self.tasks
+            .spawn(async move {
+                let canceled =
+                    storage::notifications::cancel(&this.db, row, storage::now()).await?;
+                if let storage::notifications::Canceled::Now(moved) = &canceled {
+                    this.inbox.changed(&moved.row, moved.event.clone()).await;
+                }
+                Ok(canceled)
+            })
+            .await
+            .map_err(|e| {
+                StorageError::Db(sea_orm::DbErr::Custom(format!("the cancel task: {e}")))
+            })?
+    }
+
     /// After the INSERT's commit: nothing here may fail the send.
     async fn created(&self, row: &notification::Model, event: InboxEventV1) {
         // Announced before it is queued, so its PENDING event always comes

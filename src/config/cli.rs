@@ -245,6 +245,10 @@ pub struct RuntimeArgs {
     /// How often the sweeper looks for lost or due work.
     #[arg(long, env = "HERALD_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL.text, value_parser = defaults::SWEEP_INTERVAL.parser())]
     pub sweep_interval: Duration,
+    /// How often the scheduler looks for SCHEDULED notifications that are
+    /// due (a send goes out within about this of its sendAt).
+    #[arg(long, env = "HERALD_SCHEDULE_INTERVAL", default_value = defaults::SCHEDULE_INTERVAL.text, value_parser = defaults::SCHEDULE_INTERVAL.parser())]
+    pub schedule_interval: Duration,
     /// How long inbox events are kept for `inboxChanges` and `inboxEvents`
     /// to replay; older ones are pruned (each user's last stays).
     #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = defaults::EVENT_RETENTION.text, value_parser = defaults::EVENT_RETENTION.parser())]

@@ -83,6 +83,9 @@ pub const RETRY_MAX: Span = Span::new("15m", "10ms", "7d");
 pub const RETRY_WINDOW: Span = Span::new("24h", "1s", "365d");
 pub const VISIBILITY_TIMEOUT: Span = Span::new("60s", "1s", "1d");
 pub const SWEEP_INTERVAL: Span = Span::new("2s", "10ms", "1h");
+/// How often due SCHEDULED rows are looked for (a send lands within about
+/// this of its `sendAt`).
+pub const SCHEDULE_INTERVAL: Span = Span::new("1s", "10ms", "1h");
 /// How long inbox events are kept (`inboxChanges`/`inboxEvents` replay).
 pub const EVENT_RETENTION: Span = Span::new("7d", "1h", "365d");
 pub const MAX_DELIVERIES: Count<u64> = Count::new(5, 1, 1_000_000);

@@ -115,6 +115,7 @@ impl Config {
                 },
                 visibility_timeout: defaults::VISIBILITY_TIMEOUT.default,
                 sweep_interval: defaults::SWEEP_INTERVAL.default,
+                schedule_interval: defaults::SCHEDULE_INTERVAL.default,
                 event_retention: defaults::EVENT_RETENTION.default,
                 prune_interval: crate::worker::PRUNE_INTERVAL,
                 max_deliveries: defaults::MAX_DELIVERIES.default,

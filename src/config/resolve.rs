@@ -132,6 +132,7 @@ impl Config {
                 },
                 visibility_timeout: rt.visibility_timeout,
                 sweep_interval: rt.sweep_interval,
+                schedule_interval: rt.schedule_interval,
                 event_retention: rt.event_retention,
                 prune_interval: crate::worker::PRUNE_INTERVAL,
                 max_deliveries: rt.max_deliveries,

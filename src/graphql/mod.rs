@@ -11,6 +11,7 @@ pub mod mutation;
 pub mod query;
 pub mod recipient;
 pub mod schema;
+pub mod sender;
 pub mod subscription;
 pub mod types;
 

@@ -141,10 +141,23 @@ pub async fn next_seq_created(txn: &DatabaseTransaction, user_id: i64) -> Result
     advance(txn, user_id, 1, Counts::CREATED, 1).await
 }
 
-/// Appends `event` to its user's log (its seq from `next_seq`).
-async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Result<()> {
+/// Reserves the user's next `n` seqs for `n` status changes (the counts
+/// stay): the snapshot holds the last of them. Write their events with
+/// `write_events`; hand back the ones left unused with `unreserve`.
+pub async fn next_seqs(txn: &DatabaseTransaction, user_id: i64, n: i64) -> Result<Snapshot> {
+    advance(txn, user_id, n, Counts::default(), 0).await
+}
+
+/// Hands back the last `n` seqs this transaction reserved and did not use.
+/// Gapless because the counter row stays locked by this transaction.
+pub async fn unreserve(txn: &DatabaseTransaction, user_id: i64, n: i64) -> Result<Snapshot> {
+    advance(txn, user_id, -n, Counts::default(), 0).await
+}
+
+/// The log row of `event`.
+fn event_row(event: &InboxEventV1) -> Result<inbox_event::ActiveModel> {
     let payload = wire::encode(event).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-    let row = inbox_event::ActiveModel {
+    Ok(inbox_event::ActiveModel {
         user_id: Set(event.user_id),
         seq: Set(event.seq),
         kind: Set(event.change.kind().to_owned()),
@@ -153,10 +166,30 @@ async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Result<
         unread: Set(event.counts.unread),
         unseen: Set(event.counts.unseen),
         payload: Set(payload),
-    };
-    inbox_event::Entity::insert(row)
+    })
+}
+
+/// Appends `event` to its user's log (its seq from `next_seq`).
+async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Result<()> {
+    inbox_event::Entity::insert(event_row(event)?)
         .exec_without_returning(txn)
         .await?;
+    Ok(())
+}
+
+/// Rows per multi-row INSERT into the log: under SQLite's and Postgres's
+/// limits on bound parameters (8 a row).
+const EVENTS_PER_INSERT: usize = 500;
+
+/// Appends `events` (seqs from `next_seqs`) to the log, a few statements
+/// for many events.
+pub async fn write_events(txn: &DatabaseTransaction, events: &[InboxEventV1]) -> Result<()> {
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let rows = chunk.iter().map(event_row).collect::<Result<Vec<_>>>()?;
+        inbox_event::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -192,16 +192,55 @@ fn due(now: DateTime<Utc>) -> Condition {
         .add(Column::NextAttemptAt.lte(now))
 }
 
-/// PENDING → PROCESSING, only if still PENDING and due. Counts the attempt
-/// and stamps the claim. `None`: someone else has it, or it is not due.
+/// `expires_at` has passed at `now`.
+fn expired_at(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(Column::ExpiresAt.is_not_null())
+        .add(Column::ExpiresAt.lte(now))
+}
+
+/// `expires_at` has not passed at `now` (or there is none).
+fn unexpired_at(now: DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(Column::ExpiresAt.is_null())
+        .add(Column::ExpiresAt.gt(now))
+}
+
+/// PENDING → PROCESSING, only if still PENDING and due: counts the attempt
+/// and stamps the claim. Past its `expires_at` the same compare-and-set
+/// moves it to EXPIRED instead (the returned row says which); the caller
+/// delivers only a PROCESSING row. `None`: someone else has it (a worker,
+/// or a cancel), or it is not due.
 pub async fn claim(db: &DatabaseConnection, id: i64, now: DateTime<Utc>) -> Result<Option<Moved>> {
     let Some(user_id) = owner(db, id).await? else {
         return Ok(None);
     };
+    // One statement decides: expired, or claimed.
+    let unless_expired = |expired: Expr, claimed: Expr| -> Expr {
+        Expr::case(expired_at(now), expired).finally(claimed).into()
+    };
     let update = notification::Entity::update_many()
-        .col_expr(Column::Status, Expr::value(Status::Processing))
-        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-        .col_expr(Column::ClaimedAt, Expr::value(Some(now)))
+        .col_expr(
+            Column::Status,
+            unless_expired(
+                Expr::value(Status::Expired),
+                Expr::value(Status::Processing),
+            ),
+        )
+        .col_expr(
+            Column::Attempts,
+            unless_expired(
+                Expr::col(Column::Attempts),
+                Expr::col(Column::Attempts).add(1),
+            ),
+        )
+        .col_expr(
+            Column::ClaimedAt,
+            unless_expired(
+                Expr::value(Option::<DateTime<Utc>>::None),
+                Expr::value(Some(now)),
+            ),
+        )
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .filter(Column::Status.eq(Status::Pending))
@@ -396,4 +435,163 @@ pub async fn take_for_enqueue(
     let mut ids: Vec<i64> = rows.into_iter().map(|r| r.id).collect();
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// SCHEDULED rows whose `send_at` has come at `now` (and whose
+/// `expires_at` has not), earliest first, from the `(status, send_at)`
+/// index: `(id, user_id)`.
+pub async fn due_scheduled(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<(i64, i64)>> {
+    Ok(notification::Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::UserId)
+        .filter(Column::Status.eq(Status::Scheduled))
+        .filter(Column::SendAt.lte(now))
+        .filter(unexpired_at(now))
+        .order_by_asc(Column::SendAt)
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// SCHEDULED → PENDING for those of `ids` (all `user_id`'s) still
+/// SCHEDULED, due and unexpired at `now`: one transaction, one UPDATE, one
+/// DeliveryStatusChanged event each, in `send_at` order. `queued`: stamp
+/// them as enqueued now (the caller enqueues them next, or calls
+/// `mark_unqueued`); otherwise the sweeper enqueues them. Ids another
+/// scheduler moved first are left out of the answer.
+pub async fn promote(
+    db: &DatabaseConnection,
+    user_id: i64,
+    ids: &[i64],
+    now: DateTime<Utc>,
+    queued: bool,
+) -> Result<Vec<Moved>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    let txn = inbox::begin_write(db).await?;
+    // The counter row first (the lock order of every inbox write), and
+    // every seq this could need: the seqs unused are handed back below
+    // under the same lock, so the log stays gapless.
+    let mut reserved = inbox::next_seqs(&txn, user_id, wanted).await?;
+    let mut rows = notification::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Pending))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .col_expr(Column::EnqueuedAt, Expr::value(queued.then_some(now)))
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::Status.eq(Status::Scheduled))
+        .filter(Column::SendAt.lte(now))
+        .filter(unexpired_at(now))
+        .exec_with_returning(&txn)
+        .await?;
+    if rows.is_empty() {
+        txn.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let moved = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    if moved < wanted {
+        reserved = inbox::unreserve(&txn, user_id, wanted - moved).await?;
+    }
+    rows.sort_by_key(|r| (r.send_at, r.id));
+    let first = reserved.last_seq - moved + 1;
+    let events: Vec<InboxEventV1> = rows
+        .iter()
+        .zip(first..)
+        .map(|(row, seq)| InboxEventV1 {
+            user_id,
+            seq,
+            at: now,
+            counts: reserved.counts,
+            change: InboxChangeV1::DeliveryStatusChanged {
+                notification: row.clone().into(),
+                previous: Status::Scheduled.into(),
+            },
+        })
+        .collect();
+    inbox::write_events(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(rows
+        .into_iter()
+        .zip(events)
+        .map(|(row, event)| Moved { row, event })
+        .collect())
+}
+
+/// PENDING and SCHEDULED rows whose `expires_at` has passed at `now`, from
+/// the `(status, expires_at)` index.
+pub async fn expired(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<notification::Model>> {
+    Ok(notification::Entity::find()
+        .filter(Column::Status.is_in([Status::Pending, Status::Scheduled]))
+        .filter(expired_at(now))
+        .order_by_asc(Column::ExpiresAt)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// `row` (as `expired` read it) → EXPIRED, if it still has that status.
+pub async fn expire(
+    db: &DatabaseConnection,
+    row: &notification::Model,
+    now: DateTime<Utc>,
+) -> Result<Option<Moved>> {
+    let update = notification::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Expired))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(row.id))
+        .filter(Column::Status.eq(row.status))
+        .filter(expired_at(now));
+    move_status(db, row.user_id, row.status, update, now).await
+}
+
+/// What a cancel came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canceled {
+    Now(Box<Moved>),
+    /// Claimed, or final, already.
+    TooLate,
+}
+
+/// SCHEDULED, or PENDING (not claimed), → CANCELED: a compare-and-set on
+/// the status `row` was read with, read again when something moved it
+/// meanwhile (SCHEDULED → PENDING still cancels; a worker's claim wins).
+pub async fn cancel(
+    db: &DatabaseConnection,
+    row: notification::Model,
+    now: DateTime<Utc>,
+) -> Result<Canceled> {
+    let mut row = row;
+    // Each retry follows a move; the moves that keep a row cancelable are
+    // few (SCHEDULED → PENDING, a retry back to PENDING): a handful is plenty.
+    for _ in 0..8 {
+        if !matches!(row.status, Status::Scheduled | Status::Pending) {
+            return Ok(Canceled::TooLate);
+        }
+        let update = notification::Entity::update_many()
+            .col_expr(Column::Status, Expr::value(Status::Canceled))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::Id.eq(row.id))
+            .filter(Column::Status.eq(row.status));
+        if let Some(moved) = move_status(db, row.user_id, row.status, update, now).await? {
+            return Ok(Canceled::Now(Box::new(moved)));
+        }
+        match find(db, row.id).await? {
+            Some(now_row) => row = now_row,
+            None => return Ok(Canceled::TooLate),
+        }
+    }
+    Ok(Canceled::TooLate)
 }

@@ -10,6 +10,7 @@ mod breaker;
 mod clock;
 mod retention;
 mod retry;
+mod scheduler;
 mod sweeper;
 
 use std::{
@@ -26,6 +27,7 @@ pub use breaker::{Breaker, Circuit};
 pub use clock::{Clock, SystemClock};
 pub use retention::{PRUNE_BATCH, PRUNE_INTERVAL, PruneReport, prune_events};
 pub use retry::{Decision, Failure, RetryPolicy};
+pub use scheduler::promote_due;
 pub use sweeper::{SweepReport, sweep};
 
 use crate::{
@@ -59,6 +61,8 @@ pub struct WorkerSettings {
     /// worker that died. Must exceed the SMTP timeout.
     pub visibility_timeout: Duration,
     pub sweep_interval: Duration,
+    /// How often due SCHEDULED rows are promoted to PENDING and queued.
+    pub schedule_interval: Duration,
     /// Inbox events older than this are pruned (each user's last stays).
     pub event_retention: Duration,
     /// How often the events older than `event_retention` are pruned.
@@ -89,8 +93,10 @@ impl Delivery {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(sweeper::run_until_stopped(self.clone(), shutdown.clone()));
         let pruner = tokio::spawn(retention::run_until_stopped(self.clone(), shutdown.clone()));
+        let scheduler = tokio::spawn(scheduler::run_until_stopped(self.clone(), shutdown.clone()));
         self.work_until_stopped(shutdown).await;
         let _ = sweeper.await;
+        let _ = scheduler.await;
         let _ = pruner.await;
     }
 
@@ -242,7 +248,8 @@ impl Delivery {
         let (claimed, claim_event) = match notifications::claim(&self.db, id, clock.now()).await {
             Ok(Some(moved)) => (moved.row, moved.event),
             Ok(None) => {
-                // Already taken, finished, not due yet, or gone: nothing to do.
+                // Already taken, finished, canceled, not due yet, or gone:
+                // nothing to do.
                 self.ack(&job).await;
                 return;
             }
@@ -251,6 +258,13 @@ impl Delivery {
                 return;
             }
         };
+        if claimed.status == entity::notification::Status::Expired {
+            // Past its expiresAt: the claim expired it instead.
+            tracing::info!("expired before delivery; not sent");
+            self.inbox.changed(&claimed, claim_event).await;
+            self.ack(&job).await;
+            return;
+        }
         let claimed_after = started.elapsed();
         lock(in_flight).insert(
             id,

@@ -1,7 +1,8 @@
 //! The sweeper: the queue is a hint, the rows are the truth. Every interval
 //! it releases claims whose worker died (PROCESSING past the visibility
 //! timeout) and enqueues PENDING rows that are due and whose queue entry may
-//! be lost. While the circuit breaker is open it enqueues nothing: the rows
+//! be lost, and moves PENDING and SCHEDULED rows past their `expires_at` to
+//! EXPIRED. While the circuit breaker is open it enqueues nothing: the rows
 //! wait for the mail server, and the queue does not churn.
 
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,8 @@ const SWEEP_BATCH: u64 = 1000;
 pub struct SweepReport {
     pub released: usize,
     pub enqueued: usize,
+    /// PENDING or SCHEDULED rows past their `expires_at`, now EXPIRED.
+    pub expired: usize,
     /// The circuit was open: nothing was enqueued.
     pub paused: bool,
 }
@@ -34,7 +37,7 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
         match sweep(&delivery, everything).await {
             Ok(report) => {
                 everything &= report.paused;
-                if report.released > 0 || report.enqueued > 0 {
+                if report.released > 0 || report.enqueued > 0 || report.expired > 0 {
                     tracing::info!(?report, "swept");
                 }
             }
@@ -64,10 +67,12 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
             released += 1;
         }
     }
+    let expired = expire(delivery, now).await?;
     if delivery.breaker.is_open() {
         return Ok(SweepReport {
             released,
             enqueued: 0,
+            expired,
             paused: true,
         });
     }
@@ -95,6 +100,7 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
                 return Ok(SweepReport {
                     released,
                     enqueued,
+                    expired,
                     paused: false,
                 });
             }
@@ -107,6 +113,30 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
     Ok(SweepReport {
         released,
         enqueued,
+        expired,
         paused: false,
     })
+}
+
+/// PENDING and SCHEDULED rows past their `expires_at` → EXPIRED, batch
+/// after batch.
+async fn expire(delivery: &Delivery, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<usize> {
+    let mut expired = 0;
+    loop {
+        let rows = notifications::expired(&delivery.db, now, SWEEP_BATCH).await?;
+        let full = rows.len() as u64 == SWEEP_BATCH;
+        let mut moved_any = false;
+        for row in rows {
+            if let Some(moved) = notifications::expire(&delivery.db, &row, now).await? {
+                delivery.inbox.changed(&moved.row, moved.event).await;
+                expired += 1;
+                moved_any = true;
+            }
+        }
+        // A full batch that another sweeper took entirely: leave the rest
+        // to it rather than read the same rows again.
+        if !full || !moved_any {
+            return Ok(expired);
+        }
+    }
 }

@@ -205,6 +205,7 @@ pub fn quiet_worker(config: &mut Config, smtp_url: String) {
     config.mail.timeout = Duration::from_secs(15);
     if let Some(w) = config.worker.as_mut() {
         w.sweep_interval = Duration::from_secs(3600);
+        w.schedule_interval = Duration::from_secs(3600);
         w.visibility_timeout = Duration::from_secs(30);
     }
 }

@@ -32,6 +32,7 @@ mod recipients;
 mod relay;
 mod resilience;
 mod retention;
+mod scheduling;
 mod smtp_sink;
 mod smtp_tls;
 mod subscriptions;

@@ -1,6 +1,7 @@
 //! Mutation root: one `MergedObject` part per domain.
 
 mod account;
+mod cancel;
 mod inbox;
 mod notification;
 mod user_token;
@@ -14,4 +15,5 @@ pub struct MutationRoot(
     notification::NotificationMutation,
     inbox::InboxMutation,
     user_token::UserTokenMutation,
+    cancel::CancelMutation,
 );

@@ -4,9 +4,9 @@ use crate::{
     error::{ApiResult, AppError},
     graphql::{
         context::ContextExt as _,
+        sender,
         types::{Notification, NotificationPage},
     },
-    storage,
 };
 
 pub const MAX_PAGE_SIZE: i32 = 100;
@@ -74,20 +74,9 @@ impl NotificationQuery {
         })
     }
 
-    /// One of the caller's notifications.
+    /// One of the caller's notifications, or (for an application) one it
+    /// sent.
     async fn notification(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Notification> {
-        let caller = ctx.require_user()?;
-        // The id is echoed only once it parsed: a client's arbitrary text
-        // never comes back in an error.
-        let numeric = id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            AppError::BadUserInput("notification ids are positive integers".to_owned())
-        })?;
-        let row = storage::notifications::find(&ctx.state().db, numeric)
-            .await?
-            .ok_or_else(|| AppError::BadUserInput(format!("notification {numeric} not found")))?;
-        if row.user_id != caller.user_id {
-            return Err(AppError::Forbidden);
-        }
-        Ok(row.into())
+        Ok(sender::readable(ctx, &id).await?.into())
     }
 }
