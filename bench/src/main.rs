@@ -15,6 +15,9 @@
 //! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
 //! 6. `smtp-source` into the same sink (baseline for 5)
 //!
+//! `--app-only`: application sends (`apps.rs`): with an API key to 1,000
+//! `externalId`s against a user's send, and paced at `--app-rate`.
+//!
 //! `--live-only`: the memory of idle subscribers, send → SENT event
 //! latency and the `inboxEvents` fan-out (`inbox::live_fanout`).
 
@@ -29,6 +32,7 @@ use clap::Parser;
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
+mod apps;
 mod inbox;
 mod seed;
 mod ws;
@@ -73,6 +77,12 @@ struct Args {
     /// over `--live-users` users.
     #[arg(long)]
     live_only: bool,
+    /// Run only the application sends (see `apps.rs`).
+    #[arg(long)]
+    app_only: bool,
+    /// Application sends per second for the paced phase.
+    #[arg(long, default_value_t = 1000)]
+    app_rate: u64,
     /// Run only `{ __typename }` and the inbox's API phases.
     #[arg(long)]
     inbox_only: bool,
@@ -493,6 +503,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.live_only {
         return live_table(&args, &client, &db, &token).await;
+    }
+    if args.app_only {
+        return apps::table(&args, &client, &db, token).await;
     }
 
     let typename = repeat(
