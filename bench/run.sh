@@ -3,7 +3,7 @@
 # delivering to Postfix's smtp-sink, with smtp-source as the worker baseline.
 # Needs: Postgres and Redis on 127.0.0.1 (as in CI), `apt-get install postfix`.
 # Usage: bench/run.sh [herald-bench flags...]   (--live-only for the live path,
-# --inbox-only for the inbox's API phases)
+# --inbox-only for the inbox's API phases, --app-only for application sends)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -20,7 +20,7 @@ sink=$!
 DATABASE_URL="${admin%/*}/$db" REDIS_URL=redis://127.0.0.1:6379 HERALD_REDIS_PREFIX="$prefix" \
 SMTP_URL="smtp://127.0.0.1:$sink_port" JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
 HERALD_SEND_PER_MINUTE=100000000 HERALD_SEND_BURST=10000000 HERALD_WS_MAX_SOCKETS_PER_USER=1000000 \
-HERALD_REGISTER_PER_IP=1000000 \
+HERALD_REGISTER_PER_IP=1000000 HERALD_APP_SEND_PER_SECOND=1000000 HERALD_APP_SEND_BURST=10000000 \
 RUST_LOG=warn HERALD_BIND=127.0.0.1:8000 target/release/herald serve &
 herald=$!
 # Herald is waited for before its keys go: it writes while shutting down.

@@ -17,6 +17,9 @@
 //! 7. `--scheduled` N SCHEDULED rows falling due at once, against N PENDING
 //!    rows inserted at once (7's baseline): the rates to SENT, as a ratio
 //!
+//! `--app-only`: application sends (`apps.rs`): with an API key to 1,000
+//! `externalId`s against a user's send, and paced at `--app-rate`.
+//!
 //! `--live-only`: the memory of idle subscribers, send → SENT event
 //! latency and the `inboxEvents` fan-out (`inbox::live_fanout`).
 
@@ -31,6 +34,7 @@ use clap::Parser;
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
+mod apps;
 mod inbox;
 mod seed;
 mod ws;
@@ -79,6 +83,12 @@ struct Args {
     /// over `--live-users` users.
     #[arg(long)]
     live_only: bool,
+    /// Run only the application sends (see `apps.rs`).
+    #[arg(long)]
+    app_only: bool,
+    /// Application sends per second for the paced phase.
+    #[arg(long, default_value_t = 1000)]
+    app_rate: u64,
     /// Run only `{ __typename }` and the inbox's API phases.
     #[arg(long)]
     inbox_only: bool,
@@ -503,6 +513,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.live_only {
         return live_table(&args, &client, &db, &token).await;
+    }
+    if args.app_only {
+        return apps::table(&args, &client, &db, token).await;
     }
 
     let typename = repeat(

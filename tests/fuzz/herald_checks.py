@@ -16,6 +16,12 @@ holds Herald to its own contract instead (../shared/contract.graphql):
 - no error carries SQL, a file path, a Rust type name or a panic message
   (the patterns of tests/leaks.txt, shared with the Rust tests), unless the
   text was in the request itself.
+
+It also gives the generator Herald's two custom scalars, which dictionaries
+cannot fill (they hold String, ID, Int and Float values only): `DateTime`
+mostly near the moment of the request (a `sendAt` or `expiresAt` is only
+accepted from 5 s ago to 90 days ahead), and `JSON` mostly as an object
+(`data` must be one, of at most 8 KiB), sometimes too big or not an object.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import graphql
 import schemathesis
+from hypothesis import strategies as st
+from schemathesis.graphql import nodes
 
 CODES = {"UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", "CONFLICT", "RATE_LIMITED", "INTERNAL"}
 LEAKS = [
@@ -52,6 +61,9 @@ def _scalar_ok(type_name: str, value: Any) -> bool:
         return isinstance(value, bool)
     if type_name in ("String", "ID"):
         return isinstance(value, str)
+    if type_name == "JSON":
+        # Any JSON value (a send's `data` comes back as it was given).
+        return True
     if type_name == "DateTime":
         if not isinstance(value, str):
             return False
@@ -61,6 +73,111 @@ def _scalar_ok(type_name: str, value: Any) -> bool:
             return False
         return parsed.tzinfo is not None
     raise Violation(f"the schema has a scalar this check does not know: {type_name}")
+
+
+def _now_plus(seconds: int) -> graphql.StringValueNode:
+    """RFC 3339 for `seconds` from now, taken when the request is built."""
+    at = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return nodes.String(at.isoformat().replace("+00:00", "Z"))
+
+
+DAY = 86_400
+# Offsets around the bounds of sendAt and expiresAt: just past, now, the
+# scheduling threshold (1 s), hours and days ahead, 90 days and over.
+OFFSETS = [-3_600, -10, -3, 0, 2, 30, 600, 3_600, DAY, 89 * DAY, 91 * DAY, 400 * DAY]
+DATETIMES = st.one_of(
+    st.sampled_from(OFFSETS).map(_now_plus),
+    st.integers(min_value=-10, max_value=100 * DAY).map(_now_plus),
+    st.sampled_from(["2020-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a date", ""]).map(nodes.String),
+)
+
+# JSON values as GraphQL literals; object keys are GraphQL names.
+_KEYS = st.from_regex(r"[a-z_][a-z0-9_]{0,11}", fullmatch=True)
+_LEAVES = st.one_of(
+    st.just(nodes.Null),
+    st.booleans().map(nodes.Boolean),
+    st.integers(min_value=-(2**53), max_value=2**53).map(nodes.Int),
+    st.floats(allow_nan=False, allow_infinity=False).map(nodes.Float),
+    st.text(max_size=40).map(nodes.String),
+)
+
+
+def _object(values: st.SearchStrategy) -> st.SearchStrategy:
+    return st.dictionaries(_KEYS, values, max_size=6).map(
+        lambda d: nodes.Object([graphql.ObjectFieldNode(name=graphql.NameNode(value=k), value=v) for k, v in d.items()])
+    )
+
+
+_VALUES = st.recursive(_LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4).map(nodes.List), _object(inner)), max_leaves=12)
+JSON_VALUES = st.one_of(
+    _object(_VALUES),
+    _object(_VALUES),
+    _object(_VALUES),
+    # Over 8 KiB.
+    st.integers(min_value=8_180, max_value=9_000).map(
+        lambda n: nodes.Object([graphql.ObjectFieldNode(name=graphql.NameNode(value="big"), value=nodes.String("a" * n))])
+    ),
+    _VALUES,
+)
+schemathesis.graphql.scalar("DateTime", DATETIMES)
+schemathesis.graphql.scalar("JSON", JSON_VALUES)
+
+# A recipient is exactly one of userId, email and externalId (email may come
+# with externalId). The generator sets every optional field it can, so
+# without help a recipient always names all three (BAD_USER_INPUT). These
+# are the subsets a draw may keep: each valid shape, and the generated one.
+RECIPIENT_SHAPES = [{"userId"}, {"email"}, {"externalId"}, {"externalId", "email"}, None]
+
+
+def _keep(items: tuple, names: set[str] | None) -> tuple:
+    return tuple(items) if names is None else tuple(i for i in items if i.name.value not in RECIPIENT_FIELDS or i.name.value in names)
+
+
+RECIPIENT_FIELDS = {"userId", "email", "externalId"}
+
+
+def _cut_recipient(field: graphql.FieldNode, names: set[str] | None) -> graphql.FieldNode:
+    """issueUserToken's arguments, or sendNotification's `input.to`, kept to `names`."""
+    if field.name.value == "issueUserToken":
+        return replace(field, arguments=_keep(field.arguments, names))
+    if field.name.value != "sendNotification":
+        return field
+
+    def to(f: graphql.ObjectFieldNode) -> graphql.ObjectFieldNode:
+        if f.name.value == "to" and isinstance(f.value, graphql.ObjectValueNode):
+            return replace(f, value=replace(f.value, fields=_keep(f.value.fields, names)))
+        return f
+
+    def arg(a: graphql.ArgumentNode) -> graphql.ArgumentNode:
+        if a.name.value == "input" and isinstance(a.value, graphql.ObjectValueNode):
+            return replace(a, value=replace(a.value, fields=tuple(to(f) for f in a.value.fields)))
+        return a
+
+    return replace(field, arguments=tuple(arg(a) for a in field.arguments))
+
+
+def _recipient_variants(document: graphql.DocumentNode) -> list[graphql.DocumentNode]:
+    """`document` with its recipient cut down to each of RECIPIENT_SHAPES."""
+    variants = []
+    for names in RECIPIENT_SHAPES:
+        definitions = []
+        for definition in document.definitions:
+            if isinstance(definition, graphql.OperationDefinitionNode):
+                selections = tuple(
+                    _cut_recipient(f, names) if isinstance(f, graphql.FieldNode) else f
+                    for f in definition.selection_set.selections
+                )
+                definition = replace(definition, selection_set=replace(definition.selection_set, selections=selections))
+            definitions.append(definition)
+        variants.append(replace(document, definitions=tuple(definitions)))
+    return variants
+
+
+@schemathesis.hook
+def flatmap_body(context, body):
+    if isinstance(body, graphql.DocumentNode):
+        return st.sampled_from(_recipient_variants(body))
+    return st.just(body)
 
 
 class ResponseShape:

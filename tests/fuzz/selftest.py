@@ -68,6 +68,10 @@ GOOD = [
         response(events({"seq": 1}, {"seq": 2, "upTo": 1}))),
     ("a fragment matching no field of the event", case("{ inboxChanges(after: 0) { events { ... on InboxResync { seq } } } }"),
         response(events({}))),
+    ("a send's data, any JSON, and its category", case(
+        "{ notifications { items { category data } } }"),
+        response({"data": {"notifications": {"items": [
+            {"category": "billing", "data": {"a": [1, None, {"b": "c"}]}}, {"category": None, "data": None}]}}})),
     ("the request's own text echoed", case('{ notification(id: "src/x.rs") { id } }'),
         response(error("BAD_USER_INPUT", "src/x.rs"))),
 ]
@@ -100,6 +104,8 @@ BAD = [
     ("null for an event of which nothing is selected",
         case("{ inboxChanges(after: 0) { events { ... on InboxResync { seq } } } }"), response(events(None))),
     ("null data without errors", case(), response({"data": None})),
+    ("a category that is not a string", case("{ notifications { items { category } } }"),
+        response({"data": {"notifications": {"items": [{"category": 7}]}}})),
 ]
 
 
