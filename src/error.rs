@@ -21,7 +21,8 @@ pub enum AppError {
     Forbidden,
     /// Validation failed.
     BadUserInput(String),
-    /// The email is already registered.
+    /// The email is already registered; an idempotency key was used with a
+    /// different input.
     Conflict(&'static str),
     /// Too many attempts; retry after this many seconds.
     RateLimited { retry_after: u64 },
@@ -90,6 +91,10 @@ impl From<crate::storage::StorageError> for AppError {
                 let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
                 Self::BadUserInput(format!("unknown notifications: {}", ids.join(", ")))
             }
+            crate::storage::StorageError::IdempotencyConflict => Self::Conflict(
+                "idempotencyKey: already used with a different input (a retry must repeat the first send exactly)",
+            ),
+            e @ crate::storage::StorageError::IdempotencyKeyTaken => anyhow::Error::new(e).into(),
             crate::storage::StorageError::Db(e) => e.into(),
         }
     }

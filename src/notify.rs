@@ -10,13 +10,12 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use entity::notification;
 use sea_orm::DatabaseConnection;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    domain::{Content, Title, inbox::InboxAction, send::SendOptions},
+    domain::{Content, Title, idempotency::Idempotency, inbox::InboxAction, send::SendOptions},
     inbox::Inbox,
     queue::Queue,
     storage::{
@@ -55,31 +54,59 @@ impl Notifications {
     /// now. Answers once all of that is done (so a page read after it shows
     /// the notification), but the work completes even if the caller stops
     /// waiting.
+    ///
+    /// With an idempotency key that a concurrent send stored first: that
+    /// send's notification, and nothing stored, announced or queued here
+    /// (`IdempotencyConflict` if its input differs).
     pub async fn send(
         &self,
         user_id: i64,
         title: Title,
         content: Content,
         options: SendOptions,
-    ) -> anyhow::Result<notification::Model> {
+    ) -> Result<notification::Model, StorageError> {
         let this = self.clone();
         self.tasks
             .spawn(async move {
-                let (row, event) = storage::notifications::insert(
-                    &this.db,
-                    user_id,
-                    &title,
-                    &content,
-                    &options,
-                    storage::now(),
-                )
-                .await
-                .context("storing a notification")?;
-                this.created(&row, event).await;
-                Ok(row)
+                // A winner whose notification vanished before we read it
+                // frees the key: try again, a bounded number of times.
+                for _ in 0..3 {
+                    let inserted = storage::notifications::insert(
+                        &this.db,
+                        user_id,
+                        &title,
+                        &content,
+                        &options,
+                        storage::now(),
+                    )
+                    .await;
+                    let (row, event) = match (inserted, &options.idempotency) {
+                        (Ok(created), _) => created,
+                        (Err(StorageError::IdempotencyKeyTaken), Some(key)) => {
+                            match storage::idempotency::replay(&this.db, key).await? {
+                                Some(row) => return Ok(row),
+                                None => continue,
+                            }
+                        }
+                        (Err(e), _) => return Err(e),
+                    };
+                    this.created(&row, event).await;
+                    return Ok(row);
+                }
+                Err(StorageError::IdempotencyKeyTaken)
             })
             .await
-            .context("the send task")?
+            .map_err(|e| task_failed("send", &e))?
+    }
+
+    /// What an earlier send with this idempotency key stored, as it is now
+    /// (`None`: the key is free); `IdempotencyConflict` if its input
+    /// differs. Read before any work, so a repeat costs one or two reads.
+    pub async fn replay(
+        &self,
+        idempotency: &Idempotency,
+    ) -> Result<Option<notification::Model>, StorageError> {
+        storage::idempotency::replay(&self.db, idempotency).await
     }
 
     /// Applies a mark to `user_id`'s notifications and, once it committed
@@ -105,7 +132,7 @@ impl Notifications {
                 Ok(marked)
             })
             .await
-            .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(format!("the mark task: {e}"))))?
+            .map_err(|e| task_failed("mark", &e))?
     }
 
     /// Cancels `row` (as its sender read it) unless a worker took it
@@ -146,4 +173,9 @@ impl Notifications {
             }
         }
     }
+}
+
+/// A send or mark task that panicked or was cancelled.
+fn task_failed(what: &str, e: &tokio::task::JoinError) -> StorageError {
+    StorageError::Db(sea_orm::DbErr::Custom(format!("the {what} task: {e}")))
 }

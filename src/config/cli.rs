@@ -253,6 +253,10 @@ pub struct RuntimeArgs {
     /// to replay; older ones are pruned (each user's last stays).
     #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = defaults::EVENT_RETENTION.text, value_parser = defaults::EVENT_RETENTION.parser())]
     pub event_retention: Duration,
+    /// How long an idempotency key holds at least: a repeat within it
+    /// returns the first send's notification. Older keys are pruned.
+    #[arg(long, env = "HERALD_IDEMPOTENCY_TTL", default_value = defaults::IDEMPOTENCY_TTL.text, value_parser = defaults::IDEMPOTENCY_TTL.parser())]
+    pub idempotency_ttl: Duration,
     /// Queue deliveries of one entry before it goes to the dead letters.
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = defaults::MAX_DELIVERIES.default, value_parser = defaults::MAX_DELIVERIES.parser())]
     pub max_deliveries: u64,

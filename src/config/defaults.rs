@@ -88,6 +88,9 @@ pub const SWEEP_INTERVAL: Span = Span::new("2s", "10ms", "1h");
 pub const SCHEDULE_INTERVAL: Span = Span::new("1s", "10ms", "1h");
 /// How long inbox events are kept (`inboxChanges`/`inboxEvents` replay).
 pub const EVENT_RETENTION: Span = Span::new("7d", "1h", "365d");
+/// How long an idempotency key holds at least (the contract's 24 h is the
+/// floor).
+pub const IDEMPOTENCY_TTL: Span = Span::new("24h", "24h", "365d");
 pub const MAX_DELIVERIES: Count<u64> = Count::new(5, 1, 1_000_000);
 pub const SHUTDOWN_GRACE: Span = Span::new("10s", "10ms", "1h");
 pub const CACHE_TTL: Span = Span::new("300s", "1s", "30d");

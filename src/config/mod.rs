@@ -117,6 +117,7 @@ impl Config {
                 sweep_interval: defaults::SWEEP_INTERVAL.default,
                 schedule_interval: defaults::SCHEDULE_INTERVAL.default,
                 event_retention: defaults::EVENT_RETENTION.default,
+                idempotency_ttl: defaults::IDEMPOTENCY_TTL.default,
                 prune_interval: crate::worker::PRUNE_INTERVAL,
                 max_deliveries: defaults::MAX_DELIVERIES.default,
                 shutdown_grace: defaults::SHUTDOWN_GRACE.default,

@@ -134,6 +134,7 @@ impl Config {
                 sweep_interval: rt.sweep_interval,
                 schedule_interval: rt.schedule_interval,
                 event_retention: rt.event_retention,
+                idempotency_ttl: rt.idempotency_ttl,
                 prune_interval: crate::worker::PRUNE_INTERVAL,
                 max_deliveries: rt.max_deliveries,
                 shutdown_grace: rt.shutdown_grace,

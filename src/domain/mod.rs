@@ -4,6 +4,7 @@
 //! never check again.
 
 mod email;
+pub mod idempotency;
 pub mod inbox;
 pub mod notification;
 pub mod password;

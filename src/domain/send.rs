@@ -17,7 +17,7 @@ pub const SEND_AT_MAX_AHEAD: TimeDelta = TimeDelta::days(90);
 /// SCHEDULED).
 pub const SCHEDULE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
 
-/// `idempotencyKey`: 1..=255 characters, kept as sent.
+/// `idempotencyKey`: 1..=255 characters, no NUL, kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
@@ -31,6 +31,13 @@ impl IdempotencyKey {
             return Err(ValidationError::new(
                 "idempotencyKey",
                 format!("must be at most {IDEMPOTENCY_KEY_MAX_CHARS} characters (got {chars})"),
+            ));
+        }
+        if raw.contains('\0') {
+            // Postgres text cannot hold it.
+            return Err(ValidationError::new(
+                "idempotencyKey",
+                "must not contain NUL",
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -166,6 +173,8 @@ pub struct SendOptions {
     pub data: Option<Data>,
     /// The application key that sends it (`None`: a user, to themselves).
     pub sender_app_id: Option<i64>,
+    /// Recorded in the notification's transaction when the send has a key.
+    pub idempotency: Option<super::idempotency::Idempotency>,
 }
 
 #[cfg(test)]
@@ -183,6 +192,10 @@ mod tests {
         let e = IdempotencyKey::parse(&"é".repeat(256)).expect_err("too long");
         assert_eq!(e.field, "idempotencyKey");
         assert!(IdempotencyKey::parse("").is_err());
+        assert_eq!(
+            IdempotencyKey::parse("a\0b").expect_err("NUL").field,
+            "idempotencyKey"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod db;
+pub mod idempotency;
 pub mod inbox;
 pub mod notifications;
 pub mod retention;
@@ -41,6 +42,13 @@ pub enum StorageError {
     /// These notification ids do not exist.
     #[error("unknown notifications {0:?}")]
     UnknownNotifications(Vec<i64>),
+    /// The idempotency key was used before with a different input.
+    #[error("idempotency key used with a different input")]
+    IdempotencyConflict,
+    /// A concurrent send committed the idempotency key first: the insert
+    /// rolled back, and `idempotency::replay` finds the winner's row.
+    #[error("idempotency key taken by a concurrent send")]
+    IdempotencyKeyTaken,
     #[error(transparent)]
     Db(#[from] sea_orm::DbErr),
 }

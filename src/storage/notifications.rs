@@ -23,7 +23,8 @@ type Result<T> = std::result::Result<T, StorageError>;
 /// event in the same transaction (the notification's seq is that event's):
 /// PENDING and marked as enqueued now (the caller enqueues it next; if that
 /// fails it calls `mark_unqueued`), or SCHEDULED when `options` say so (the
-/// scheduler queues it when due).
+/// scheduler queues it when due). With an idempotency key, its record too;
+/// `IdempotencyKeyTaken` (nothing stored) when a concurrent send holds it.
 pub async fn insert(
     db: &DatabaseConnection,
     user_id: i64,
@@ -66,6 +67,12 @@ pub async fn insert(
     let row = notification::Entity::insert(row)
         .exec_with_returning(&txn)
         .await?;
+    if let Some(key) = &options.idempotency
+        && !super::idempotency::claim(&txn, key, row.id, now).await?
+    {
+        txn.rollback().await?;
+        return Err(StorageError::IdempotencyKeyTaken);
+    }
     let change = InboxChangeV1::NotificationCreated {
         notification: row.clone().into(),
     };

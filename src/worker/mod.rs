@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use breaker::{Breaker, Circuit};
 pub use clock::{Clock, SystemClock};
-pub use retention::{PRUNE_BATCH, PRUNE_INTERVAL, PruneReport, prune_events};
+pub use retention::{
+    PRUNE_BATCH, PRUNE_INTERVAL, PruneReport, prune_events, prune_idempotency_records,
+};
 pub use retry::{Decision, Failure, RetryPolicy};
 pub use scheduler::promote_due;
 pub use sweeper::{SweepReport, sweep};
@@ -65,7 +67,10 @@ pub struct WorkerSettings {
     pub schedule_interval: Duration,
     /// Inbox events older than this are pruned (each user's last stays).
     pub event_retention: Duration,
-    /// How often the events older than `event_retention` are pruned.
+    /// Idempotency records older than this are pruned.
+    pub idempotency_ttl: Duration,
+    /// How often the events older than `event_retention` (and the
+    /// idempotency records older than `idempotency_ttl`) are pruned.
     pub prune_interval: Duration,
     /// A queue entry handed out more often than this goes to the dead
     /// letters and its notification fails.

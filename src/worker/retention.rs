@@ -4,6 +4,11 @@
 //! between statements, so no statement holds a lock for long and writers
 //! (sends, marks, deliveries) go on meanwhile. A user's last event always
 //! stays: see `storage::retention`.
+//!
+//! The same pass prunes idempotency records older than
+//! `HERALD_IDEMPOTENCY_TTL`, oldest first, `PRUNE_BATCH` per statement. It
+//! has no loop of its own: an idle instance runs one DELETE more per
+//! `PRUNE_INTERVAL`, and nothing in between.
 
 use std::time::Duration;
 
@@ -24,7 +29,7 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Events deleted.
+    /// Events (or idempotency records) deleted.
     pub deleted: u64,
     /// DELETE statements run.
     pub batches: u64,
@@ -45,10 +50,43 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
             () = shutdown.cancelled() => return,
             pruned = prune_events(&delivery.db, now, settings.event_retention) => pruned,
         };
-        match pruned {
-            Ok(report) if report.deleted > 0 => tracing::info!(?report, "pruned inbox events"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = ?e, "pruning inbox events failed"),
+        log("inbox events", pruned);
+        let pruned = tokio::select! {
+            () = shutdown.cancelled() => return,
+            pruned = prune_idempotency_records(&delivery.db, now, settings.idempotency_ttl) => pruned,
+        };
+        log("idempotency records", pruned);
+    }
+}
+
+fn log(what: &str, pruned: anyhow::Result<PruneReport>) {
+    match pruned {
+        Ok(report) if report.deleted > 0 => tracing::info!(?report, "pruned {what}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = ?e, "pruning {what} failed"),
+    }
+}
+
+/// One pass: deletes the idempotency records created more than `ttl`
+/// before `now`, `PRUNE_BATCH` per statement. Their keys are free again.
+pub async fn prune_idempotency_records(
+    db: &DatabaseConnection,
+    now: chrono::DateTime<chrono::Utc>,
+    ttl: Duration,
+) -> anyhow::Result<PruneReport> {
+    let before = storage::before(now, ttl);
+    let mut report = PruneReport::default();
+    loop {
+        if report.batches > 0 {
+            tokio::time::sleep(PRUNE_PAUSE).await;
+        }
+        let deleted =
+            storage::idempotency::delete_created_before(db, before, PRUNE_BATCH.unsigned_abs())
+                .await?;
+        report.deleted += deleted;
+        report.batches += 1;
+        if deleted < PRUNE_BATCH.unsigned_abs() {
+            return Ok(report);
         }
     }
 }

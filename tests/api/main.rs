@@ -18,6 +18,7 @@ mod delivery;
 mod fanout;
 mod helpers;
 mod http;
+mod idempotency;
 mod inbox;
 mod inbox_cache;
 mod inbox_events;

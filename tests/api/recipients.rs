@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -62,7 +61,7 @@ async fn issue(app: &TestApp, token: Option<&str>, args: Value) -> Value {
     .await
 }
 
-async fn count(db_url: &str, sql: &str) -> i64 {
+pub(crate) async fn count(db_url: &str, sql: &str) -> i64 {
     let db = Database::connect(db_url).await.expect("connect");
     let n = scalar(&db, sql).await;
     db.close().await.expect("close");
@@ -165,16 +164,9 @@ mod an_application_sends_by_user_id_email_and_external_id {
     use super::*;
 
     async fn run(backend: Backend) {
-        let sink = SmtpSink::start().await;
-        let url = sink.url();
-        let Some(app) = TestApp::spawn_with(backend, |c| {
-            c.mail.smtp_url = Some(SecretString::from(url));
-        })
-        .await
-        else {
-            return;
-        };
-        sends_to_each_kind(&app, &sink).await;
+        if let Some((sink, app)) = SmtpSink::with_app(backend).await {
+            sends_to_each_kind(&app, &sink).await;
+        }
     }
 
     crate::on_backends!(run; sqlite => Sqlite, postgres => Postgres);

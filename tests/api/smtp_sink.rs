@@ -164,6 +164,20 @@ impl SmtpSink {
         Self::start_with(Offer::default()).await
     }
 
+    /// A sink, and a Herald on `backend` that delivers to it; `None` when
+    /// the backend is unavailable.
+    pub async fn with_app(
+        backend: crate::helpers::Backend,
+    ) -> Option<(Self, crate::helpers::TestApp)> {
+        let sink = Self::start().await;
+        let url = sink.url();
+        let app = crate::helpers::TestApp::spawn_with(backend, |c| {
+            c.mail.smtp_url = Some(secrecy::SecretString::from(url));
+        })
+        .await?;
+        Some((sink, app))
+    }
+
     pub async fn start_with(offer: Offer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         let port = listener.local_addr().expect("addr").port();

@@ -2,8 +2,10 @@ use async_graphql::{Context, Object};
 
 use crate::{
     domain::{
-        Content, Title, recipient,
-        send::{Category, Data, SendOptions, Timing},
+        Content, Title,
+        idempotency::{Idempotency, SendInput, Sender},
+        recipient,
+        send::{Category, Data, IdempotencyKey, SendOptions, Timing},
     },
     error::{ApiResult, AppError},
     graphql::{
@@ -21,7 +23,9 @@ pub struct NotificationMutation;
 impl NotificationMutation {
     /// Stores a notification (PENDING) and queues its delivery: to the
     /// caller, or to the user `to` names (an application must name one; a
-    /// user token may name only its own user).
+    /// user token may name only its own user). With an `idempotencyKey`
+    /// used before by the same sender: that send's notification, or
+    /// CONFLICT if the input differs.
     async fn send_notification(
         &self,
         ctx: &Context<'_>,
@@ -58,11 +62,44 @@ impl NotificationMutation {
         // Checked before a first send creates its recipient.
         let title = Title::parse(&input.title)?;
         let content = Content::parse(input.content)?;
+        let category = input.category.as_deref().map(Category::parse).transpose()?;
+        let data = input.data.map(|d| Data::parse(d.0)).transpose()?;
+        let idempotency = match input.idempotency_key.as_deref() {
+            None => None,
+            Some(key) => {
+                let sender = match caller {
+                    Some(user_id) => Sender::User(user_id),
+                    None => Sender::App(ctx.require_app()?.key_id),
+                };
+                let given = SendInput {
+                    to: to.as_ref(),
+                    title: &title,
+                    content: &content,
+                    send_at: input.send_at,
+                    expires_at: input.expires_at,
+                    category: category.as_ref(),
+                    data: data.as_ref(),
+                };
+                Some(Idempotency::new(
+                    sender,
+                    IdempotencyKey::parse(key)?,
+                    &given,
+                ))
+            }
+        };
+        // A repeat: before the clock checks (a retried `sendAt` may have
+        // passed since) and before anything is created.
+        if let Some(key) = &idempotency
+            && let Some(row) = state.notifications.replay(key).await?
+        {
+            return Ok(row.into());
+        }
         let options = SendOptions {
             timing: Timing::parse(input.send_at, input.expires_at, storage::now())?,
-            category: input.category.as_deref().map(Category::parse).transpose()?,
-            data: input.data.map(|d| Data::parse(d.0)).transpose()?,
+            category,
+            data,
             sender_app_id: ctx.app().map(|app| app.key_id),
+            idempotency,
         };
         let user_id = match (caller, to) {
             (None, None) => {
