@@ -23,6 +23,10 @@ impl ExternalId {
                 format!("must be at most {EXTERNAL_ID_MAX_CHARS} characters (got {chars})"),
             ));
         }
+        // Postgres text cannot hold NUL.
+        if raw.contains('\0') {
+            return Err(ValidationError::new(field, "must not contain NUL"));
+        }
         Ok(Self(raw.to_owned()))
     }
 
@@ -166,6 +170,10 @@ mod tests {
         );
         assert_eq!(
             field(Recipient::parse(&TO, None, None, Some(""))),
+            "to.externalId"
+        );
+        assert_eq!(
+            field(Recipient::parse(&TO, None, None, Some("a\0b"))),
             "to.externalId"
         );
         let long = "x".repeat(256);

@@ -118,16 +118,6 @@ async fn move_status(
     Ok(Some(Moved { row, event }))
 }
 
-/// The recipient of notification `id`, if it exists.
-async fn owner(db: &impl ConnectionTrait, id: i64) -> Result<Option<i64>> {
-    Ok(notification::Entity::find_by_id(id)
-        .select_only()
-        .column(Column::UserId)
-        .into_tuple()
-        .one(db)
-        .await?)
-}
-
 pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notification::Model>> {
     Ok(notification::Entity::find_by_id(id).one(db).await?)
 }
@@ -219,7 +209,18 @@ fn unexpired_at(now: DateTime<Utc>) -> Condition {
 /// delivers only a PROCESSING row. `None`: someone else has it (a worker,
 /// or a cancel), or it is not due.
 pub async fn claim(db: &DatabaseConnection, id: i64, now: DateTime<Utc>) -> Result<Option<Moved>> {
-    let Some(user_id) = owner(db, id).await? else {
+    // A row that is not PENDING (claimed, final, canceled, or one of many
+    // queue entries of a backlog the sweeper re-queued) is passed over
+    // without taking its owner's counter lock; the compare-and-set below
+    // still decides for the rows that are.
+    let found: Option<(i64, Status)> = notification::Entity::find_by_id(id)
+        .select_only()
+        .column(Column::UserId)
+        .column(Column::Status)
+        .into_tuple()
+        .one(db)
+        .await?;
+    let Some((user_id, Status::Pending)) = found else {
         return Ok(None);
     };
     // One statement decides: expired, or claimed.
