@@ -57,6 +57,11 @@ impl Queue for InProcessQueue {
         Ok(())
     }
 
+    async fn waiting(&self) -> anyhow::Result<Option<u64>> {
+        let held = self.tx.max_capacity() - self.tx.capacity();
+        Ok(Some(held as u64))
+    }
+
     fn survives_restart(&self) -> bool {
         false
     }
@@ -72,6 +77,7 @@ mod tests {
         q.enqueue(1).await.expect("room");
         q.enqueue(2).await.expect("room");
         assert!(q.enqueue(3).await.is_err());
+        assert_eq!(q.waiting().await.expect("waiting"), Some(2));
         let jobs = q.next(10, Duration::from_millis(10)).await.expect("next");
         let ids: Vec<i64> = jobs.iter().map(|j| j.notification_id).collect();
         assert_eq!(ids, [1, 2]);

@@ -34,6 +34,14 @@ pub trait Queue: Send + Sync + 'static {
     /// Moves the entry to the dead-letter store with `reason`, and acks it.
     async fn dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()>;
 
+    /// Entries queued that no worker has taken yet, when the backend can
+    /// tell (`None`: it cannot). While some wait, the sweeper does not
+    /// re-queue rows merely because their entry is older than the
+    /// visibility timeout: in a backlog those entries are still there, and
+    /// re-queuing them would only grow the queue (a lost entry is re-queued
+    /// once the backlog has drained).
+    async fn waiting(&self) -> anyhow::Result<Option<u64>>;
+
     /// Whether entries outlive this process. When they do not, whatever was
     /// queued before a restart is gone, and the sweeper's first pass
     /// re-enqueues every due row.

@@ -14,7 +14,9 @@ use anyhow::Context as _;
 use redis::{
     AsyncConnectionConfig, Client, Value,
     aio::{ConnectionManager, MultiplexedConnection},
-    streams::{StreamAutoClaimReply, StreamPendingCountReply, StreamReadReply},
+    streams::{
+        StreamAutoClaimReply, StreamInfoGroupsReply, StreamPendingCountReply, StreamReadReply,
+    },
 };
 use tokio::sync::Mutex;
 
@@ -269,6 +271,30 @@ impl Queue for RedisStreamQueue {
             }
         }
         Ok(jobs)
+    }
+
+    /// The group's `lag` (Redis 7: entries never delivered to a consumer);
+    /// `None` when Redis cannot tell, or there is no group yet.
+    async fn waiting(&self) -> anyhow::Result<Option<u64>> {
+        let mut conn = self.manager.clone();
+        let info: redis::RedisResult<StreamInfoGroupsReply> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.keys.queue())
+            .query_async(&mut conn)
+            .await;
+        let info = match info {
+            Ok(info) => info,
+            // No stream yet ("no such key"): nothing waits.
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => return Ok(Some(0)),
+            Err(e) => return Err(e).context("XINFO GROUPS"),
+        };
+        let group = self.keys.queue_group();
+        Ok(info
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .and_then(|g| g.lag)
+            .map(|lag| lag as u64))
     }
 
     async fn ack(&self, job: &Job) -> anyhow::Result<()> {

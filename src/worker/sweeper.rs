@@ -5,6 +5,7 @@
 //! EXPIRED. While the circuit breaker is open it enqueues nothing: the rows
 //! wait for the mail server, and the queue does not churn.
 
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Failure, outcome_of};
@@ -46,6 +47,26 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
     }
 }
 
+/// Rows whose enqueue stamp is older than this may have lost their queue
+/// entry. `everything`: nothing is on the queue (only this pass's own
+/// stamps count). `waiting`: entries on the queue no worker has taken yet;
+/// while there are some, stamps are trusted (a backlog's entries are still
+/// there) and only rows never queued count.
+fn stamped_before(
+    now: DateTime<Utc>,
+    visibility: std::time::Duration,
+    everything: bool,
+    waiting: Option<u64>,
+) -> DateTime<Utc> {
+    if everything {
+        now
+    } else if waiting.is_some_and(|n| n > 0) {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        storage::before(now, visibility)
+    }
+}
+
 /// One pass. `everything`: ignore enqueue stamps (nothing is on the queue).
 pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<SweepReport> {
     let settings = &delivery.settings;
@@ -77,12 +98,17 @@ pub async fn sweep(delivery: &Delivery, everything: bool) -> anyhow::Result<Swee
         });
     }
     // Entries stamped within the visibility timeout may still be on the
-    // queue; with `everything`, only this pass's own stamps count.
-    let stamped_before = if everything {
-        now
-    } else {
-        storage::before(now, settings.visibility_timeout)
+    // queue; with `everything`, only this pass's own stamps count. While
+    // entries wait on the queue (a backlog), older stamps are trusted too:
+    // only rows never queued are taken (see `Queue::waiting`).
+    let waiting = match delivery.queue.waiting().await {
+        Ok(waiting) => waiting,
+        Err(e) => {
+            tracing::warn!(error = ?e, "queue length unknown; re-queuing stale entries");
+            None
+        }
     };
+    let stamped_before = stamped_before(now, settings.visibility_timeout, everything, waiting);
     let mut enqueued = 0;
     // Batch after batch while there is a backlog (after an outage, say),
     // so recovery is not paced by the sweep interval.
@@ -138,5 +164,30 @@ async fn expire(delivery: &Delivery, now: chrono::DateTime<chrono::Utc>) -> anyh
         if !full || !moved_any {
             return Ok(expired);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_backlog_on_the_queue_is_not_queued_again() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let minute = Duration::from_secs(60);
+        let a_minute_ago = storage::before(now, minute);
+        // Nothing waits (or the queue cannot tell): stamps older than the
+        // visibility timeout may be lost entries.
+        assert_eq!(stamped_before(now, minute, false, Some(0)), a_minute_ago);
+        assert_eq!(stamped_before(now, minute, false, None), a_minute_ago);
+        // Entries wait: only rows never queued (no stamp at all).
+        assert_eq!(
+            stamped_before(now, minute, false, Some(5)),
+            DateTime::<Utc>::MIN_UTC
+        );
+        // After a restart of a queue that forgets, every stamp is stale.
+        assert_eq!(stamped_before(now, minute, true, Some(5)), now);
     }
 }

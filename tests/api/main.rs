@@ -28,6 +28,7 @@ mod logout;
 mod migration8;
 mod notifications;
 mod outage;
+mod queue;
 mod ratelimits;
 mod recipients;
 mod relay;

@@ -138,7 +138,10 @@ async fn registrations_per_address_are_limited() {
 async fn sends_allow_a_burst_then_refuse_sqlite() {
     if let Some(app) = spawn(Backend::Sqlite, |l| {
         l.sends_per_user = Bucket {
-            per_minute: 60,
+            // One token every 5 s: the 20 sends of the burst finish well
+            // within one, even on a busy machine (at 60 a minute a loaded
+            // run took over a second and got a token back).
+            per_minute: 12,
             burst: 20,
         }
     })
@@ -152,7 +155,10 @@ async fn sends_allow_a_burst_then_refuse_sqlite() {
 async fn sends_allow_a_burst_then_refuse_postgres() {
     if let Some(app) = spawn(Backend::Postgres, |l| {
         l.sends_per_user = Bucket {
-            per_minute: 60,
+            // One token every 5 s: the 20 sends of the burst finish well
+            // within one, even on a busy machine (at 60 a minute a loaded
+            // run took over a second and got a token back).
+            per_minute: 12,
             burst: 20,
         }
     })
@@ -172,8 +178,8 @@ async fn burst(app: &TestApp) {
         );
     }
     assert_limited(&app.send(&token, "one too many", "body").await);
-    // A second later one token is back (60 per minute).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Five seconds later one token is back (12 per minute).
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     assert!(
         app.send(&token, "after a pause", "body").await["data"]["sendNotification"]["id"]
             .is_string()
