@@ -26,6 +26,7 @@ use crate::{
     keys::Keys,
     mailer::{Mailer, MailerConfig},
     notify::Notifications,
+    preferences::Preferences,
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
     queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
@@ -167,6 +168,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         keys.clone(),
         config.cache_ttl,
     ));
+    let preferences = Arc::new(Preferences::new(
+        db.clone(),
+        cache.clone(),
+        keys.clone(),
+        config.cache_ttl,
+    ));
     let inbox = Inbox {
         cache: cache.clone(),
         events: events.clone(),
@@ -191,6 +198,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 mailer: Arc::new(mailer),
                 inbox: inbox.clone(),
                 directory: directory.clone(),
+                preferences: preferences.clone(),
                 breaker: Arc::new(settings.breaker()),
                 settings: settings.clone(),
             })
@@ -219,6 +227,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 revocations: revocations(redis, &keys, settings.jwt_ttl),
                 api_keys,
                 poll_interval: settings.poll_interval,
+                preferences,
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(

@@ -55,6 +55,8 @@ pub trait Cache: Send + Sync + 'static {
     /// Several keys in one round trip, in order.
     async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<Option<String>>>;
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()>;
+    /// Removes `key` (absent: nothing happens).
+    async fn delete(&self, key: &str) -> anyhow::Result<()>;
     /// Sets `key` to `value`, a JSON object whose `last_seq` is `seq`,
     /// unless it holds one with a greater `last_seq`: a slow writer never
     /// moves it back. Atomic (a Lua script; the map's lock). `false`: a
@@ -116,6 +118,15 @@ impl Cache for RedisCache {
             .query_async(&mut conn)
             .await
             .context("cache SET")
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let mut conn = self.manager.clone();
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .context("cache DEL")
     }
 
     async fn set_if_newer(
@@ -220,6 +231,11 @@ impl Cache for InProcessCache {
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
         self.lock().insert(self.max_entries, key, value, ttl);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.lock().values.remove(key);
         Ok(())
     }
 

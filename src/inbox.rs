@@ -453,6 +453,9 @@ mod tests {
         async fn set(&self, _: &str, _: &str, _: Duration) -> anyhow::Result<()> {
             anyhow::bail!("down")
         }
+        async fn delete(&self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("down")
+        }
         async fn set_if_newer(
             &self,
             _: &str,

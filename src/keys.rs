@@ -109,6 +109,12 @@ impl Keys {
         format!("{}user:{user_id}", self.prefix)
     }
 
+    /// A user's cached email preferences, with the user id as the hash tag
+    /// like the inbox keys.
+    pub fn preferences(&self, user_id: i64) -> String {
+        format!("{}prefs:{{{user_id}}}", self.prefix)
+    }
+
     /// Login failures for one account, by the digest of the normalised
     /// email the client sent (registered or not).
     pub fn login_failures_account(&self, email: &str) -> String {

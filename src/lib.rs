@@ -20,6 +20,7 @@ pub mod inbox;
 pub mod keys;
 pub mod mailer;
 pub mod notify;
+pub mod preferences;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;

@@ -58,7 +58,8 @@ pub fn decode<T: Payload>(json: &str) -> serde_json::Result<Option<T>> {
 /// the format version of every payload that carries one (and the release
 /// that adds it reads and writes the new version). SCHEDULED, CANCELED and
 /// EXPIRED raised them (a release before them reads such a payload as one
-/// of another version: a miss, a resync).
+/// of another version: a miss, a resync); SKIPPED (preferences) raised
+/// them again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -69,6 +70,7 @@ pub enum Status {
     Scheduled,
     Canceled,
     Expired,
+    Skipped,
 }
 
 impl From<notification::Status> for Status {
@@ -81,6 +83,7 @@ impl From<notification::Status> for Status {
             notification::Status::Scheduled => Self::Scheduled,
             notification::Status::Canceled => Self::Canceled,
             notification::Status::Expired => Self::Expired,
+            notification::Status::Skipped => Self::Skipped,
         }
     }
 }
@@ -178,7 +181,7 @@ pub struct PageV1 {
 /// Version 3: read at a seq, not at an inbox version (version 2: its
 /// notifications carry their seq and read state).
 impl Payload for PageV1 {
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
 }
 
 /// A cached page of `inbox(first, after, filter)`, with the user's counts
@@ -192,7 +195,7 @@ pub struct InboxPageV1 {
 }
 
 impl Payload for InboxPageV1 {
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
 }
 
 /// One entry of a user's inbox log (`inbox_events.payload`), with the
@@ -207,8 +210,8 @@ pub struct InboxEventV1 {
 }
 
 impl Payload for InboxEventV1 {
-    const VERSION: u32 = 2;
-    /// The log keeps events of version 1 (before the new statuses).
+    const VERSION: u32 = 3;
+    /// The log keeps events of versions 1 and 2 (before the new statuses).
     const READS_FROM: u32 = 1;
 }
 
@@ -224,7 +227,7 @@ pub struct InboxHintV1 {
 }
 
 impl Payload for InboxHintV1 {
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const READS_FROM: u32 = 1;
 }
 
@@ -258,6 +261,26 @@ impl InboxChangeV1 {
             Self::NotificationsMarked { .. } => "NotificationsMarked",
         }
     }
+}
+
+/// A user's email settings, as cached (`preferences.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreferencesV1 {
+    /// The default for categories without their own setting; `None`: never
+    /// set (email on).
+    pub email: Option<bool>,
+    /// The categories with their own setting, by category.
+    pub categories: Vec<CategoryPreferenceV1>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryPreferenceV1 {
+    pub category: String,
+    pub email: bool,
+}
+
+impl Payload for PreferencesV1 {
+    const VERSION: u32 = 1;
 }
 
 /// A user's public profile, as cached.

@@ -8,6 +8,7 @@ pub mod idempotency_record;
 pub mod inbox_counter;
 pub mod inbox_event;
 pub mod notification;
+pub mod notification_preference;
 pub mod user;
 
 pub mod prelude {

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 /// Delivery status, stored as a constrained string (`CHECK (status IN (...))`).
 ///
 /// Transitions (DESIGN.md, invariant 3): PENDING → PROCESSING → SENT | FAILED,
+/// PENDING → SKIPPED (the recipient turned email off; decided at the claim),
 /// PROCESSING → PENDING (a retry or an expired claim), SCHEDULED → PENDING
 /// when due, and SCHEDULED | PENDING (unclaimed) → CANCELED | EXPIRED. SENT,
-/// FAILED, CANCELED and EXPIRED are final.
+/// FAILED, CANCELED, EXPIRED and SKIPPED are final.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]
@@ -32,6 +33,9 @@ pub enum Status {
     /// Not delivered by its `expires_at`.
     #[sea_orm(string_value = "EXPIRED")]
     Expired,
+    /// Its recipient turned email off for it: kept in the inbox, not mailed.
+    #[sea_orm(string_value = "SKIPPED")]
+    Skipped,
 }
 
 impl Status {
@@ -39,7 +43,7 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Sent | Self::Failed | Self::Canceled | Self::Expired
+            Self::Sent | Self::Failed | Self::Canceled | Self::Expired | Self::Skipped
         )
     }
 }

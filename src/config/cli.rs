@@ -264,6 +264,10 @@ pub struct RuntimeArgs {
     /// before deliveries are put back for another worker.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = defaults::SHUTDOWN_GRACE.text, value_parser = defaults::SHUTDOWN_GRACE.parser())]
     pub shutdown_grace: Duration,
+    /// Categories always mailed, whatever their recipient's preferences
+    /// say (comma-separated, e.g. `security,billing`).
+    #[arg(long, env = "HERALD_CRITICAL_CATEGORIES", value_delimiter = ',')]
+    pub critical_categories: Vec<String>,
     /// How long a cached page of `notifications` lives.
     #[arg(long, env = "HERALD_CACHE_TTL", default_value = defaults::CACHE_TTL.text, value_parser = defaults::CACHE_TTL.parser())]
     pub cache_ttl: Duration,

@@ -122,6 +122,7 @@ impl Config {
                 max_deliveries: defaults::MAX_DELIVERIES.default,
                 shutdown_grace: defaults::SHUTDOWN_GRACE.default,
                 clock: std::sync::Arc::new(SystemClock),
+                critical_categories: Vec::new(),
             }),
             cache_ttl: defaults::CACHE_TTL.default,
             shutdown_grace: defaults::SHUTDOWN_GRACE.default,

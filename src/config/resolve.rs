@@ -107,6 +107,17 @@ impl Config {
             rt.visibility_timeout,
             rt.smtp_timeout
         );
+        let mut critical_categories = Vec::new();
+        for raw in &rt.critical_categories {
+            let category = raw.trim();
+            if category.is_empty() {
+                continue;
+            }
+            crate::domain::send::Category::parse(category).map_err(|e| {
+                anyhow::anyhow!("HERALD_CRITICAL_CATEGORIES: {category:?} {}", e.reason)
+            })?;
+            critical_categories.push(category.to_owned());
+        }
         Ok(Self {
             database_url,
             migrate_on_start: !rt.no_migrate,
@@ -139,6 +150,7 @@ impl Config {
                 max_deliveries: rt.max_deliveries,
                 shutdown_grace: rt.shutdown_grace,
                 clock: std::sync::Arc::new(SystemClock),
+                critical_categories,
             }),
             cache_ttl: rt.cache_ttl,
             shutdown_grace: rt.shutdown_grace,

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub api_keys: Arc<ApiKeys>,
     /// `inboxChanges`' `pollInterval`.
     pub poll_interval: std::time::Duration,
+    /// Email preferences: the mutation drops the cached copy it changed.
+    pub preferences: Arc<crate::preferences::Preferences>,
 }
 
 /// The client's address (the peer, or what a trusted proxy says), set by

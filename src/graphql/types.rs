@@ -68,6 +68,8 @@ pub enum NotificationStatus {
     Canceled,
     /// Not delivered by its `expiresAt`; never sent.
     Expired,
+    /// Its recipient turned email off for it: in the inbox, never mailed.
+    Skipped,
 }
 
 impl From<wire::Status> for NotificationStatus {
@@ -80,6 +82,7 @@ impl From<wire::Status> for NotificationStatus {
             wire::Status::Scheduled => Self::Scheduled,
             wire::Status::Canceled => Self::Canceled,
             wire::Status::Expired => Self::Expired,
+            wire::Status::Skipped => Self::Skipped,
         }
     }
 }

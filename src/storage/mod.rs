@@ -8,6 +8,7 @@ pub mod db;
 pub mod idempotency;
 pub mod inbox;
 pub mod notifications;
+pub mod preferences;
 pub mod retention;
 pub mod users;
 

@@ -203,57 +203,82 @@ fn unexpired_at(now: DateTime<Utc>) -> Condition {
         .add(Column::ExpiresAt.gt(now))
 }
 
-/// PENDING → PROCESSING, only if still PENDING and due: counts the attempt
-/// and stamps the claim. Past its `expires_at` the same compare-and-set
-/// moves it to EXPIRED instead (the returned row says which); the caller
-/// delivers only a PROCESSING row. `None`: someone else has it (a worker,
-/// or a cancel), or it is not due.
-pub async fn claim(db: &DatabaseConnection, id: i64, now: DateTime<Utc>) -> Result<Option<Moved>> {
-    // A row that is not PENDING (claimed, final, canceled, or one of many
-    // queue entries of a backlog the sweeper re-queued) is passed over
-    // without taking its owner's counter lock; the compare-and-set below
-    // still decides for the rows that are.
-    let found: Option<(i64, Status)> = notification::Entity::find_by_id(id)
+/// A PENDING row's owner and category, for the worker to decide on before
+/// it claims. `None`: the row is not PENDING (claimed, final, canceled, or
+/// one of many queue entries of a backlog the sweeper re-queued) or gone;
+/// it is passed over without taking its owner's counter lock.
+pub async fn pending(db: &DatabaseConnection, id: i64) -> Result<Option<(i64, Option<String>)>> {
+    let found: Option<(i64, Status, Option<String>)> = notification::Entity::find_by_id(id)
         .select_only()
         .column(Column::UserId)
         .column(Column::Status)
+        .column(Column::Category)
         .into_tuple()
         .one(db)
         .await?;
-    let Some((user_id, Status::Pending)) = found else {
-        return Ok(None);
-    };
-    // One statement decides: expired, or claimed.
+    Ok(match found {
+        Some((user_id, Status::Pending, category)) => Some((user_id, category)),
+        _ => None,
+    })
+}
+
+/// PENDING → PROCESSING, only if still PENDING and due: counts the attempt
+/// and stamps the claim. With `mail` false (its recipient turned email off)
+/// the same compare-and-set moves it to SKIPPED instead, and past its
+/// `expires_at` to EXPIRED (the returned row says which); the caller
+/// delivers only a PROCESSING row. `None`: someone else has it (a worker,
+/// or a cancel), or it is not due. `user_id` is the row's owner (`pending`).
+pub async fn claim_deciding(
+    db: &DatabaseConnection,
+    id: i64,
+    user_id: i64,
+    mail: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Moved>> {
+    // One statement decides: expired, skipped or claimed.
     let unless_expired = |expired: Expr, claimed: Expr| -> Expr {
         Expr::case(expired_at(now), expired).finally(claimed).into()
+    };
+    let (status, attempts, claimed_at) = if mail {
+        (
+            Status::Processing,
+            Expr::col(Column::Attempts).add(1),
+            Some(now),
+        )
+    } else {
+        (Status::Skipped, Expr::col(Column::Attempts), None)
     };
     let update = notification::Entity::update_many()
         .col_expr(
             Column::Status,
-            unless_expired(
-                Expr::value(Status::Expired),
-                Expr::value(Status::Processing),
-            ),
+            unless_expired(Expr::value(Status::Expired), Expr::value(status)),
         )
         .col_expr(
             Column::Attempts,
-            unless_expired(
-                Expr::col(Column::Attempts),
-                Expr::col(Column::Attempts).add(1),
-            ),
+            unless_expired(Expr::col(Column::Attempts), attempts),
         )
         .col_expr(
             Column::ClaimedAt,
             unless_expired(
                 Expr::value(Option::<DateTime<Utc>>::None),
-                Expr::value(Some(now)),
+                Expr::value(claimed_at),
             ),
         )
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
+        .filter(Column::UserId.eq(user_id))
         .filter(Column::Status.eq(Status::Pending))
         .filter(due(now));
     move_status(db, user_id, Status::Pending, update, now).await
+}
+
+/// `claim_deciding` for a row whose email is on: PENDING → PROCESSING (or
+/// EXPIRED), reading its owner first.
+pub async fn claim(db: &DatabaseConnection, id: i64, now: DateTime<Utc>) -> Result<Option<Moved>> {
+    let Some((user_id, _)) = pending(db, id).await? else {
+        return Ok(None);
+    };
+    claim_deciding(db, id, user_id, true, now).await
 }
 
 /// What a delivery attempt came to.

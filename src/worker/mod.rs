@@ -36,6 +36,7 @@ use crate::{
     directory::Directory,
     inbox::Inbox,
     mailer::{Email, Fault, Mailer, SendError},
+    preferences::Preferences,
     queue::{Job, Queue},
     storage::notifications::{self, Outcome},
 };
@@ -49,6 +50,8 @@ pub struct Delivery {
     pub inbox: Inbox,
     /// Recipients' addresses (users never change: cached in process).
     pub directory: Arc<Directory>,
+    /// Recipients' email preferences, through the shared cache.
+    pub preferences: Arc<Preferences>,
     pub settings: WorkerSettings,
     /// Whether the mail server is taking deliveries; `/readyz` shows it.
     pub breaker: Arc<Breaker>,
@@ -79,6 +82,8 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// What "now" is for claims, retries, the sweeper and the breaker.
     pub clock: Arc<dyn Clock>,
+    /// Categories mailed whatever their recipient's preferences say.
+    pub critical_categories: Vec<String>,
 }
 
 impl WorkerSettings {
@@ -250,7 +255,34 @@ impl Delivery {
             self.dead_letter(&job).await;
             return;
         }
-        let (claimed, claim_event) = match notifications::claim(&self.db, id, clock.now()).await {
+        let (user_id, category) = match notifications::pending(&self.db, id).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                // Already taken, finished, canceled, or gone: nothing to do.
+                self.ack(&job).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "claiming failed");
+                return;
+            }
+        };
+        // Decided before the claim, from the cached preferences (no query
+        // per delivery), so a change applies to whatever is not yet taken.
+        let mail = match self.preferences.get(user_id).await {
+            Ok(preferences) => crate::preferences::mails(
+                &preferences,
+                category.as_deref(),
+                &self.settings.critical_categories,
+            ),
+            Err(e) => {
+                // Not acked: the entry comes back after the visibility timeout.
+                tracing::error!(error = ?e, "reading the recipient's preferences failed");
+                return;
+            }
+        };
+        let claimed = notifications::claim_deciding(&self.db, id, user_id, mail, clock.now()).await;
+        let (claimed, claim_event) = match claimed {
             Ok(Some(moved)) => (moved.row, moved.event),
             Ok(None) => {
                 // Already taken, finished, canceled, not due yet, or gone:
@@ -263,9 +295,10 @@ impl Delivery {
                 return;
             }
         };
-        if claimed.status == entity::notification::Status::Expired {
-            // Past its expiresAt: the claim expired it instead.
-            tracing::info!("expired before delivery; not sent");
+        if claimed.status != entity::notification::Status::Processing {
+            // Past its expiresAt, the claim expired it; with email turned
+            // off, it skipped it (kept in the inbox, not mailed).
+            tracing::info!(status = ?claimed.status, "not sent");
             self.inbox.changed(&claimed, claim_event).await;
             self.ack(&job).await;
             return;

@@ -43,6 +43,7 @@ macro_rules! delivery_test {
         }
     };
 }
+pub(crate) use delivery_test;
 
 delivery_test!(a_sent_notification_arrives_by_email_and_reads_sent, arrives);
 async fn arrives(app: &TestApp, sink: &SmtpSink) {

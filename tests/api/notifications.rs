@@ -425,8 +425,8 @@ async fn another_release(backend: Backend) {
         assert!(tokio::time::Instant::now() < deadline, "no hint relayed");
     };
     assert_eq!(heard, "newer");
-    // Version 1 (before the new statuses) is still read; 3 is a future one.
-    for payload in [hint(3, "other version"), hint(1, "marker")] {
+    // Version 1 (before the new statuses) is still read; 4 is a future one.
+    for payload in [hint(4, "other version"), hint(1, "marker")] {
         let _: i64 = publish(payload)
             .query_async(&mut redis)
             .await

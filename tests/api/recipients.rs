@@ -78,7 +78,7 @@ pub(crate) async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
 }
 
 /// Titles in the inbox `token` opens.
-async fn inbox_ids(app: &TestApp, token: &str) -> Vec<String> {
+pub(crate) async fn inbox_ids(app: &TestApp, token: &str) -> Vec<String> {
     let body = app
         .gql(
             "{ inbox(first: 50) { edges { node { id } } } }",

@@ -22,7 +22,7 @@ const WITHIN: Duration = Duration::from_secs(20);
 const FIELDS: &str = "id status sendAt expiresAt sentAt";
 
 /// `now + secs`, as the API takes it.
-fn at(secs: f64) -> String {
+pub(crate) fn at(secs: f64) -> String {
     let when = Utc::now().trunc_subsecs(3) + chrono::Duration::milliseconds((secs * 1e3) as i64);
     when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -35,7 +35,7 @@ fn time(v: &Value) -> DateTime<Utc> {
 }
 
 /// A user; their token and id.
-async fn user(app: &TestApp, tag: &str) -> (String, String, String) {
+pub(crate) async fn user(app: &TestApp, tag: &str) -> (String, String, String) {
     let email = unique_email(tag);
     let token = app.token_for(&email).await;
     let id = app.me(Some(&token)).await["data"]["me"]["id"]
@@ -64,7 +64,7 @@ async fn send(app: &TestApp, token: &str, to: Option<&str>, extra: Value) -> Val
     .await
 }
 
-async fn sent_ok(app: &TestApp, token: &str, to: Option<&str>, extra: Value) -> Value {
+pub(crate) async fn sent_ok(app: &TestApp, token: &str, to: Option<&str>, extra: Value) -> Value {
     let body = send(app, token, to, extra).await;
     let n = body["data"]["sendNotification"].clone();
     assert!(n.is_object(), "the send failed: {body}");
@@ -89,7 +89,7 @@ async fn read(app: &TestApp, token: &str, id: &str) -> Value {
     .await
 }
 
-async fn status(app: &TestApp, token: &str, id: &str) -> String {
+pub(crate) async fn status(app: &TestApp, token: &str, id: &str) -> String {
     let body = read(app, token, id).await;
     body["data"]["notification"]["status"]
         .as_str()
@@ -97,7 +97,7 @@ async fn status(app: &TestApp, token: &str, id: &str) -> String {
         .to_owned()
 }
 
-async fn wait_for(app: &TestApp, token: &str, id: &str, want: &str) {
+pub(crate) async fn wait_for(app: &TestApp, token: &str, id: &str, want: &str) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
         let now = status(app, token, id).await;
@@ -114,7 +114,7 @@ async fn wait_for(app: &TestApp, token: &str, id: &str, want: &str) {
 
 /// The events of notification `id` in its recipient's log, as
 /// `Created(STATUS)` and `FROM->TO`.
-async fn moves(app: &TestApp, token: &str, id: &str) -> Vec<String> {
+pub(crate) async fn moves(app: &TestApp, token: &str, id: &str) -> Vec<String> {
     let body = app
         .gql(
             "{ inboxChanges(after: 0, first: 200) { events { __typename \
@@ -143,7 +143,7 @@ async fn moves(app: &TestApp, token: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
-fn mails_to(sink: &SmtpSink, email: &str) -> usize {
+pub(crate) fn mails_to(sink: &SmtpSink, email: &str) -> usize {
     sink.received()
         .iter()
         .filter(|m| m.rcpt_to == [email.to_owned()])

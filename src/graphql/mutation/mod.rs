@@ -16,4 +16,5 @@ pub struct MutationRoot(
     inbox::InboxMutation,
     user_token::UserTokenMutation,
     cancel::CancelMutation,
+    crate::graphql::preferences::PreferencesMutation,
 );

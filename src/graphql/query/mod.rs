@@ -12,4 +12,5 @@ pub struct QueryRoot(
     account::AccountQuery,
     notification::NotificationQuery,
     inbox::InboxQuery,
+    crate::graphql::preferences::PreferencesQuery,
 );
