@@ -192,6 +192,7 @@ mod tests {
             ));
             names.push(("inbox_cursor_page", keys.inbox_cursor_page(id, 0, None, "")));
             names.push(("user", keys.user(id)));
+            names.push(("preferences", keys.preferences(id)));
             names.push(("sends_user", keys.sends_user(id)));
             names.push(("sends_app", keys.sends_app(id)));
             names.push(("tokens_valid_after", keys.tokens_valid_after(id)));
