@@ -152,9 +152,7 @@ impl Notifications {
                 Ok(canceled)
             })
             .await
-            .map_err(|e| {
-                StorageError::Db(sea_orm::DbErr::Custom(format!("the cancel task: {e}")))
-            })?
+            .map_err(|e| task_failed("cancel", &e))?
     }
 
     /// After the INSERT's commit: nothing here may fail the send.
@@ -175,7 +173,7 @@ impl Notifications {
     }
 }
 
-/// A send or mark task that panicked or was cancelled.
+/// A send, mark or cancel task that panicked or was cancelled.
 fn task_failed(what: &str, e: &tokio::task::JoinError) -> StorageError {
     StorageError::Db(sea_orm::DbErr::Custom(format!("the {what} task: {e}")))
 }
