@@ -194,6 +194,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         keys: keys.clone(),
         ttl: config.cache_ttl,
         lost_bumps: Arc::new(LostBumps::new(background.clone(), tasks.clone())),
+        webhooks: crate::webhooks::Wake::default(),
     };
 
     let delivery = match &config.worker {

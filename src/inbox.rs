@@ -49,6 +49,9 @@ pub struct Inbox {
     pub ttl: Duration,
     /// Snapshot updates the cache refused (it was unreachable).
     pub lost_bumps: Arc<LostBumps>,
+    /// This application's webhook relay: changes that write outbox rows
+    /// run in its scope and wake it.
+    pub webhooks: crate::webhooks::Wake,
 }
 
 /// The longest a snapshot entry is kept: the longest a snapshot update

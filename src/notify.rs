@@ -66,8 +66,9 @@ impl Notifications {
         options: SendOptions,
     ) -> Result<notification::Model, StorageError> {
         let this = self.clone();
+        let wake = self.inbox.webhooks.clone();
         self.tasks
-            .spawn(async move {
+            .spawn(wake.scope(async move {
                 // A winner whose notification vanished before we read it
                 // frees the key: try again, a bounded number of times.
                 for _ in 0..3 {
@@ -94,7 +95,7 @@ impl Notifications {
                     return Ok(row);
                 }
                 Err(StorageError::IdempotencyKeyTaken)
-            })
+            }))
             .await
             .map_err(|e| task_failed("send", &e))?
     }
@@ -121,8 +122,9 @@ impl Notifications {
         target: Target,
     ) -> Result<Marked, StorageError> {
         let this = self.clone();
+        let wake = self.inbox.webhooks.clone();
         self.tasks
-            .spawn(async move {
+            .spawn(wake.scope(async move {
                 let marked =
                     storage::inbox::mark(&this.db, user_id, action, target, storage::now()).await?;
                 if let Some(event) = &marked.event {
@@ -130,7 +132,7 @@ impl Notifications {
                     this.inbox.announce(user_id, Some(event.clone())).await;
                 }
                 Ok(marked)
-            })
+            }))
             .await
             .map_err(|e| task_failed("mark", &e))?
     }
@@ -142,15 +144,16 @@ impl Notifications {
         row: notification::Model,
     ) -> Result<storage::notifications::Canceled, StorageError> {
         let this = self.clone();
+        let wake = self.inbox.webhooks.clone();
         self.tasks
-            .spawn(async move {
+            .spawn(wake.scope(async move {
                 let canceled =
                     storage::notifications::cancel(&this.db, row, storage::now()).await?;
                 if let storage::notifications::Canceled::Now(moved) = &canceled {
                     this.inbox.changed(&moved.row, moved.event.clone()).await;
                 }
                 Ok(canceled)
-            })
+            }))
             .await
             .map_err(|e| task_failed("cancel", &e))?
     }

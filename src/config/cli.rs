@@ -291,6 +291,22 @@ pub struct RuntimeArgs {
     /// returns the first send's notification. Older keys are pruned.
     #[arg(long, env = "HERALD_IDEMPOTENCY_TTL", default_value = defaults::IDEMPOTENCY_TTL.text, value_parser = defaults::IDEMPOTENCY_TTL.parser())]
     pub idempotency_ttl: Duration,
+    /// Webhook deliveries in flight at once, per process: a limit of their
+    /// own, so a slow or hanging receiver never holds up email.
+    #[arg(long, env = "HERALD_WEBHOOK_CONCURRENCY", default_value_t = defaults::WEBHOOK_CONCURRENCY.default, value_parser = defaults::WEBHOOK_CONCURRENCY.parser())]
+    pub webhook_concurrency: usize,
+    /// Backoff after a webhook's first failed attempt; doubles each time,
+    /// with jitter, up to an hour, for a day.
+    #[arg(long, env = "HERALD_WEBHOOK_RETRY_BASE", default_value = defaults::WEBHOOK_RETRY_BASE.text, value_parser = defaults::WEBHOOK_RETRY_BASE.parser())]
+    pub webhook_retry_base: Duration,
+    /// How long one webhook attempt may take (connection and answer).
+    /// Must be shorter than HERALD_VISIBILITY_TIMEOUT.
+    #[arg(long, env = "HERALD_WEBHOOK_TIMEOUT", default_value = defaults::WEBHOOK_TIMEOUT.text, value_parser = defaults::WEBHOOK_TIMEOUT.parser())]
+    pub webhook_timeout: Duration,
+    /// Deliver webhooks to loopback, private and link-local addresses too
+    /// (turns the SSRF protection off: for tests and trusted networks).
+    #[arg(long, env = "HERALD_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
     /// Queue deliveries of one entry before it goes to the dead letters.
     #[arg(long, env = "HERALD_MAX_DELIVERIES", default_value_t = defaults::MAX_DELIVERIES.default, value_parser = defaults::MAX_DELIVERIES.parser())]
     pub max_deliveries: u64,

@@ -91,6 +91,15 @@ pub const EVENT_RETENTION: Span = Span::new("7d", "1h", "365d");
 /// How long an idempotency key holds at least (the contract's 24 h is the
 /// floor).
 pub const IDEMPOTENCY_TTL: Span = Span::new("24h", "24h", "365d");
+/// Webhook deliveries in flight at once, their own limit.
+pub const WEBHOOK_CONCURRENCY: Count<usize> = Count::new(8, 1, 10_000);
+/// The first webhook retry's delay; doubled (with jitter) after each
+/// further failure, up to `WEBHOOK_RETRY_MAX`, for `WEBHOOK_RETRY_WINDOW`.
+pub const WEBHOOK_RETRY_BASE: Span = Span::new("5s", "10ms", "1d");
+pub const WEBHOOK_RETRY_MAX: Span = Span::new("1h", "10ms", "1d");
+pub const WEBHOOK_RETRY_WINDOW: Span = Span::new("24h", "1s", "30d");
+/// One webhook attempt, connection and answer included.
+pub const WEBHOOK_TIMEOUT: Span = Span::new("10s", "10ms", "10m");
 pub const MAX_DELIVERIES: Count<u64> = Count::new(5, 1, 1_000_000);
 pub const SHUTDOWN_GRACE: Span = Span::new("10s", "10ms", "1h");
 pub const CACHE_TTL: Span = Span::new("300s", "1s", "30d");

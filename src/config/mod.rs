@@ -23,7 +23,7 @@ use crate::{
     cors::AllowedOrigins,
     graphql::SchemaOptions,
     ratelimit::RateLimits,
-    worker::{RetryPolicy, SystemClock, WorkerSettings},
+    worker::{RetryPolicy, SystemClock, WebhookSettings, WorkerSettings},
     ws::SocketLimits,
 };
 
@@ -123,6 +123,12 @@ impl Config {
                 shutdown_grace: defaults::SHUTDOWN_GRACE.default,
                 clock: std::sync::Arc::new(SystemClock),
                 critical_categories: Vec::new(),
+                webhooks: WebhookSettings::new(
+                    defaults::WEBHOOK_CONCURRENCY.default,
+                    defaults::WEBHOOK_RETRY_BASE.default,
+                    defaults::WEBHOOK_TIMEOUT.default,
+                    false,
+                ),
             }),
             cache_ttl: defaults::CACHE_TTL.default,
             shutdown_grace: defaults::SHUTDOWN_GRACE.default,

@@ -9,7 +9,7 @@ use crate::{
     graphql::{SchemaOptions, limits::QueryLimits},
     ratelimit::{Bucket, RateLimits, Window},
     storage::DatabaseKind,
-    worker::{RetryPolicy, SystemClock, WorkerSettings},
+    worker::{RetryPolicy, SystemClock, WebhookSettings, WorkerSettings},
     ws::SocketLimits,
 };
 
@@ -107,6 +107,12 @@ impl Config {
             rt.visibility_timeout,
             rt.smtp_timeout
         );
+        anyhow::ensure!(
+            rt.visibility_timeout > rt.webhook_timeout,
+            "HERALD_VISIBILITY_TIMEOUT ({:?}) must be longer than HERALD_WEBHOOK_TIMEOUT ({:?})",
+            rt.visibility_timeout,
+            rt.webhook_timeout
+        );
         let mut critical_categories = Vec::new();
         for raw in &rt.critical_categories {
             let category = raw.trim();
@@ -151,6 +157,12 @@ impl Config {
                 shutdown_grace: rt.shutdown_grace,
                 clock: std::sync::Arc::new(SystemClock),
                 critical_categories,
+                webhooks: WebhookSettings::new(
+                    rt.webhook_concurrency,
+                    rt.webhook_retry_base,
+                    rt.webhook_timeout,
+                    rt.webhook_allow_private,
+                ),
             }),
             cache_ttl: rt.cache_ttl,
             shutdown_grace: rt.shutdown_grace,

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use entity::{webhook_delivery, webhook_endpoint};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter as _, QueryOrder as _, Statement, Value, sea_query::Expr,
+    EntityTrait, ExprTrait as _, QueryFilter as _, QueryOrder as _, Statement, Value,
+    sea_query::Expr,
 };
 
 use super::StorageError;
@@ -154,6 +155,9 @@ pub async fn record(
             .await?;
         written += result.rows_affected();
     }
+    if written > 0 {
+        crate::webhooks::wrote_rows();
+    }
     Ok(written)
 }
 
@@ -177,6 +181,14 @@ pub async fn listens(txn: &impl ConnectionTrait, event: EventType) -> Result<boo
     Ok(found.is_some())
 }
 
+/// The `n`th (1-based) bound value, by number: usable more than once.
+fn numbered(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => format!("?{n}"),
+    }
+}
+
 /// The `n`th (1-based) bound-value placeholder.
 fn placeholder(backend: DbBackend, n: usize) -> String {
     match backend {
@@ -191,4 +203,264 @@ pub async fn deliveries(db: &impl ConnectionTrait) -> Result<Vec<webhook_deliver
         .order_by_asc(webhook_delivery::Column::Id)
         .all(db)
         .await?)
+}
+
+// ---- Delivery: the relay, the worker's claim and outcome ----
+
+/// PENDING outbox rows that are due, not claimed (or their claim expired),
+/// whose endpoint is enabled and whose queue entry may be lost (never
+/// queued, or queued before `stamped_before`): re-stamped as queued `now`
+/// in one statement, their ids returned. Of several relays running it at
+/// once, each row goes to one.
+pub async fn take_for_enqueue(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    stamped_before: DateTime<Utc>,
+    visibility: std::time::Duration,
+    limit: u64,
+) -> Result<Vec<i64>> {
+    let backend = db.get_database_backend();
+    // The conditions, on the table as `d.` or unqualified.
+    let stale = |d: &str| {
+        format!(
+            "{d}status = 'PENDING' \
+               AND ({d}next_attempt_at IS NULL OR {d}next_attempt_at <= {now}) \
+               AND ({d}claimed_at IS NULL OR {d}claimed_at < {expired}) \
+               AND ({d}enqueued_at IS NULL OR {d}enqueued_at < {stamped})",
+            now = numbered(backend, 1),
+            expired = numbered(backend, 2),
+            stamped = numbered(backend, 3),
+        )
+    };
+    let sql = format!(
+        "UPDATE webhook_deliveries SET enqueued_at = {now} \
+         WHERE id IN (SELECT d.id FROM webhook_deliveries d \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE e.disabled_at IS NULL AND {inner} \
+             ORDER BY d.id LIMIT {limit}) \
+           AND {outer} \
+         RETURNING id",
+        now = placeholder(backend, 1),
+        inner = stale("d."),
+        outer = stale(""),
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                Value::from(now),
+                Value::from(super::before(now, visibility)),
+                Value::from(stamped_before),
+            ],
+        ))
+        .await?;
+    let mut ids = rows
+        .iter()
+        .map(|row| row.try_get::<i64>("", "id"))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Clears the queue stamp of a PENDING row whose enqueue failed: the next
+/// relay pass takes it.
+pub async fn mark_unqueued(db: &impl ConnectionTrait, id: i64) -> Result<()> {
+    webhook_delivery::Entity::update_many()
+        .col_expr(
+            webhook_delivery::Column::EnqueuedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(webhook_delivery::Column::Id.eq(id))
+        .filter(webhook_delivery::Column::Status.eq(webhook_delivery::Status::Pending))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Takes outbox row `id` for one attempt (compare-and-set): PENDING, due,
+/// not claimed (or the claim expired, its worker died), its endpoint
+/// enabled → `claimed_at = now`, `attempts + 1`. The row as claimed and its
+/// endpoint; `None` when another worker has it, it is finished, not due,
+/// its endpoint is disabled, or it is gone.
+pub async fn claim(
+    db: &DatabaseConnection,
+    id: i64,
+    now: DateTime<Utc>,
+    visibility: std::time::Duration,
+) -> Result<Option<(webhook_delivery::Model, webhook_endpoint::Model)>> {
+    use webhook_delivery::Column;
+    let enabled = sea_orm::sea_query::Query::select()
+        .column(webhook_endpoint::Column::Id)
+        .from(webhook_endpoint::Entity)
+        .and_where(webhook_endpoint::Column::DisabledAt.is_null())
+        .to_owned();
+    let claimed = webhook_delivery::Entity::update_many()
+        .col_expr(Column::ClaimedAt, Expr::value(Some(now)))
+        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(webhook_delivery::Status::Pending))
+        .filter(
+            sea_orm::Condition::any()
+                .add(Column::NextAttemptAt.is_null())
+                .add(Column::NextAttemptAt.lte(now)),
+        )
+        .filter(
+            sea_orm::Condition::any()
+                .add(Column::ClaimedAt.is_null())
+                .add(Column::ClaimedAt.lt(super::before(now, visibility))),
+        )
+        .filter(Column::EndpointId.in_subquery(enabled))
+        .exec_with_returning(db)
+        .await?;
+    let Some(row) = claimed.into_iter().next() else {
+        return Ok(None);
+    };
+    let endpoint = webhook_endpoint::Entity::find_by_id(row.endpoint_id)
+        .one(db)
+        .await?;
+    Ok(endpoint.map(|endpoint| (row, endpoint)))
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Due again at `retry_at`.
+    Retry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// Given up.
+    Failed {
+        error: String,
+    },
+}
+
+/// Records `attempt` for `claimed` (a compare-and-set on the claim: still
+/// PENDING, same attempt number and claim time): `false` when the claim
+/// expired and another worker took the row over (this outcome is dropped).
+pub async fn record_attempt(
+    db: &DatabaseConnection,
+    claimed: &webhook_delivery::Model,
+    attempt: &Attempt,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    use webhook_delivery::{Column, Status};
+    let none = Option::<DateTime<Utc>>::None;
+    let update = webhook_delivery::Entity::update_many()
+        .col_expr(Column::ClaimedAt, Expr::value(none))
+        .filter(Column::Id.eq(claimed.id))
+        .filter(Column::Status.eq(Status::Pending))
+        .filter(Column::Attempts.eq(claimed.attempts))
+        .filter(Column::ClaimedAt.eq(claimed.claimed_at));
+    let update = match attempt {
+        Attempt::Delivered => update
+            .col_expr(Column::Status, Expr::value(Status::Delivered))
+            .col_expr(Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(Column::LastError, Expr::value(Option::<String>::None)),
+        Attempt::Retry { error, retry_at } => update
+            .col_expr(Column::NextAttemptAt, Expr::value(Some(*retry_at)))
+            .col_expr(Column::EnqueuedAt, Expr::value(none))
+            .col_expr(Column::LastError, Expr::value(Some(error.clone()))),
+        Attempt::Failed { error } => update
+            .col_expr(Column::Status, Expr::value(Status::Failed))
+            .col_expr(Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(Column::LastError, Expr::value(Some(error.clone()))),
+    };
+    Ok(update.exec(db).await?.rows_affected > 0)
+}
+
+/// An endpoint answered with a 2xx: its failure streak ends (no statement
+/// is written when there was none).
+pub async fn endpoint_succeeded(db: &DatabaseConnection, endpoint_id: i64) -> Result<()> {
+    webhook_endpoint::Entity::update_many()
+        .col_expr(
+            webhook_endpoint::Column::FailingSince,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(webhook_endpoint::Column::Id.eq(endpoint_id))
+        .filter(webhook_endpoint::Column::FailingSince.is_not_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// A delivery to an endpoint failed at `now`: its streak starts (if none
+/// runs), and its last error is kept. When the streak has lasted
+/// `disable_after`, the endpoint is disabled and its PENDING rows are
+/// FAILED. `Some(failing_since)` when this call disabled it.
+pub async fn endpoint_failed(
+    db: &DatabaseConnection,
+    endpoint_id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+    disable_after: std::time::Duration,
+) -> Result<Option<DateTime<Utc>>> {
+    use webhook_endpoint::Column;
+    let streak = Expr::col(Column::FailingSince).if_null(now);
+    let updated = webhook_endpoint::Entity::update_many()
+        .col_expr(Column::FailingSince, streak)
+        .col_expr(Column::LastError, Expr::value(Some(error.to_owned())))
+        .filter(Column::Id.eq(endpoint_id))
+        .exec_with_returning(db)
+        .await?;
+    let Some(endpoint) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    let Some(since) = endpoint.failing_since else {
+        return Ok(None);
+    };
+    if endpoint.disabled_at.is_some() || since > super::before(now, disable_after) {
+        return Ok(None);
+    }
+    let txn = sea_orm::TransactionTrait::begin(db).await?;
+    let disabled = webhook_endpoint::Entity::update_many()
+        .col_expr(Column::DisabledAt, Expr::value(Some(now)))
+        .filter(Column::Id.eq(endpoint_id))
+        .filter(Column::DisabledAt.is_null())
+        .filter(Column::FailingSince.eq(since))
+        .exec(&txn)
+        .await?;
+    if disabled.rows_affected == 0 {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    webhook_delivery::Entity::update_many()
+        .col_expr(
+            webhook_delivery::Column::Status,
+            Expr::value(webhook_delivery::Status::Failed),
+        )
+        .col_expr(webhook_delivery::Column::FinishedAt, Expr::value(Some(now)))
+        .col_expr(
+            webhook_delivery::Column::LastError,
+            Expr::value(Some(format!(
+                "the endpoint was disabled: every delivery failed since {since}"
+            ))),
+        )
+        .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id))
+        .filter(webhook_delivery::Column::Status.eq(webhook_delivery::Status::Pending))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(Some(since))
+}
+
+/// A queue entry handed out too often: the row FAILED (unless finished).
+pub async fn fail_unfinished(
+    db: &DatabaseConnection,
+    id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    use webhook_delivery::{Column, Status};
+    let updated = webhook_delivery::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Failed))
+        .col_expr(Column::FinishedAt, Expr::value(Some(now)))
+        .col_expr(Column::LastError, Expr::value(Some(error.to_owned())))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(Status::Pending))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected > 0)
 }

@@ -10,14 +10,47 @@
 //!   queue with its own concurrency, signed as Standard Webhooks defines,
 //!   retried with backoff for about a day.
 
+pub mod sender;
 pub mod signing;
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{NotificationV1, Payload, Status};
+
+tokio::task_local! {
+    /// The relay to wake when this task writes outbox rows.
+    static RELAY: Wake;
+}
+
+/// Wakes this application's relay right after a change wrote outbox rows,
+/// so a webhook leaves within milliseconds rather than at the next sweep.
+/// One per application (in `Inbox`, shared by its API and its worker):
+/// tasks that write changes run inside `scope`, and
+/// `storage::webhooks::record` calls `wrote_rows`. A wake that is lost (a
+/// task outside a scope, another process's change) waits for the sweep.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<tokio::sync::Notify>);
+
+impl Wake {
+    /// Runs `task`; outbox rows it writes wake this relay.
+    pub fn scope<F: Future>(&self, task: F) -> tokio::task::futures::TaskLocalFuture<Wake, F> {
+        RELAY.scope(self.clone(), task)
+    }
+
+    /// Resolves at the next wake (or at once if one came since the last).
+    pub async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Called in the transaction that wrote outbox rows: the relay of the
+/// current scope (if any) runs a pass shortly, once the change committed.
+pub fn wrote_rows() {
+    let _ = RELAY.try_with(|wake| wake.0.notify_one());
+}
 
 /// The events an endpoint can receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -12,6 +12,7 @@ mod retention;
 mod retry;
 mod scheduler;
 mod sweeper;
+mod webhooks;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -31,6 +32,7 @@ pub use retention::{
 pub use retry::{Decision, Failure, RetryPolicy};
 pub use scheduler::promote_due;
 pub use sweeper::{SweepReport, sweep};
+pub use webhooks::{RelayReport, relay};
 
 use crate::{
     directory::Directory,
@@ -87,6 +89,50 @@ pub struct WorkerSettings {
     pub clock: Arc<dyn Clock>,
     /// Categories mailed whatever their recipient's preferences say.
     pub critical_categories: Vec<String>,
+    /// Webhook deliveries: their own concurrency, retries and timeout.
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Webhook jobs in flight at once: a limit of their own, so a slow or
+    /// hanging receiver never holds up email.
+    pub concurrency: usize,
+    /// Every failure is retried (base, doubling with jitter, capped) until
+    /// `window` has passed since the event; then it is FAILED.
+    pub retry: RetryPolicy,
+    /// One attempt, connection and answer included.
+    pub timeout: Duration,
+    /// Loopback, private and link-local targets allowed (SSRF protection off).
+    pub allow_private: bool,
+    /// An endpoint every delivery to which failed for this long is disabled.
+    pub disable_after: Duration,
+}
+
+impl WebhookSettings {
+    /// The defaults for what is not given: retries up to an hour apart for
+    /// a day, and an endpoint disabled after a day of failures.
+    pub fn new(
+        concurrency: usize,
+        retry_base: Duration,
+        timeout: Duration,
+        allow_private: bool,
+    ) -> Self {
+        use crate::config::defaults;
+        Self {
+            concurrency,
+            retry: RetryPolicy {
+                // The window decides; this only bounds it.
+                max_attempts: 10_000,
+                base: retry_base,
+                max_delay: defaults::WEBHOOK_RETRY_MAX.default,
+                window: defaults::WEBHOOK_RETRY_WINDOW.default,
+            },
+            timeout,
+            allow_private,
+            disable_after: defaults::WEBHOOK_RETRY_WINDOW.default,
+        }
+    }
 }
 
 impl WorkerSettings {
@@ -104,88 +150,83 @@ impl Delivery {
     /// Runs the worker and the sweeper until `shutdown`; then lets in-flight
     /// jobs finish within the grace period and releases the rest.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let sweeper = tokio::spawn(sweeper::run_until_stopped(self.clone(), shutdown.clone()));
+        // Moves they commit may write webhooks: they wake the relay.
+        let wake = &self.inbox.webhooks;
+        let sweeper =
+            tokio::spawn(wake.scope(sweeper::run_until_stopped(self.clone(), shutdown.clone())));
         let pruner = tokio::spawn(retention::run_until_stopped(self.clone(), shutdown.clone()));
-        let scheduler = tokio::spawn(scheduler::run_until_stopped(self.clone(), shutdown.clone()));
+        let scheduler =
+            tokio::spawn(wake.scope(scheduler::run_until_stopped(self.clone(), shutdown.clone())));
+        let webhooks = self.webhook_sender().map(|sender| {
+            tokio::spawn(
+                self.clone()
+                    .deliver_webhooks_until_stopped(sender, shutdown.clone()),
+            )
+        });
         self.work_until_stopped(shutdown).await;
+        if let Some(webhooks) = webhooks {
+            let _ = webhooks.await;
+        }
         let _ = sweeper.await;
         let _ = scheduler.await;
         let _ = pruner.await;
+    }
+
+    /// The HTTP client webhooks go out with; `None` (logged) if it cannot
+    /// be built, and then no webhook is sent.
+    fn webhook_sender(&self) -> Option<crate::webhooks::sender::Sender> {
+        let settings = &self.settings.webhooks;
+        match crate::webhooks::sender::Sender::new(settings.timeout, settings.allow_private) {
+            Ok(sender) => Some(sender),
+            Err(e) => {
+                tracing::error!(error = ?e, "building the webhook HTTP client failed; webhooks stay queued");
+                None
+            }
+        }
     }
 
     async fn work_until_stopped(&self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let in_flight: InFlight = Arc::default();
         let mut tasks = JoinSet::new();
-        let mut backoff = Duration::from_millis(100);
-        // Jobs read ahead, up to one per permit: one queue read serves many
-        // jobs under load instead of one read per freed permit.
-        let mut buffered: VecDeque<Job> = VecDeque::new();
-        let read_ahead = self.settings.concurrency.clamp(1, READ_BATCH);
+        let mut reader = ReadAhead::new(self.queue.clone(), self.settings.concurrency);
         loop {
             while tasks.try_join_next().is_some() {}
             if self.breaker.is_open() {
-                self.hand_back(&mut buffered).await;
+                self.hand_back(&mut reader.buffered).await;
                 if !self.probe_when_due(&shutdown).await {
                     break;
                 }
                 continue;
             }
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
+            let Some(permit) = acquire(&permits, &shutdown).await else {
+                break;
             };
             // The circuit may have opened while we waited for the permit.
             if self.breaker.is_open() {
                 continue;
             }
-            if buffered.is_empty() {
-                let jobs = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    jobs = self.queue.next(read_ahead, Duration::from_secs(1)) => jobs,
-                };
-                match jobs {
-                    Ok(jobs) => {
-                        backoff = Duration::from_millis(100);
-                        buffered.extend(jobs);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = ?e, "reading the queue failed; retrying");
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-            let Some(job) = buffered.pop_front() else {
-                continue;
+            let job = match reader.next(&shutdown).await {
+                Ok(Some(job)) => job,
+                Ok(None) => continue,
+                Err(Stopped) => break,
             };
             let this = self.clone();
             let in_flight = in_flight.clone();
-            tasks.spawn(async move {
+            tasks.spawn(self.inbox.webhooks.scope(async move {
                 this.process(job, &in_flight).await;
                 drop(permit);
-            });
+            }));
         }
         // Read but never started: their entries come back to another worker
         // after the visibility timeout, and the rows are still PENDING.
-        if !buffered.is_empty() {
+        if !reader.buffered.is_empty() {
             tracing::info!(
-                jobs = buffered.len(),
+                jobs = reader.buffered.len(),
                 "leaving read-ahead jobs to other workers"
             );
         }
-        let grace = self.settings.shutdown_grace;
-        let finished =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        if finished.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+        if !finish_within(&mut tasks, self.settings.shutdown_grace).await {
             self.release(&in_flight).await;
         }
     }
@@ -458,6 +499,82 @@ fn outcome_of(decision: Decision, error: String) -> Outcome {
         } => Outcome::Failed {
             error: format!("{error} ({budget})"),
         },
+    }
+}
+
+/// A permit, or `None` once shutdown is asked for.
+pub(super) async fn acquire(
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        () = shutdown.cancelled() => None,
+        permit = permits.clone().acquire_owned() => permit.ok(),
+    }
+}
+
+/// Waits up to `grace` for `tasks`, then aborts the rest: `false` if some
+/// had to be aborted.
+pub(super) async fn finish_within(tasks: &mut JoinSet<()>, grace: Duration) -> bool {
+    let finished =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    finished.is_ok()
+}
+
+/// The queue was read when shutdown came.
+pub(super) struct Stopped;
+
+/// Jobs read ahead from one queue, up to one per permit: one queue read
+/// serves many jobs under load instead of one read per freed permit.
+pub(super) struct ReadAhead {
+    queue: Arc<dyn Queue>,
+    pub(super) buffered: VecDeque<Job>,
+    batch: usize,
+    /// After a failed read, doubling up to 5 s.
+    backoff: Duration,
+}
+
+impl ReadAhead {
+    pub(super) fn new(queue: Arc<dyn Queue>, concurrency: usize) -> Self {
+        Self {
+            queue,
+            buffered: VecDeque::new(),
+            batch: concurrency.clamp(1, READ_BATCH),
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// The next job: read ahead, or read now (waiting about a second);
+    /// `None` when there was none, or the read failed (after a backoff).
+    pub(super) async fn next(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Job>, Stopped> {
+        if self.buffered.is_empty() {
+            let jobs = tokio::select! {
+                () = shutdown.cancelled() => return Err(Stopped),
+                jobs = self.queue.next(self.batch, Duration::from_secs(1)) => jobs,
+            };
+            match jobs {
+                Ok(jobs) => {
+                    self.backoff = Duration::from_millis(100);
+                    self.buffered.extend(jobs);
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "reading the queue failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(Stopped),
+                        () = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(self.buffered.pop_front())
     }
 }
 

@@ -52,7 +52,7 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
 /// stamps count). `waiting`: entries on the queue no worker has taken yet;
 /// while there are some, stamps are trusted (a backlog's entries are still
 /// there) and only rows never queued count.
-fn stamped_before(
+pub(super) fn stamped_before(
     now: DateTime<Utc>,
     visibility: std::time::Duration,
     everything: bool,

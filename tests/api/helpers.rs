@@ -505,7 +505,7 @@ impl Drop for RedisCleanup {
 
 /// A missing service: a loud skip on a developer machine, a failure when
 /// `HERALD_REQUIRE_SERVICES=1`.
-fn skip_or_fail(what: &str, why: &str) {
+pub fn skip_or_fail(what: &str, why: &str) {
     if services_required() {
         panic!("HERALD_REQUIRE_SERVICES=1 but {what} is unreachable: {why}");
     }

@@ -41,4 +41,5 @@ mod smtp_sink;
 mod smtp_tls;
 mod subscriptions;
 mod tokens;
+mod webhooks_delivery;
 mod ws_client;

@@ -48,7 +48,7 @@ macro_rules! per_backend {
 
 /// A clock a test moves forward: the system clock plus an offset.
 #[derive(Debug, Default)]
-struct ShiftedClock {
+pub(crate) struct ShiftedClock {
     ahead_ms: AtomicI64,
 }
 
@@ -60,7 +60,7 @@ impl Clock for ShiftedClock {
 }
 
 impl ShiftedClock {
-    fn advance(&self, by: chrono::Duration) {
+    pub(crate) fn advance(&self, by: chrono::Duration) {
         self.ahead_ms
             .fetch_add(by.num_milliseconds(), Ordering::SeqCst);
     }
