@@ -28,7 +28,11 @@ use crate::{
     notify::Notifications,
     preferences::Preferences,
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
-    queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
+    queue::{
+        Queue,
+        in_process::InProcessQueue,
+        redis_streams::{QueueNames, RedisStreamQueue},
+    },
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
     shutdown::{Deadline, serve_then_join, wind_down},
     storage::{self, QueryStats},
@@ -65,6 +69,8 @@ pub struct Application {
 
 struct Backends {
     queue: Arc<dyn Queue>,
+    /// Webhook jobs: the same kind of queue, its own stream.
+    webhook_queue: Arc<dyn Queue>,
     cache: Arc<dyn Cache>,
     events: Arc<dyn EventBus>,
     limiter: Arc<dyn RateLimiter>,
@@ -83,6 +89,7 @@ fn backends(
         let limiter = Arc::new(InProcessRateLimiter::default());
         return Ok(Backends {
             queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
+            webhook_queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
             events: Arc::new(InProcessEventBus::default()),
             limiter: limiter.clone(),
@@ -108,7 +115,13 @@ fn backends(
         queue: Arc::new(RedisStreamQueue::new(
             client.clone(),
             manager.clone(),
-            keys.clone(),
+            QueueNames::notifications(keys),
+            visibility,
+        )),
+        webhook_queue: Arc::new(RedisStreamQueue::new(
+            client.clone(),
+            manager.clone(),
+            QueueNames::webhooks(keys),
             visibility,
         )),
         cache: Arc::new(RedisCache::new(manager.clone())),
@@ -156,6 +169,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let sends = TaskTracker::new();
     let Backends {
         queue,
+        webhook_queue,
         cache,
         events,
         limiter,
@@ -195,6 +209,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             Some(Delivery {
                 db: db.clone(),
                 queue: queue.clone(),
+                webhook_queue,
                 mailer: Arc::new(mailer),
                 inbox: inbox.clone(),
                 directory: directory.clone(),
