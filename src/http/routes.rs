@@ -12,6 +12,7 @@ use axum::{
     response::Response,
 };
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::{
     HttpState,
@@ -183,7 +184,27 @@ async fn execute(state: &HttpState, request: Request, media: MediaType) -> Respo
 
 /// Runs one operation; the flag says whether it failed before execution
 /// (parse, validation, variable coercion): then the body has no `data`.
-async fn execute_one(state: &HttpState, request: Request) -> (bool, Value) {
+async fn execute_one(state: &HttpState, mut request: Request) -> (bool, Value) {
+    if !crate::telemetry::exporting() {
+        return execute_untraced(state, request).await;
+    }
+    let kind = match operation_type(&mut request) {
+        Some(OperationType::Query) => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        None => "unknown",
+    };
+    let span = tracing::info_span!(
+        "graphql",
+        otel.name = %format_args!("graphql {kind}"),
+        "graphql.operation.type" = kind,
+        "graphql.operation.name" = request.operation_name.as_deref().unwrap_or_default(),
+    );
+    execute_untraced(state, request).instrument(span).await
+}
+
+/// `execute_one` without its trace span.
+async fn execute_untraced(state: &HttpState, request: Request) -> (bool, Value) {
     let timeout = state.limits.timeout;
     let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
         Ok(response) => response,
