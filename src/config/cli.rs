@@ -299,8 +299,8 @@ pub struct RuntimeArgs {
     /// with jitter, up to an hour, for a day.
     #[arg(long, env = "HERALD_WEBHOOK_RETRY_BASE", default_value = defaults::WEBHOOK_RETRY_BASE.text, value_parser = defaults::WEBHOOK_RETRY_BASE.parser())]
     pub webhook_retry_base: Duration,
-    /// How long one webhook attempt may take (connection and answer).
-    /// Must be shorter than HERALD_VISIBILITY_TIMEOUT.
+    /// How long one webhook attempt may take (connection and answer); at
+    /// most HERALD_VISIBILITY_TIMEOUT, so an attempt never outlives its claim.
     #[arg(long, env = "HERALD_WEBHOOK_TIMEOUT", default_value = defaults::WEBHOOK_TIMEOUT.text, value_parser = defaults::WEBHOOK_TIMEOUT.parser())]
     pub webhook_timeout: Duration,
     /// Deliver webhooks to loopback, private and link-local addresses too

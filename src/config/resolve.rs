@@ -107,12 +107,6 @@ impl Config {
             rt.visibility_timeout,
             rt.smtp_timeout
         );
-        anyhow::ensure!(
-            rt.visibility_timeout > rt.webhook_timeout,
-            "HERALD_VISIBILITY_TIMEOUT ({:?}) must be longer than HERALD_WEBHOOK_TIMEOUT ({:?})",
-            rt.visibility_timeout,
-            rt.webhook_timeout
-        );
         let mut critical_categories = Vec::new();
         for raw in &rt.critical_categories {
             let category = raw.trim();
@@ -160,7 +154,8 @@ impl Config {
                 webhooks: WebhookSettings::new(
                     rt.webhook_concurrency,
                     rt.webhook_retry_base,
-                    rt.webhook_timeout,
+                    // An attempt never outlives its claim.
+                    rt.webhook_timeout.min(rt.visibility_timeout),
                     rt.webhook_allow_private,
                 ),
             }),
