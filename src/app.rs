@@ -28,7 +28,11 @@ use crate::{
     notify::Notifications,
     preferences::Preferences,
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
-    queue::{Queue, in_process::InProcessQueue, redis_streams::RedisStreamQueue},
+    queue::{
+        Queue,
+        in_process::InProcessQueue,
+        redis_streams::{QueueNames, RedisStreamQueue},
+    },
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
     shutdown::{Deadline, serve_then_join, wind_down},
     storage::{self, QueryStats},
@@ -68,6 +72,8 @@ pub struct Application {
 
 struct Backends {
     queue: Arc<dyn Queue>,
+    /// Webhook jobs: the same kind of queue, its own stream.
+    webhook_queue: Arc<dyn Queue>,
     cache: Arc<dyn Cache>,
     /// Persisted queries' texts: Redis's cache, or an LRU of their own.
     persisted: Arc<dyn Cache>,
@@ -88,6 +94,7 @@ fn backends(
         let limiter = Arc::new(InProcessRateLimiter::default());
         return Ok(Backends {
             queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
+            webhook_queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
             persisted: Arc::new(
                 InProcessCache::new(IN_PROCESS_CAPACITY).with_max_bytes(IN_PROCESS_PERSISTED_BYTES),
@@ -117,7 +124,13 @@ fn backends(
         queue: Arc::new(RedisStreamQueue::new(
             client.clone(),
             manager.clone(),
-            keys.clone(),
+            QueueNames::notifications(keys),
+            visibility,
+        )),
+        webhook_queue: Arc::new(RedisStreamQueue::new(
+            client.clone(),
+            manager.clone(),
+            QueueNames::webhooks(keys),
             visibility,
         )),
         persisted: cache.clone(),
@@ -166,6 +179,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let sends = TaskTracker::new();
     let Backends {
         queue,
+        webhook_queue,
         cache,
         persisted,
         events,
@@ -206,6 +220,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             Some(Delivery {
                 db: db.clone(),
                 queue: queue.clone(),
+                webhook_queue,
                 mailer: Arc::new(mailer),
                 inbox: inbox.clone(),
                 directory: directory.clone(),

@@ -62,6 +62,22 @@ impl Keys {
         format!("{}queue:dead", self.prefix)
     }
 
+    /// The webhook queue: the worker's second kind of job, on a stream of
+    /// its own so a slow receiver never holds up email.
+    pub fn webhook_queue(&self) -> String {
+        format!("{}webhooks", self.prefix)
+    }
+
+    /// The workers' consumer group on `webhook_queue`.
+    pub fn webhook_queue_group(&self) -> String {
+        format!("{}webhook-workers", self.prefix)
+    }
+
+    /// Webhook queue entries delivered too often without an outcome.
+    pub fn webhook_dead_letters(&self) -> String {
+        format!("{}webhooks:dead", self.prefix)
+    }
+
     /// Inbox event hints, for every instance's subscriber.
     pub fn inbox_events(&self) -> String {
         format!("{}inbox-events", self.prefix)
@@ -187,6 +203,9 @@ mod tests {
             ("queue", keys.queue()),
             ("queue_group", keys.queue_group()),
             ("dead_letters", keys.dead_letters()),
+            ("webhook_queue", keys.webhook_queue()),
+            ("webhook_queue_group", keys.webhook_queue_group()),
+            ("webhook_dead_letters", keys.webhook_dead_letters()),
             ("inbox_events", keys.inbox_events()),
         ];
         for id in ids {

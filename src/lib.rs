@@ -29,6 +29,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod webhooks;
 pub mod wire;
 pub mod worker;
 pub mod ws;

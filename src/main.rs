@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use herald::{
     admin, app,
-    config::{Cli, Command, Config, MigrateAction},
+    config::{Cli, Command, Config, GlobalArgs, MigrateAction},
     graphql, storage, telemetry,
 };
 use migration::MigratorTrait as _;
@@ -62,18 +62,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::ApiKey(action)) => {
-            // The same database `serve` uses, migrated as `serve` does.
-            let db = storage::connect(&cli.global.database_url()).await?;
-            storage::migrate(&db).await?;
-            let out = admin::api_key(&db, action).await;
-            db.close().await.context("closing the database")?;
-            print!("{}", out?);
-            Ok(())
+            operator(&cli.global, admin::Command::ApiKey(action)).await
+        }
+        Some(Command::Webhook(action)) => {
+            operator(&cli.global, admin::Command::Webhook(action)).await
         }
         Some(Command::Serve(args)) => run_app(Config::for_serve(&cli.global, *args)?).await,
         Some(Command::Worker(args)) => run_app(Config::for_worker(&cli.global, *args)?).await,
         None => unreachable!("Cli::parse_with_default always picks a subcommand"),
     }
+}
+
+/// An operator command, on the database `serve` uses, migrated as `serve`
+/// migrates it.
+async fn operator(global: &GlobalArgs, command: admin::Command) -> anyhow::Result<()> {
+    let db = storage::connect(&global.database_url()).await?;
+    storage::migrate(&db).await?;
+    let out = admin::run(&db, command).await;
+    db.close().await.context("closing the database")?;
+    print!("{}", out?);
+    Ok(())
 }
 
 async fn run_app(config: Config) -> anyhow::Result<()> {

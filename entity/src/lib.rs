@@ -10,6 +10,8 @@ pub mod inbox_event;
 pub mod notification;
 pub mod notification_preference;
 pub mod user;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
 
 pub mod prelude {
     pub use super::api_key::Entity as ApiKey;

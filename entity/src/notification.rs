@@ -95,6 +95,9 @@ pub struct Model {
     pub send_at: Option<DateTimeUtc>,
     /// Not delivered after this: EXPIRED.
     pub expires_at: Option<DateTimeUtc>,
+    /// When it was first read (migration 10): `notification.read` goes out
+    /// once, however often it is marked unread and read again.
+    pub first_read_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ mod m20261130_000006_api_keys;
 mod m20261130_000007_external_ids;
 mod m20261206_000008_app_sends;
 mod m20261207_000009_preferences;
+mod m20261207_000010_webhooks;
 mod sqlite;
 
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000007_external_ids::Migration),
             Box::new(m20261206_000008_app_sends::Migration),
             Box::new(m20261207_000009_preferences::Migration),
+            Box::new(m20261207_000010_webhooks::Migration),
         ]
     }
 }

@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage the API keys applications authenticate with.
     #[command(subcommand)]
     ApiKey(ApiKeyAction),
+    /// Manage the endpoints signed status webhooks are sent to.
+    #[command(subcommand)]
+    Webhook(WebhookAction),
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -50,6 +53,37 @@ pub enum ApiKeyAction {
     /// Revoke a key: it stops working on every instance within 2 s.
     Revoke {
         /// The key's id, as `list` shows it.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhookAction {
+    /// Register an endpoint; its signing secret (`whsec_…`) is printed alone
+    /// on standard output, once.
+    Create {
+        /// Where events are POSTed: an http or https URL. Where it points
+        /// is checked at each delivery (private addresses are refused unless
+        /// HERALD_WEBHOOK_ALLOW_PRIVATE=true).
+        #[arg(value_parser = crate::webhooks::parse_url)]
+        url: url::Url,
+        /// The events to send (default: all), separated by commas or
+        /// spaces: notification.sent, notification.failed,
+        /// notification.skipped, notification.canceled,
+        /// notification.expired, notification.read.
+        #[arg(long, num_args = 1.., value_parser = crate::webhooks::EventSet::parse)]
+        events: Vec<crate::webhooks::EventSet>,
+    },
+    /// List the endpoints: id, URL, events, state. Never a secret.
+    List,
+    /// Delete an endpoint, with the events still waiting for it.
+    Delete {
+        /// The endpoint's id, as `list` shows it.
+        id: i64,
+    },
+    /// Enable an endpoint that was disabled after a day of failures.
+    Enable {
+        /// The endpoint's id, as `list` shows it.
         id: i64,
     },
 }

@@ -26,9 +26,9 @@ impl InProcessQueue {
 
 #[async_trait::async_trait]
 impl Queue for InProcessQueue {
-    async fn enqueue(&self, notification_id: i64) -> anyhow::Result<()> {
+    async fn enqueue(&self, id: i64) -> anyhow::Result<()> {
         self.tx
-            .try_send(notification_id)
+            .try_send(id)
             .map_err(|e| anyhow::anyhow!("in-process queue: {e}"))
     }
 
@@ -41,7 +41,7 @@ impl Queue for InProcessQueue {
         Ok(ids
             .into_iter()
             .map(|id| Job {
-                notification_id: id,
+                id,
                 receipt: String::new(),
                 deliveries: 1,
             })
@@ -53,7 +53,7 @@ impl Queue for InProcessQueue {
     }
 
     async fn dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
-        tracing::warn!(notification_id = job.notification_id, reason, "dead letter");
+        tracing::warn!(id = job.id, reason, "dead letter");
         Ok(())
     }
 
@@ -79,7 +79,7 @@ mod tests {
         assert!(q.enqueue(3).await.is_err());
         assert_eq!(q.waiting().await.expect("waiting"), Some(2));
         let jobs = q.next(10, Duration::from_millis(10)).await.expect("next");
-        let ids: Vec<i64> = jobs.iter().map(|j| j.notification_id).collect();
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         assert_eq!(ids, [1, 2]);
         assert!(
             q.next(10, Duration::from_millis(10))

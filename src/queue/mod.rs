@@ -13,7 +13,9 @@ use std::time::Duration;
 /// One queue entry handed to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    pub notification_id: i64,
+    /// The row the job is about: a notification, or on the webhook queue
+    /// an outbox row (`webhook_deliveries.id`).
+    pub id: i64,
     /// The backend's handle for `ack` (the stream entry id).
     pub receipt: String,
     /// How many times this entry has been handed out, this time included.
@@ -22,7 +24,7 @@ pub struct Job {
 
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync + 'static {
-    async fn enqueue(&self, notification_id: i64) -> anyhow::Result<()>;
+    async fn enqueue(&self, id: i64) -> anyhow::Result<()>;
 
     /// Up to `max` jobs, waiting at most about `wait` for the first one.
     /// Includes entries reclaimed from consumers that went silent.

@@ -23,13 +23,41 @@ use tokio::sync::Mutex;
 use super::{Job, Queue};
 use crate::keys::Keys;
 
+/// The stream, consumer group and dead-letter stream of one queue.
+#[derive(Debug, Clone)]
+pub struct QueueNames {
+    pub stream: String,
+    pub group: String,
+    pub dead_letters: String,
+}
+
+impl QueueNames {
+    /// The delivery queue: email jobs.
+    pub fn notifications(keys: &Keys) -> Self {
+        Self {
+            stream: keys.queue(),
+            group: keys.queue_group(),
+            dead_letters: keys.dead_letters(),
+        }
+    }
+
+    /// The webhook queue.
+    pub fn webhooks(keys: &Keys) -> Self {
+        Self {
+            stream: keys.webhook_queue(),
+            group: keys.webhook_queue_group(),
+            dead_letters: keys.webhook_dead_letters(),
+        }
+    }
+}
+
 /// How many reclaimable entries one `next` call looks at.
 const RECLAIM_BATCH: usize = 100;
 
 pub struct RedisStreamQueue {
     client: Client,
     manager: ConnectionManager,
-    keys: Keys,
+    names: QueueNames,
     consumer: String,
     /// `None` in a process that only enqueues: it reclaims nothing.
     visibility: Option<Duration>,
@@ -45,7 +73,7 @@ impl RedisStreamQueue {
     pub fn new(
         client: Client,
         manager: ConnectionManager,
-        keys: Keys,
+        names: QueueNames,
         visibility: Option<Duration>,
     ) -> Self {
         let consumer = format!(
@@ -57,7 +85,7 @@ impl RedisStreamQueue {
         Self {
             client,
             manager,
-            keys,
+            names,
             consumer,
             visibility,
             reader: Mutex::new(None),
@@ -75,8 +103,8 @@ impl RedisStreamQueue {
         let mut conn = self.manager.clone();
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(self.keys.queue())
-            .arg(self.keys.queue_group())
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
             .arg("0")
             .arg("MKSTREAM")
             .query_async(&mut conn)
@@ -127,8 +155,8 @@ impl RedisStreamQueue {
         let mut conn = self.manager.clone();
         let idle_ms = u64::try_from(visibility.as_millis()).unwrap_or(u64::MAX);
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(self.keys.queue())
-            .arg(self.keys.queue_group())
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
             .arg("IDLE")
             .arg(idle_ms)
             .arg("-")
@@ -146,8 +174,8 @@ impl RedisStreamQueue {
             .map(|p| (p.id.clone(), p.times_delivered as u64))
             .collect();
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(self.keys.queue())
-            .arg(self.keys.queue_group())
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
             .arg(&self.consumer)
             .arg(idle_ms)
             .arg("0-0")
@@ -161,7 +189,7 @@ impl RedisStreamQueue {
             let deliveries = delivered.get(&entry.id).copied().unwrap_or(1) + 1;
             match parse_id(&entry.map) {
                 Some(id) => jobs.push(Job {
-                    notification_id: id,
+                    id,
                     receipt: entry.id,
                     deliveries,
                 }),
@@ -176,12 +204,12 @@ impl RedisStreamQueue {
         let mut conn = self.manager.clone();
         let _: redis::RedisResult<()> = redis::pipe()
             .cmd("XACK")
-            .arg(self.keys.queue())
-            .arg(self.keys.queue_group())
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
             .arg(entry_id)
             .ignore()
             .cmd("XDEL")
-            .arg(self.keys.queue())
+            .arg(&self.names.stream)
             .arg(entry_id)
             .ignore()
             .query_async(&mut conn)
@@ -212,13 +240,13 @@ fn hostname() -> String {
 
 #[async_trait::async_trait]
 impl Queue for RedisStreamQueue {
-    async fn enqueue(&self, notification_id: i64) -> anyhow::Result<()> {
+    async fn enqueue(&self, id: i64) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
         let _: String = redis::cmd("XADD")
-            .arg(self.keys.queue())
+            .arg(&self.names.stream)
             .arg("*")
             .arg("id")
-            .arg(notification_id)
+            .arg(id)
             .query_async(&mut conn)
             .await
             .context("XADD")?;
@@ -235,14 +263,14 @@ impl Queue for RedisStreamQueue {
         let mut conn = self.reader(wait).await?;
         let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
             .arg("GROUP")
-            .arg(self.keys.queue_group())
+            .arg(&self.names.group)
             .arg(&self.consumer)
             .arg("COUNT")
             .arg(max.max(1))
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
-            .arg(self.keys.queue())
+            .arg(&self.names.stream)
             .arg(">")
             .query_async(&mut conn)
             .await;
@@ -262,7 +290,7 @@ impl Queue for RedisStreamQueue {
             for entry in key.ids {
                 match parse_id(&entry.map) {
                     Some(id) => jobs.push(Job {
-                        notification_id: id,
+                        id,
                         receipt: entry.id,
                         deliveries: 1,
                     }),
@@ -279,7 +307,7 @@ impl Queue for RedisStreamQueue {
         let mut conn = self.manager.clone();
         let info: redis::RedisResult<StreamInfoGroupsReply> = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(self.keys.queue())
+            .arg(&self.names.stream)
             .query_async(&mut conn)
             .await;
         let info = match info {
@@ -288,11 +316,11 @@ impl Queue for RedisStreamQueue {
             Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => return Ok(Some(0)),
             Err(e) => return Err(e).context("XINFO GROUPS"),
         };
-        let group = self.keys.queue_group();
+        let group = &self.names.group;
         Ok(info
             .groups
             .iter()
-            .find(|g| g.name == group)
+            .find(|g| g.name == *group)
             .and_then(|g| g.lag)
             .map(|lag| lag as u64))
     }
@@ -301,12 +329,12 @@ impl Queue for RedisStreamQueue {
         let mut conn = self.manager.clone();
         let _: () = redis::pipe()
             .cmd("XACK")
-            .arg(self.keys.queue())
-            .arg(self.keys.queue_group())
+            .arg(&self.names.stream)
+            .arg(&self.names.group)
             .arg(&job.receipt)
             .ignore()
             .cmd("XDEL")
-            .arg(self.keys.queue())
+            .arg(&self.names.stream)
             .arg(&job.receipt)
             .ignore()
             .query_async(&mut conn)
@@ -318,10 +346,10 @@ impl Queue for RedisStreamQueue {
     async fn dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
         let _: String = redis::cmd("XADD")
-            .arg(self.keys.dead_letters())
+            .arg(&self.names.dead_letters)
             .arg("*")
             .arg("id")
-            .arg(job.notification_id)
+            .arg(job.id)
             .arg("entry")
             .arg(&job.receipt)
             .arg("deliveries")

@@ -23,10 +23,11 @@ use sea_orm::{
     sea_query::{Expr, Func, OnConflict},
 };
 
-use super::StorageError;
+use super::{StorageError, webhooks};
 use crate::{
     domain::inbox::{Counts, InboxAction, State},
-    wire::{self, InboxChangeV1, InboxEventV1},
+    webhooks::EventType,
+    wire::{self, InboxChangeV1, InboxEventV1, NotificationV1},
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -169,11 +170,22 @@ fn event_row(event: &InboxEventV1) -> Result<inbox_event::ActiveModel> {
     })
 }
 
-/// Appends `event` to its user's log (its seq from `next_seq`).
+/// Appends `event` to its user's log (its seq from `next_seq`), with the
+/// webhooks it reports (a move to a final status) in the same transaction.
 async fn write_event(txn: &DatabaseTransaction, event: &InboxEventV1) -> Result<()> {
     inbox_event::Entity::insert(event_row(event)?)
         .exec_without_returning(txn)
         .await?;
+    record_webhooks(txn, std::slice::from_ref(event)).await
+}
+
+/// The outbox rows of the webhooks `events` report (none for most events:
+/// no statement then).
+async fn record_webhooks(txn: &DatabaseTransaction, events: &[InboxEventV1]) -> Result<()> {
+    let outgoing = webhooks::from_inbox_events(events);
+    if let Some(last) = events.last() {
+        webhooks::record(txn, &outgoing, last.at).await?;
+    }
     Ok(())
 }
 
@@ -190,7 +202,7 @@ pub async fn write_events(txn: &DatabaseTransaction, events: &[InboxEventV1]) ->
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(())
+    record_webhooks(txn, events).await
 }
 
 /// Writes the event for `change` at the seq `reserved` holds (from
@@ -320,6 +332,9 @@ pub async fn mark(
     let delta = classes.iter().fold(Counts::default(), |sum, (bits, n)| {
         sum + action.delta(State::from_bits(i64::from(*bits)), *n)
     });
+    if matches!(action, InboxAction::Read | InboxAction::Archive) {
+        record_first_reads(&txn, scope.clone(), now).await?;
+    }
     let update = set_state(notification::Entity::update_many(), action, now).filter(scope);
     let ids = match target {
         Target::Ids(_) => {
@@ -345,6 +360,39 @@ pub async fn mark(
         snapshot: Snapshot::from(&event),
         event: Some(event),
     })
+}
+
+/// READ and ARCHIVE make unread notifications read: those never read
+/// before report `notification.read` once (when an endpoint listens; the
+/// UPDATE then stamps `first_read_at`).
+async fn record_first_reads(
+    txn: &DatabaseTransaction,
+    scope: Condition,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if !webhooks::listens(txn, EventType::Read).await? {
+        return Ok(());
+    }
+    let first_reads = notification::Entity::find()
+        .filter(
+            scope
+                .add(Column::ReadAt.is_null())
+                .add(Column::FirstReadAt.is_null()),
+        )
+        .order_by_asc(Column::Id)
+        .all(txn)
+        .await?;
+    let events: Vec<webhooks::Outgoing> = first_reads
+        .into_iter()
+        .map(|row| {
+            let mut read = NotificationV1::from(row);
+            read.read_at = Some(now);
+            read.seen_at = read.seen_at.or(Some(now));
+            webhooks::Outgoing::new(EventType::Read, now, &read)
+        })
+        .collect();
+    webhooks::record(txn, &events, now).await?;
+    Ok(())
 }
 
 /// Every id exists and is `user_id`'s.
@@ -385,14 +433,16 @@ fn set_state(
         InboxAction::Seen => update.col_expr(Column::SeenAt, Expr::value(now)),
         InboxAction::Read => update
             .col_expr(Column::ReadAt, Expr::value(now))
-            .col_expr(Column::SeenAt, keep_or_now(Column::SeenAt)),
+            .col_expr(Column::SeenAt, keep_or_now(Column::SeenAt))
+            .col_expr(Column::FirstReadAt, keep_or_now(Column::FirstReadAt)),
         InboxAction::Unread => update
             .col_expr(Column::ReadAt, Expr::value(none))
             .col_expr(Column::ArchivedAt, Expr::value(none)),
         InboxAction::Archive => update
             .col_expr(Column::ArchivedAt, Expr::value(now))
             .col_expr(Column::ReadAt, keep_or_now(Column::ReadAt))
-            .col_expr(Column::SeenAt, keep_or_now(Column::SeenAt)),
+            .col_expr(Column::SeenAt, keep_or_now(Column::SeenAt))
+            .col_expr(Column::FirstReadAt, keep_or_now(Column::FirstReadAt)),
         InboxAction::Unarchive => update.col_expr(Column::ArchivedAt, Expr::value(none)),
     }
 }

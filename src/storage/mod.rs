@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod preferences;
 pub mod retention;
 pub mod users;
+pub mod webhooks;
 
 pub use db::{DatabaseKind, QueryStats, connect, connect_with_stats, migrate};
 

@@ -46,6 +46,9 @@ use crate::{
 pub struct Delivery {
     pub db: DatabaseConnection,
     pub queue: Arc<dyn Queue>,
+    /// Webhook deliveries (`webhooks`): a stream of their own, so a slow
+    /// receiver never holds up email.
+    pub webhook_queue: Arc<dyn Queue>,
     pub mailer: Arc<Mailer>,
     pub inbox: Inbox,
     /// Recipients' addresses (users never change: cached in process).
@@ -191,9 +194,9 @@ impl Delivery {
     /// enqueues their rows again once the circuit closes.
     async fn hand_back(&self, buffered: &mut VecDeque<Job>) {
         for job in buffered.drain(..) {
-            if let Err(e) = notifications::mark_unqueued(&self.db, job.notification_id).await {
+            if let Err(e) = notifications::mark_unqueued(&self.db, job.id).await {
                 // Not acked: the entry comes back after the visibility timeout.
-                tracing::warn!(error = ?e, notification_id = job.notification_id, "handing a job back failed");
+                tracing::warn!(error = ?e, notification_id = job.id, "handing a job back failed");
                 continue;
             }
             self.ack(&job).await;
@@ -246,9 +249,9 @@ impl Delivery {
 
     /// One job, start to finish. Errors are logged; an entry that is not
     /// acked comes back after the visibility timeout.
-    #[tracing::instrument(skip_all, fields(notification_id = job.notification_id))]
+    #[tracing::instrument(skip_all, fields(notification_id = job.id))]
     pub async fn process(&self, job: Job, in_flight: &InFlight) {
-        let id = job.notification_id;
+        let id = job.id;
         let clock = &self.settings.clock;
         let started = std::time::Instant::now();
         if job.deliveries > self.settings.max_deliveries {
@@ -430,7 +433,7 @@ impl Delivery {
             return;
         }
         let now = self.settings.clock.now();
-        match notifications::fail_unfinished(&self.db, job.notification_id, &reason, now).await {
+        match notifications::fail_unfinished(&self.db, job.id, &reason, now).await {
             Ok(Some(moved)) => self.inbox.changed(&moved.row, moved.event).await,
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),

@@ -17,7 +17,12 @@ async fn waiting_counts_the_entries_no_worker_has_taken() {
         .await
         .expect("manager");
     let keys = herald::keys::Keys::new(prefix.prefix.clone());
-    let queue = RedisStreamQueue::new(client, manager, keys, Some(Duration::from_secs(60)));
+    let queue = RedisStreamQueue::new(
+        client,
+        manager,
+        herald::queue::redis_streams::QueueNames::notifications(&keys),
+        Some(Duration::from_secs(60)),
+    );
     assert_eq!(queue.waiting().await.expect("no stream"), Some(0));
     for id in 1..=5 {
         queue.enqueue(id).await.expect("enqueue");
