@@ -18,8 +18,8 @@ const base = process.argv[2] ?? 'http://127.0.0.1:8000';
 const url = `${base}/graphql`;
 
 // -- APQ (README: "Persisted queries")
-// The SHA-256 both clients need, from node's crypto (a browser: crypto.subtle,
-// which urql uses by itself).
+// The SHA-256 Apollo's link needs, from node's crypto (in a browser:
+// crypto.subtle, e.g. crypto-hash's sha256; urql hashes by itself).
 const sha256 = (text) => createHash('sha256').update(text).digest('hex');
 // -- end
 
