@@ -12,26 +12,37 @@
 // Older pages load by cursor (`inbox(first, after: endCursor)`) as the list
 // is scrolled; the cursor is a keyset position, so a page never repeats what
 // an earlier one showed while new notifications arrive on top.
-import { Client, fetchExchange, subscriptionExchange, gql } from '@urql/core';
+import { Client, fetchExchange, subscriptionExchange } from '@urql/core';
+import type { CombinedError } from '@urql/core';
+import type { ResultOf } from '@graphql-typed-document-node/core';
 import { createClient as createWsClient } from 'graphql-ws';
 import { onEnd, pipe, subscribe } from 'wonka';
+import { graphql } from './gql';
+import type { InboxAction } from './gql/graphql';
 
 const params = new URLSearchParams(location.search);
 const PAGE = Math.min(100, Math.max(1, Number(params.get('pageSize')) || 20));
 const RETRY_MS = 3000;
-const $ = (id) => document.getElementById(id);
 
-const NOTIFICATION = gql`
-  fragment Item on Notification { id seq title content status attempts createdAt seenAt readAt archivedAt }`;
-const EVENT = gql`
+function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const node = document.getElementById(id);
+  if (!node) throw new Error(`#${id} is missing from the page`);
+  return node as T;
+}
+
+// The operations, typed from schema.graphql by GraphQL Code Generator's client
+// preset (src/gql/, `npm run codegen`): a document names its fragments, and
+// the generated one carries their definitions.
+const NOTIFICATION = graphql(`
+  fragment Item on Notification { id seq title content status attempts createdAt seenAt readAt archivedAt }`);
+const EVENT = graphql(`
   fragment Event on InboxEvent {
     __typename seq at counts { total unread unseen }
     ... on NotificationCreated { notification { ...Item } }
     ... on DeliveryStatusChanged { notification { ...Item } }
     ... on NotificationsMarked { action ids upTo }
-  }
-  ${NOTIFICATION}`;
-const INBOX = gql`
+  }`);
+const INBOX = graphql(`
   query Inbox($first: Int!, $after: String) {
     inbox(first: $first, after: $after) {
       edges { node { ...Item } }
@@ -39,42 +50,46 @@ const INBOX = gql`
       counts { total unread unseen }
       lastSeq
     }
-  }
-  ${NOTIFICATION}`;
-const CHANGES = gql`
+  }`);
+const CHANGES = graphql(`
   query Changes($after: Int!) {
     inboxChanges(after: $after) { events { ...Event } lastSeq hasMore pollInterval }
-  }
-  ${EVENT}`;
-const EVENTS = gql`subscription Events($after: Int) { inboxEvents(after: $after) { ...Event } } ${EVENT}`;
-const MARK = gql`
+  }`);
+const EVENTS = graphql(`subscription Events($after: Int) { inboxEvents(after: $after) { ...Event } }`);
+const MARK = graphql(`
   mutation Mark($ids: [ID!]!, $action: InboxAction!) {
     markNotifications(ids: $ids, action: $action) { updated seq counts { total unread unseen } }
-  }`;
-const MARK_ALL = gql`
+  }`);
+const MARK_ALL = graphql(`
   mutation MarkAll($upTo: Int!) {
     markAllNotifications(action: READ, upTo: $upTo) { updated seq counts { total unread unseen } }
-  }`;
-const LOGIN = gql`mutation ($e: String!, $p: String!) { login(email: $e, password: $p) { token user { email } } }`;
-const REGISTER = gql`mutation ($e: String!, $p: String!) { register(email: $e, password: $p) { token user { email } } }`;
-const SEND = gql`mutation ($t: String!, $c: String!) { sendNotification(input: {title: $t, content: $c}) { id } }`;
+  }`);
+const LOGIN = graphql(`mutation Login($e: String!, $p: String!) { login(email: $e, password: $p) { token user { email } } }`);
+const REGISTER = graphql(`mutation Register($e: String!, $p: String!) { register(email: $e, password: $p) { token user { email } } }`);
+const SEND = graphql(`mutation Send($t: String!, $c: String!) { sendNotification(input: {title: $t, content: $c}) { id } }`);
 
-let token = null;
+type Item = ResultOf<typeof NOTIFICATION>;
+type Event = ResultOf<typeof EVENT>;
+type Counts = Event['counts'];
+type Page = NonNullable<ResultOf<typeof INBOX>['inbox']>;
+type Marked = Pick<Extract<Event, { __typename: 'NotificationsMarked' }>, 'action' | 'at' | 'ids' | 'upTo'>;
+
+let token: string | null = null;
 
 // What the page shows: the loaded notifications (not archived) by id, the
 // cursor of the oldest loaded page, and the last seq applied.
 const inbox = {
-  items: new Map(),
-  endCursor: null,
+  items: new Map<string, Item>(),
+  endCursor: null as string | null,
   hasNextPage: false,
   floorSeq: 0, // the seq of the oldest loaded notification
   lastSeq: 0,
-  counts: { total: 0, unread: 0, unseen: 0 },
+  counts: { total: 0, unread: 0, unseen: 0 } as Counts,
   countsSeq: -1, // the seq `counts` are as of: never go back to older counts
   generation: 0, // bumped by each reload, so a page loaded before it is dropped
 };
-let reloading = null; // the refetch in flight; events wait in `buffered` meanwhile
-let buffered = [];
+let reloading: Promise<void> | null = null; // the refetch in flight; events wait in `buffered` meanwhile
+let buffered: Event[] = [];
 let loadingMore = false;
 
 const wsUrl = new URL('/graphql/ws', location.href);
@@ -93,10 +108,12 @@ const ws = createWsClient({
   },
 });
 
+const authorization = (): Record<string, string> => (token ? { authorization: `Bearer ${token}` } : {});
+
 const client = new Client({
   url: '/graphql',
   requestPolicy: 'network-only',
-  fetchOptions: () => ({ headers: token ? { authorization: `Bearer ${token}` } : {} }),
+  fetchOptions: () => ({ headers: authorization() }),
   exchanges: [
     fetchExchange,
     subscriptionExchange({
@@ -107,24 +124,24 @@ const client = new Client({
   ],
 });
 
-function showError(error) {
+function showError(error: CombinedError | null | undefined) {
   $('error').textContent = error ? error.message : '';
 }
 
-function setMode(text) {
+function setMode(text: string) {
   $('mode').textContent = text;
   $('mode').dataset.mode = text;
 }
 
 // ---- state changes -------------------------------------------------------
 
-function setCounts(counts, seq) {
+function setCounts(counts: Counts, seq: number) {
   if (seq < inbox.countsSeq) return;
   inbox.counts = counts;
   inbox.countsSeq = seq;
 }
 
-function addPage(conn) {
+function addPage(conn: Page) {
   for (const { node } of conn.edges) {
     if (!node.archivedAt) inbox.items.set(node.id, node);
   }
@@ -136,7 +153,7 @@ function addPage(conn) {
 
 // A notification as an event carries it: shown if it belongs to the loaded
 // range (newer than the oldest loaded one, or everything is loaded).
-function upsert(n) {
+function upsert(n: Item) {
   if (n.archivedAt) {
     inbox.items.delete(n.id);
   } else if (inbox.items.has(n.id) || !inbox.hasNextPage || n.seq > inbox.floorSeq) {
@@ -145,7 +162,7 @@ function upsert(n) {
 }
 
 // The state chain of the contract: READ implies SEEN, ARCHIVE implies READ.
-function mark(n, action, at) {
+function mark(n: Item, action: InboxAction, at: string) {
   switch (action) {
     case 'SEEN': n.seenAt ??= at; break;
     case 'READ': n.readAt ??= at; n.seenAt ??= at; break;
@@ -157,15 +174,16 @@ function mark(n, action, at) {
   if (n.archivedAt) inbox.items.delete(n.id);
 }
 
-function markLoaded(event) {
-  const targets = event.upTo != null
-    ? [...inbox.items.values()].filter((n) => n.seq <= event.upTo)
-    : event.ids.map((id) => inbox.items.get(id)).filter(Boolean);
+function markLoaded(event: Marked) {
+  const { upTo } = event;
+  const targets = upTo != null
+    ? [...inbox.items.values()].filter((n) => n.seq <= upTo)
+    : event.ids.flatMap((id) => inbox.items.get(id) ?? []);
   for (const n of targets) mark(n, event.action, event.at);
 }
 
 // Applies events in seq order: each one must be lastSeq + 1.
-function receive(events) {
+function receive(events: readonly Event[]) {
   for (const event of events) {
     if (reloading) { buffered.push(event); continue; }
     const resync = event.__typename === 'InboxResync';
@@ -188,24 +206,24 @@ function receive(events) {
     inbox.lastSeq = event.seq;
     setCounts(event.counts, event.seq);
     // Unarchived notifications may belong anywhere in the loaded range.
-    if (event.action === 'UNARCHIVE') reload();
+    if (event.__typename === 'NotificationsMarked' && event.action === 'UNARCHIVE') reload();
   }
   render();
 }
 
 // ---- server reads --------------------------------------------------------
 
-async function fetchPage(after) {
+async function fetchPage(after: string | null): Promise<Page | null> {
   const result = await client.query(INBOX, { first: PAGE, after }).toPromise();
   showError(result.error);
   return result.data?.inbox ?? null;
 }
 
-const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+const sleep = (ms: number) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 // Refetches the first page and continues after its lastSeq; events that
 // arrive meanwhile are applied afterwards (those it covers are skipped).
-function reload() {
+function reload(): Promise<void> {
   if (reloading) return reloading;
   inbox.generation += 1;
   reloading = (async () => {
@@ -249,8 +267,8 @@ function loadMoreIfVisible() {
 // ---- live: the subscription, polling while it is down --------------------
 
 let liveGeneration = 0;
-let liveSubscription = null;
-let liveTimer = null;
+let liveSubscription: { unsubscribe(): void } | null = null;
+let liveTimer: ReturnType<typeof setTimeout> | undefined;
 
 function goLive() {
   clearTimeout(liveTimer);
@@ -275,7 +293,7 @@ function goLive() {
 }
 
 let polling = false;
-let pollTimer = null;
+let pollTimer: ReturnType<typeof setTimeout> | undefined;
 
 function startPolling() {
   if (polling || !token) return;
@@ -305,13 +323,14 @@ async function poll() {
 
 // ---- the page ------------------------------------------------------------
 
-function el(tag, props = {}, ...children) {
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> = {},
+  ...children: (Node | string)[]): HTMLElementTagNameMap[K] {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children);
   return node;
 }
 
-function item(n) {
+function item(n: Item) {
   const when = new Date(n.createdAt);
   const li = el('li', { className: 'item' });
   Object.assign(li.dataset, { id: n.id, seq: n.seq, read: String(Boolean(n.readAt)) });
@@ -338,12 +357,12 @@ function render() {
   $('badge').hidden = unread === 0;
   $('bell').setAttribute('aria-label', `${unread} unread`);
   $('summary').textContent = `${total} notification${total === 1 ? '' : 's'} · ${unread} unread`;
-  $('mark-all').disabled = unread === 0;
+  $<HTMLButtonElement>('mark-all').disabled = unread === 0;
   $('more').textContent = inbox.hasNextPage ? 'Loading older notifications…' : (sorted.length ? 'No older notifications' : 'Nothing here yet');
   $('more').dataset.end = String(!inbox.hasNextPage);
 }
 
-async function markIds(ids, action) {
+async function markIds(ids: string[], action: InboxAction) {
   const result = await client.mutation(MARK, { ids, action }).toPromise();
   showError(result.error);
   if (!result.data) return;
@@ -358,10 +377,12 @@ async function markIds(ids, action) {
 }
 
 $('list').addEventListener('click', (event) => {
-  const li = event.target.closest('li.item');
-  if (!li) return;
-  if (event.target.closest('button.archive')) markIds([li.dataset.id], 'ARCHIVE');
-  else if (event.target.closest('button.open') && li.dataset.read === 'false') markIds([li.dataset.id], 'READ');
+  const target = event.target as Element;
+  const li = target.closest<HTMLLIElement>('li.item');
+  const id = li?.dataset.id;
+  if (!li || !id) return;
+  if (target.closest('button.archive')) markIds([id], 'ARCHIVE');
+  else if (target.closest('button.open') && li.dataset.read === 'false') markIds([id], 'READ');
 });
 
 $('mark-all').addEventListener('click', async () => {
@@ -371,7 +392,7 @@ $('mark-all').addEventListener('click', async () => {
   showError(result.error);
   if (!result.data) return;
   const update = result.data.markAllNotifications;
-  markLoaded({ upTo, action: 'READ', at: new Date().toISOString() });
+  markLoaded({ upTo, ids: [], action: 'READ', at: new Date().toISOString() });
   if (update.seq != null) setCounts(update.counts, update.seq);
   render();
 });
@@ -385,14 +406,16 @@ new IntersectionObserver((entries) => {
 $('auth').addEventListener('submit', async (event) => {
   event.preventDefault();
   showError(null);
-  const vars = { e: $('email').value, p: $('password').value };
-  let result = await client.mutation(LOGIN, vars).toPromise();
-  let payload = result.data?.login;
+  const vars = { e: $<HTMLInputElement>('email').value, p: $<HTMLInputElement>('password').value };
+  const login = await client.mutation(LOGIN, vars).toPromise();
+  let payload = login.data?.login;
+  let { error } = login;
   if (!payload) {
-    result = await client.mutation(REGISTER, vars).toPromise();
-    payload = result.data?.register;
+    const register = await client.mutation(REGISTER, vars).toPromise();
+    payload = register.data?.register;
+    ({ error } = register);
   }
-  if (!payload) { $('error').textContent = result.error?.message ?? 'could not sign in'; return; }
+  if (!payload) { $('error').textContent = error?.message ?? 'could not sign in'; return; }
   token = payload.token;
   $('who').textContent = payload.user.email;
   $('auth').hidden = true;
@@ -404,8 +427,8 @@ $('auth').addEventListener('submit', async (event) => {
 
 $('send').addEventListener('submit', async (event) => {
   event.preventDefault();
-  const result = await client.mutation(SEND, { t: $('title').value, c: $('content').value }).toPromise();
+  const result = await client.mutation(SEND, { t: $<HTMLInputElement>('title').value, c: $<HTMLInputElement>('content').value }).toPromise();
   showError(result.error);
-  if (result.data) $('send').reset();
+  if (result.data) $<HTMLFormElement>('send').reset();
   if (polling) poll();
 });
