@@ -13,6 +13,7 @@ use std::sync::Arc;
 use entity::notification;
 use sea_orm::DatabaseConnection;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::{
     domain::{Content, Title, idempotency::Idempotency, inbox::InboxAction, send::SendOptions},
@@ -67,34 +68,37 @@ impl Notifications {
     ) -> Result<notification::Model, StorageError> {
         let this = self.clone();
         self.tasks
-            .spawn(async move {
-                // A winner whose notification vanished before we read it
-                // frees the key: try again, a bounded number of times.
-                for _ in 0..3 {
-                    let inserted = storage::notifications::insert(
-                        &this.db,
-                        user_id,
-                        &title,
-                        &content,
-                        &options,
-                        storage::now(),
-                    )
-                    .await;
-                    let (row, event) = match (inserted, &options.idempotency) {
-                        (Ok(created), _) => created,
-                        (Err(StorageError::IdempotencyKeyTaken), Some(key)) => {
-                            match storage::idempotency::replay(&this.db, key).await? {
-                                Some(row) => return Ok(row),
-                                None => continue,
+            .spawn(
+                async move {
+                    // A winner whose notification vanished before we read it
+                    // frees the key: try again, a bounded number of times.
+                    for _ in 0..3 {
+                        let inserted = storage::notifications::insert(
+                            &this.db,
+                            user_id,
+                            &title,
+                            &content,
+                            &options,
+                            storage::now(),
+                        )
+                        .await;
+                        let (row, event) = match (inserted, &options.idempotency) {
+                            (Ok(created), _) => created,
+                            (Err(StorageError::IdempotencyKeyTaken), Some(key)) => {
+                                match storage::idempotency::replay(&this.db, key).await? {
+                                    Some(row) => return Ok(row),
+                                    None => continue,
+                                }
                             }
-                        }
-                        (Err(e), _) => return Err(e),
-                    };
-                    this.created(&row, event).await;
-                    return Ok(row);
+                            (Err(e), _) => return Err(e),
+                        };
+                        this.created(&row, event).await;
+                        return Ok(row);
+                    }
+                    Err(StorageError::IdempotencyKeyTaken)
                 }
-                Err(StorageError::IdempotencyKeyTaken)
-            })
+                .in_current_span(),
+            )
             .await
             .map_err(|e| task_failed("send", &e))?
     }
@@ -164,7 +168,12 @@ impl Notifications {
             // SCHEDULED: the scheduler queues it when due.
             return;
         }
-        if let Err(e) = self.queue.enqueue(row.id).await {
+        let traceparent = crate::telemetry::traceparent();
+        if let Err(e) = self
+            .queue
+            .enqueue_traced(row.id, traceparent.as_deref())
+            .await
+        {
             tracing::warn!(error = ?e, notification_id = row.id, "enqueue failed; the sweeper will deliver it");
             if let Err(e) = storage::notifications::mark_unqueued(&self.db, row.id).await {
                 tracing::warn!(error = ?e, notification_id = row.id, "could not flag for the sweeper");

@@ -12,6 +12,7 @@ use axum::{
     response::Response,
 };
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::{
     HttpState,
@@ -237,6 +238,32 @@ async fn execute(
 /// (parse, validation, variable coercion): then the body has no `data`.
 /// A persisted query's text is registered once it got past those.
 async fn execute_one(
+    state: &HttpState,
+    mut request: Request,
+    registration: Option<Registration>,
+) -> (bool, Value) {
+    if !crate::telemetry::exporting() {
+        return execute_untraced(state, request, registration).await;
+    }
+    let kind = match operation_type(&mut request) {
+        Some(OperationType::Query) => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        None => "unknown",
+    };
+    let span = tracing::info_span!(
+        "graphql",
+        otel.name = %format_args!("graphql {kind}"),
+        "graphql.operation.type" = kind,
+        "graphql.operation.name" = request.operation_name.as_deref().unwrap_or_default(),
+    );
+    execute_untraced(state, request, registration)
+        .instrument(span)
+        .await
+}
+
+/// `execute_one` without its trace span.
+async fn execute_untraced(
     state: &HttpState,
     request: Request,
     registration: Option<Registration>,

@@ -8,8 +8,9 @@ use tokio::sync::{Mutex, mpsc};
 use super::{Job, Queue};
 
 pub struct InProcessQueue {
-    tx: mpsc::Sender<i64>,
-    rx: Mutex<mpsc::Receiver<i64>>,
+    /// Ids with their `traceparent`.
+    tx: mpsc::Sender<(i64, Option<String>)>,
+    rx: Mutex<mpsc::Receiver<(i64, Option<String>)>>,
 }
 
 impl InProcessQueue {
@@ -26,24 +27,25 @@ impl InProcessQueue {
 
 #[async_trait::async_trait]
 impl Queue for InProcessQueue {
-    async fn enqueue(&self, id: i64) -> anyhow::Result<()> {
+    async fn enqueue_traced(&self, id: i64, traceparent: Option<&str>) -> anyhow::Result<()> {
         self.tx
-            .try_send(id)
+            .try_send((id, traceparent.map(str::to_owned)))
             .map_err(|e| anyhow::anyhow!("in-process queue: {e}"))
     }
 
     async fn next(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Job>> {
         let mut rx = self.rx.lock().await;
-        let mut ids = Vec::new();
-        match tokio::time::timeout(wait, rx.recv_many(&mut ids, max.max(1))).await {
+        let mut entries = Vec::new();
+        match tokio::time::timeout(wait, rx.recv_many(&mut entries, max.max(1))).await {
             Ok(_) | Err(_) => {}
         }
-        Ok(ids
+        Ok(entries
             .into_iter()
-            .map(|id| Job {
+            .map(|(id, traceparent)| Job {
                 id,
                 receipt: String::new(),
                 deliveries: 1,
+                traceparent,
             })
             .collect())
     }

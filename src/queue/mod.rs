@@ -20,11 +20,20 @@ pub struct Job {
     pub receipt: String,
     /// How many times this entry has been handed out, this time included.
     pub deliveries: u64,
+    /// The W3C `traceparent` of the request that queued it (only while
+    /// traces are exported): the job's span continues that trace.
+    pub traceparent: Option<String>,
 }
 
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync + 'static {
-    async fn enqueue(&self, id: i64) -> anyhow::Result<()>;
+    async fn enqueue(&self, id: i64) -> anyhow::Result<()> {
+        self.enqueue_traced(id, None).await
+    }
+
+    /// `enqueue`, carrying the W3C `traceparent` of the request that
+    /// queues it (see `telemetry::traceparent`).
+    async fn enqueue_traced(&self, id: i64, traceparent: Option<&str>) -> anyhow::Result<()>;
 
     /// Up to `max` jobs, waiting at most about `wait` for the first one.
     /// Includes entries reclaimed from consumers that went silent.

@@ -1,6 +1,7 @@
 //! The services-mode queue: one Redis Stream with one consumer group.
 //!
-//! - `enqueue`: `XADD queue * id <id>` on the shared connection manager.
+//! - `enqueue`: `XADD queue * id <id> [tp <traceparent>]` on the shared
+//!   connection manager.
 //! - `next`: `XREADGROUP … BLOCK` on a dedicated connection (a blocking read
 //!   on the shared one would hit its 500 ms response timeout and stall every
 //!   other command), after reclaiming entries idle longer than the
@@ -190,6 +191,7 @@ impl RedisStreamQueue {
             match parse_id(&entry.map) {
                 Some(id) => jobs.push(Job {
                     id,
+                    traceparent: field(&entry.map, "tp"),
                     receipt: entry.id,
                     deliveries,
                 }),
@@ -219,9 +221,17 @@ impl RedisStreamQueue {
 
 fn parse_id(map: &HashMap<String, Value>) -> Option<i64> {
     match map.get("id")? {
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
         Value::Int(i) => Some(*i),
+        _ => field(map, "id")?.parse().ok(),
+    }
+}
+
+/// A text field of an entry (`tp`: the traceparent, absent from entries
+/// queued without one or by an older release).
+fn field(map: &HashMap<String, Value>, name: &str) -> Option<String> {
+    match map.get(name)? {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
         _ => None,
     }
 }
@@ -240,16 +250,14 @@ fn hostname() -> String {
 
 #[async_trait::async_trait]
 impl Queue for RedisStreamQueue {
-    async fn enqueue(&self, id: i64) -> anyhow::Result<()> {
+    async fn enqueue_traced(&self, id: i64, traceparent: Option<&str>) -> anyhow::Result<()> {
         let mut conn = self.manager.clone();
-        let _: String = redis::cmd("XADD")
-            .arg(&self.names.stream)
-            .arg("*")
-            .arg("id")
-            .arg(id)
-            .query_async(&mut conn)
-            .await
-            .context("XADD")?;
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.names.stream).arg("*").arg("id").arg(id);
+        if let Some(traceparent) = traceparent {
+            xadd.arg("tp").arg(traceparent);
+        }
+        let _: String = xadd.query_async(&mut conn).await.context("XADD")?;
         Ok(())
     }
 
@@ -291,6 +299,7 @@ impl Queue for RedisStreamQueue {
                 match parse_id(&entry.map) {
                     Some(id) => jobs.push(Job {
                         id,
+                        traceparent: field(&entry.map, "tp"),
                         receipt: entry.id,
                         deliveries: 1,
                     }),

@@ -22,6 +22,7 @@ use std::{
 use sea_orm::DatabaseConnection;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use breaker::{Breaker, Circuit};
 pub use clock::{Clock, SystemClock};
@@ -247,10 +248,21 @@ impl Delivery {
         }
     }
 
-    /// One job, start to finish. Errors are logged; an entry that is not
-    /// acked comes back after the visibility timeout.
-    #[tracing::instrument(skip_all, fields(notification_id = job.id))]
+    /// One job, start to finish, in a `delivery` span (a child of the
+    /// send request's span when the entry carries its `traceparent`).
+    /// Errors are logged; an entry that is not acked comes back after the
+    /// visibility timeout.
     pub async fn process(&self, job: Job, in_flight: &InFlight) {
+        let span = tracing::info_span!(
+            "delivery",
+            otel.name = "deliver notification",
+            notification_id = job.id
+        );
+        crate::telemetry::continue_trace(&span, job.traceparent.as_deref());
+        self.attempt(job, in_flight).instrument(span).await;
+    }
+
+    async fn attempt(&self, job: Job, in_flight: &InFlight) {
         let id = job.id;
         let clock = &self.settings.clock;
         let started = std::time::Instant::now();

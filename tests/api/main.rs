@@ -43,5 +43,6 @@ mod smtp_sink;
 mod smtp_tls;
 mod subscriptions;
 mod tokens;
+mod traces;
 mod webhooks;
 mod ws_client;
