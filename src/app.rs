@@ -20,7 +20,7 @@ use crate::{
     cache::{Cache, InProcessCache, RedisCache},
     config::Config,
     directory::Directory,
-    graphql::{ApiState, build_schema, loaders::UserLoader},
+    graphql::{ApiState, build_schema, loaders::UserLoader, persisted::PersistedQueries},
     http::{HttpState, router},
     inbox::{Inbox, LostBumps},
     keys::Keys,
@@ -41,6 +41,9 @@ use crate::{
 
 /// Entries the in-process queue and cache hold at most.
 const IN_PROCESS_CAPACITY: usize = 100_000;
+
+/// Bytes of query text the in-process persisted-query store holds at most.
+const IN_PROCESS_PERSISTED_BYTES: usize = 32 * 1024 * 1024;
 
 pub struct Application {
     http: Option<(TcpListener, axum::Router, SocketAddr)>,
@@ -72,6 +75,8 @@ struct Backends {
     /// Webhook jobs: the same kind of queue, its own stream.
     webhook_queue: Arc<dyn Queue>,
     cache: Arc<dyn Cache>,
+    /// Persisted queries' texts: Redis's cache, or an LRU of their own.
+    persisted: Arc<dyn Cache>,
     events: Arc<dyn EventBus>,
     limiter: Arc<dyn RateLimiter>,
     /// The same limiter in embedded mode, for tests to look into.
@@ -91,6 +96,9 @@ fn backends(
             queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
             webhook_queue: Arc::new(InProcessQueue::new(IN_PROCESS_CAPACITY)),
             cache: Arc::new(InProcessCache::new(IN_PROCESS_CAPACITY)),
+            persisted: Arc::new(
+                InProcessCache::new(IN_PROCESS_CAPACITY).with_max_bytes(IN_PROCESS_PERSISTED_BYTES),
+            ),
             events: Arc::new(InProcessEventBus::default()),
             limiter: limiter.clone(),
             in_process_limiter: Some(limiter),
@@ -111,6 +119,7 @@ fn backends(
     .context("creating the Redis connection manager")?;
     // Only a worker consumes the queue, and only a consumer reclaims.
     let visibility = config.worker.as_ref().map(|w| w.visibility_timeout);
+    let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(manager.clone()));
     Ok(Backends {
         queue: Arc::new(RedisStreamQueue::new(
             client.clone(),
@@ -124,7 +133,8 @@ fn backends(
             QueueNames::webhooks(keys),
             visibility,
         )),
-        cache: Arc::new(RedisCache::new(manager.clone())),
+        persisted: cache.clone(),
+        cache,
         limiter: Arc::new(RedisRateLimiter::new(manager.clone())),
         in_process_limiter: None,
         events: Arc::new(RedisEventBus::new(
@@ -171,6 +181,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         queue,
         webhook_queue,
         cache,
+        persisted,
         events,
         limiter,
         in_process_limiter,
@@ -259,6 +270,11 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 cache,
                 shutdown: sockets.clone(),
                 limits: settings.schema.limits.clone(),
+                persisted: Arc::new(PersistedQueries::new(
+                    persisted,
+                    keys.clone(),
+                    settings.persisted_query_ttl,
+                )),
                 trusted_proxies: settings.trusted_proxies.clone(),
                 cors: settings.cors.clone(),
                 sockets: settings.sockets.clone(),

@@ -3,11 +3,10 @@
 //! snapshot, which decides which of their cached pages count).
 //!
 //! Two implementations, chosen once in `app.rs`: Redis (`REDIS_URL`) and an
-//! in-process map. Cache errors never fail a request: callers fall back to
+//! in-process LRU. Cache errors never fail a request: callers fall back to
 //! the database.
 
 use std::{
-    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -163,30 +162,57 @@ impl Cache for RedisCache {
     }
 }
 
-/// The embedded cache: a map with expiry, bounded in entries.
+/// The embedded cache: entries with expiry, bounded in number and in bytes
+/// (keys and values); when full, the least recently used entry goes first.
 pub struct InProcessCache {
     max_entries: usize,
+    max_bytes: usize,
     inner: Mutex<InProcess>,
 }
 
-#[derive(Default)]
 struct InProcess {
-    values: HashMap<String, (Instant, String)>,
+    /// Least recently read or written last.
+    values: lru::LruCache<String, (Instant, String)>,
+    /// Of every key and value held.
+    bytes: usize,
+}
+
+fn size(key: &str, value: &str) -> usize {
+    key.len().saturating_add(value.len())
 }
 
 impl InProcess {
-    /// Stores `value`, keeping at most `max_entries`.
-    fn insert(&mut self, max_entries: usize, key: &str, value: &str, ttl: Duration) {
-        if self.values.len() >= max_entries && !self.values.contains_key(key) {
-            let now = Instant::now();
-            self.values.retain(|_, (expires, _)| *expires > now);
-            if self.values.len() >= max_entries {
-                // Still full of live entries: start over rather than grow.
-                self.values.clear();
-            }
+    fn remove(&mut self, key: &str) {
+        if let Some((_, value)) = self.values.pop(key) {
+            self.bytes = self.bytes.saturating_sub(size(key, &value));
+        }
+    }
+
+    /// Stores `value`, evicting the least recently used entries to stay
+    /// within `max_entries` and `max_bytes`; a value larger than the whole
+    /// cache is not kept.
+    fn insert(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) {
+        self.remove(key);
+        let needed = size(key, value);
+        if needed > max_bytes {
+            return;
+        }
+        while self.values.len() >= max_entries || self.bytes.saturating_add(needed) > max_bytes {
+            let Some((old_key, (_, old_value))) = self.values.pop_lru() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(size(&old_key, &old_value));
         }
         self.values
-            .insert(key.to_owned(), (Instant::now() + ttl, value.to_owned()));
+            .push(key.to_owned(), (Instant::now() + ttl, value.to_owned()));
+        self.bytes = self.bytes.saturating_add(needed);
     }
 }
 
@@ -194,8 +220,18 @@ impl InProcessCache {
     pub fn new(max_entries: usize) -> Self {
         Self {
             max_entries: max_entries.max(1),
-            inner: Mutex::new(InProcess::default()),
+            max_bytes: usize::MAX,
+            inner: Mutex::new(InProcess {
+                values: lru::LruCache::unbounded(),
+                bytes: 0,
+            }),
         }
+    }
+
+    /// Also bounds the bytes its keys and values take together.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, InProcess> {
@@ -214,7 +250,7 @@ impl Cache for InProcessCache {
         match inner.values.get(key) {
             Some((expires, value)) if *expires > Instant::now() => Ok(Some(value.clone())),
             Some(_) => {
-                inner.values.remove(key);
+                inner.remove(key);
                 Ok(None)
             }
             None => Ok(None),
@@ -230,12 +266,13 @@ impl Cache for InProcessCache {
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
-        self.lock().insert(self.max_entries, key, value, ttl);
+        self.lock()
+            .insert(self.max_entries, self.max_bytes, key, value, ttl);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.lock().values.remove(key);
+        self.lock().remove(key);
         Ok(())
     }
 
@@ -249,14 +286,14 @@ impl Cache for InProcessCache {
         let mut inner = self.lock();
         let newer = inner
             .values
-            .get(key)
+            .peek(key)
             .filter(|(expires, _)| *expires > Instant::now())
             .and_then(|(_, current)| seq_of(current))
             .is_some_and(|current| current > seq);
         if newer {
             return Ok(false);
         }
-        inner.insert(self.max_entries, key, value, ttl);
+        inner.insert(self.max_entries, self.max_bytes, key, value, ttl);
         Ok(true)
     }
 
@@ -370,5 +407,46 @@ mod tests {
         }
         assert!(cache.lock().values.len() <= 3);
         assert_eq!(cache.get("k9").await.expect("get").as_deref(), Some("v"));
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_drops_the_least_recently_used_entry() {
+        let cache = InProcessCache::new(3);
+        let ttl = Duration::from_secs(60);
+        for key in ["a", "b", "c"] {
+            cache.set(key, "v", ttl).await.expect("set");
+        }
+        // Reading `a` makes `b` the least recently used.
+        assert!(cache.get("a").await.expect("get").is_some());
+        cache.set("d", "v", ttl).await.expect("set");
+        let keys = ["a", "b", "c", "d"].map(String::from);
+        let got = cache.get_many(&keys).await.expect("get_many");
+        assert_eq!(
+            got,
+            [Some("v".into()), None, Some("v".into()), Some("v".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_byte_bound_holds_whatever_the_entries_sizes() {
+        // 100 bytes: keys of 3 and values of 30 fit three at a time.
+        let cache = InProcessCache::new(1000).with_max_bytes(100);
+        let ttl = Duration::from_secs(60);
+        let value = "x".repeat(30);
+        for i in 10..20 {
+            cache.set(&format!("k{i}"), &value, ttl).await.expect("set");
+            let inner = cache.lock();
+            assert!(inner.bytes <= 100, "{} bytes", inner.bytes);
+        }
+        assert_eq!(cache.lock().values.len(), 3);
+        assert_eq!(cache.get("k19").await.expect("get"), Some(value.clone()));
+        // Replacing an entry counts its new size only; removing frees it.
+        cache.set("k19", "y", ttl).await.expect("set");
+        cache.delete("k18").await.expect("delete");
+        assert_eq!(cache.lock().bytes, 3 + 30 + 3 + 1);
+        // A value larger than the whole cache is not kept, and evicts nothing.
+        cache.set("big", &"z".repeat(200), ttl).await.expect("set");
+        assert_eq!(cache.get("big").await.expect("get"), None);
+        assert_eq!(cache.get("k17").await.expect("get"), Some(value));
     }
 }

@@ -166,6 +166,12 @@ impl Keys {
     pub fn tokens_valid_after(&self, user_id: i64) -> String {
         format!("{}tokens-valid-after:{user_id}", self.prefix)
     }
+
+    /// A persisted query's text, by its SHA-256 (64 lowercase hex digits,
+    /// checked before a name is built; kept as it is).
+    pub fn persisted_query(&self, sha256: &str) -> String {
+        format!("{}apq:{}", self.prefix, plain_or_digest(sha256))
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +229,7 @@ mod tests {
         for text in hostile() {
             names.push(("login_failures_account", keys.login_failures_account(&text)));
             names.push(("revoked_token", keys.revoked_token(&text)));
+            names.push(("persisted_query", keys.persisted_query(&text)));
         }
         names
     }
@@ -267,6 +274,8 @@ mod tests {
         let jti = uuid::Uuid::new_v4().to_string();
         assert_eq!(keys.revoked_token(&jti), format!("h:revoked:{jti}"));
         assert_ne!(keys.revoked_token("a\nb"), keys.revoked_token("a\rb"));
+        let hash = "ab".repeat(32);
+        assert_eq!(keys.persisted_query(&hash), format!("h:apq:{hash}"));
     }
 
     #[test]

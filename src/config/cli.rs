@@ -138,6 +138,9 @@ pub struct ServeArgs {
     /// Allow introspection queries; default: on, off in production.
     #[arg(long, env = "HERALD_INTROSPECTION")]
     pub introspection: Option<bool>,
+    /// How long a persisted query (APQ) is kept after it was registered.
+    #[arg(long, env = "HERALD_PERSISTED_QUERY_TTL", default_value = defaults::PERSISTED_QUERY_TTL.text, value_parser = defaults::PERSISTED_QUERY_TTL.parser())]
+    pub persisted_query_ttl: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]

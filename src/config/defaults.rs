@@ -49,6 +49,8 @@ pub const JWT_TTL: Span = Span::new("1h", "1m", "365d");
 pub const POLL_INTERVAL: Span = Span::new("15s", "1s", "1h");
 pub const WS_MAX_SUBSCRIPTIONS: Count<usize> = Count::new(20, 1, 10_000);
 pub const WS_MAX_SOCKETS_PER_USER: Count<usize> = Count::new(10, 1, HUGE);
+/// How long a persisted query's text is kept after its registration.
+pub const PERSISTED_QUERY_TTL: Span = Span::new("24h", "1m", "30d");
 
 // Query limits.
 pub const MAX_DEPTH: Count<usize> = Count::new(10, 1, 1_000);

@@ -62,6 +62,8 @@ pub struct HttpSettings {
     pub cors: AllowedOrigins,
     /// Subscriptions per socket and sockets per user.
     pub sockets: SocketLimits,
+    /// How long a persisted query's text is kept.
+    pub persisted_query_ttl: Duration,
 }
 
 pub struct RedisSettings {
@@ -97,6 +99,7 @@ impl Config {
                 trusted_proxies: Vec::new(),
                 cors: AllowedOrigins::Localhost,
                 sockets: SocketLimits::default(),
+                persisted_query_ttl: defaults::PERSISTED_QUERY_TTL.default,
             }),
             redis: None,
             mail: MailSettings {

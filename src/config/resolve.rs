@@ -89,6 +89,7 @@ impl Config {
                 max_sockets_per_user: serve.ws_max_sockets_per_user,
                 ..SocketLimits::default()
             },
+            persisted_query_ttl: serve.persisted_query_ttl,
         });
         Ok(config)
     }
@@ -207,7 +208,7 @@ mod tests {
         let debug = |c: &Config| {
             let http = c.http.as_ref().expect("http");
             format!(
-                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {}",
+                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?}",
                 c.database_url,
                 c.migrate_on_start,
                 c.data_dir,
@@ -223,6 +224,7 @@ mod tests {
                 http.trusted_proxies,
                 (&http.cors, &http.sockets),
                 c.mail.smtp_url.is_none(),
+                http.persisted_query_ttl,
             )
         };
         assert_eq!(debug(&parsed), debug(&embedded));
@@ -239,6 +241,7 @@ mod tests {
             ("--app-send-burst", "0".to_owned()),
             ("--max-attempts", "3000000000".to_owned()),
             ("--cache-ttl", "100000d".to_owned()),
+            ("--persisted-query-ttl", "31d".to_owned()),
             ("--max-query-bytes", "2000000".to_owned()),
         ] {
             let err = serve(&[flag, &value]).expect_err(&format!("{flag} {value}"));

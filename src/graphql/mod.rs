@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod limits;
 pub mod loaders;
 pub mod mutation;
+pub mod persisted;
 pub mod preferences;
 pub mod query;
 pub mod recipient;

@@ -8,7 +8,8 @@
 //!
 //! `routes` holds the handlers (and the batch policy), `negotiate` the media
 //! types, `params` the request parameters, `client` the client's address and
-//! `health` the probes.
+//! `health` the probes. A request may name its query by a persisted query's
+//! hash instead (`graphql::persisted`), over POST and GET alike.
 
 mod client;
 mod health;
@@ -33,6 +34,8 @@ pub struct HttpState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Query size, batch size and execution time.
     pub limits: QueryLimits,
+    /// Automatic persisted queries: texts by their SHA-256.
+    pub persisted: std::sync::Arc<crate::graphql::persisted::PersistedQueries>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Browser origins allowed (CORS, and the websocket upgrade's Origin).

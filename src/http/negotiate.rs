@@ -57,9 +57,12 @@ impl MediaType {
 
 /// A response with a GraphQL-shaped body holding one request error.
 pub(super) fn request_error(status: StatusCode, media: MediaType, message: &str) -> Response {
-    let body =
-        json!({ "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }] });
-    json_response(status, media, &body)
+    json_response(status, media, &error_body(message, "BAD_USER_INPUT"))
+}
+
+/// A GraphQL-shaped body holding one error.
+pub(super) fn error_body(message: &str, code: &str) -> Value {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
 }
 
 pub(super) fn json_response(status: StatusCode, media: MediaType, body: &Value) -> Response {

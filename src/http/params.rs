@@ -10,7 +10,7 @@ use axum::{
 use serde_json::Value;
 
 use super::negotiate::{MediaType, request_error};
-use crate::graphql::limits::QueryLimits;
+use crate::graphql::{limits::QueryLimits, persisted};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -97,13 +97,20 @@ fn parse_params(value: Value, limits: &QueryLimits) -> Result<Request, String> {
     let Value::Object(mut params) = value else {
         return Err("request body must be a JSON object with a query".into());
     };
+    let extensions = match params.remove("extensions") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(ext)) => ext,
+        Some(_) => return Err("extensions must be an object or null".into()),
+    };
     let query = match params.remove("query") {
         Some(Value::String(q)) if q.len() > limits.max_query_bytes => {
             return Err(too_long(q.len(), limits));
         }
         Some(Value::String(q)) => q,
+        // A persisted query's hash stands for its text.
+        None | Some(Value::Null) if persisted::requested(&extensions) => String::new(),
+        Some(Value::Null) | None => return Err("missing query".into()),
         Some(_) => return Err("query must be a string".into()),
-        None => return Err("missing query".into()),
     };
     let mut request = Request::new(query);
     match params.remove("operationName") {
@@ -116,16 +123,10 @@ fn parse_params(value: Value, limits: &QueryLimits) -> Result<Request, String> {
         Some(vars @ Value::Object(_)) => request = request.variables(Variables::from_json(vars)),
         Some(_) => return Err("variables must be an object or null".into()),
     }
-    match params.remove("extensions") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(ext)) => {
-            for (k, v) in ext {
-                let v = async_graphql::Value::from_json(v)
-                    .map_err(|_| "extensions must be a JSON object".to_owned())?;
-                request.extensions.insert(k, v);
-            }
-        }
-        Some(_) => return Err("extensions must be an object or null".into()),
+    for (k, v) in extensions {
+        let v = async_graphql::Value::from_json(v)
+            .map_err(|_| "extensions must be a JSON object".to_owned())?;
+        request.extensions.insert(k, v);
     }
     Ok(request)
 }
@@ -166,6 +167,26 @@ mod tests {
         let at_limit = format!(r#"{{"query":"{}"}}"#, "a".repeat(l.max_query_bytes));
         let over = format!(r#"{{"query":"{}"}}"#, "a".repeat(l.max_query_bytes + 1));
         assert!(parse_body(at_limit.as_bytes(), &l).is_ok());
+        assert!(parse_body(over.as_bytes(), &l).is_err());
+    }
+
+    #[test]
+    fn a_persisted_query_hash_may_stand_in_for_the_query() {
+        let l = QueryLimits::default();
+        let hashed = br#"{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "x"}}}"#;
+        assert!(parse_body(hashed, &l).is_ok());
+        assert!(
+            parse_body(
+                br#"{"query": null, "extensions": {"persistedQuery": null}}"#,
+                &l
+            )
+            .is_err()
+        );
+        assert!(parse_body(br#"{"extensions": {"other": 1}}"#, &l).is_err());
+        let over = format!(
+            r#"{{"query":"{}","extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"x"}}}}}}"#,
+            "a".repeat(l.max_query_bytes + 1)
+        );
         assert!(parse_body(over.as_bytes(), &l).is_err());
     }
 

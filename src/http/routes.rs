@@ -17,10 +17,14 @@ use tracing::Instrument as _;
 use super::{
     HttpState,
     client::client_ip,
-    negotiate::{MediaType, accepts_html, json_response, request_error},
+    negotiate::{MediaType, accepts_html, error_body, json_response, request_error},
     params::{operation_type, parse_body, read_body, too_long},
 };
-use crate::graphql::{RequestAuth, limits::Census};
+use crate::graphql::{
+    RequestAuth,
+    limits::Census,
+    persisted::{PersistedQueryError, Registration},
+};
 
 async fn authorization(headers: &HeaderMap, state: &HttpState) -> RequestAuth {
     let header = headers
@@ -70,14 +74,27 @@ pub(super) async fn graphql_post(
     let auth = authorization(&headers, &state).await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
     match batch {
-        BatchRequest::Single(request) => execute(&state, request.data(auth).data(ip), media).await,
+        BatchRequest::Single(mut request) => {
+            let registration = match state.persisted.resolve(&mut request).await {
+                Ok(registration) => registration,
+                Err(e) => return persisted_error(&e, media),
+            };
+            execute(&state, request.data(auth).data(ip), registration, media).await
+        }
         BatchRequest::Batch(requests) => {
+            // Each operation's hash on its own: one unknown hash fails only
+            // its own operation. Resolved before the census sees the texts.
+            let mut resolved = Vec::with_capacity(requests.len());
+            for mut request in requests {
+                let outcome = state.persisted.resolve(&mut request).await;
+                resolved.push(outcome.map(|registration| (request, registration)));
+            }
             // Batching must not multiply password guesses.
             // Parsed here once: execution reuses each document.
-            let mut requests = requests;
-            let credentials: usize = requests
+            let credentials: usize = resolved
                 .iter_mut()
-                .filter_map(|r| r.parsed_query().ok())
+                .filter_map(|r| r.as_mut().ok())
+                .filter_map(|(r, _)| r.parsed_query().ok())
                 .map(|doc| Census::of(doc).credential_fields)
                 .fold(0usize, usize::saturating_add);
             if credentials > 1 {
@@ -87,14 +104,31 @@ pub(super) async fn graphql_post(
                     "login and register may appear once per request",
                 );
             }
-            let mut bodies = Vec::with_capacity(requests.len());
-            for request in requests {
-                let (_, body) = execute_one(&state, request.data(auth.clone()).data(ip)).await;
+            let mut bodies = Vec::with_capacity(resolved.len());
+            for item in resolved {
+                let body = match item {
+                    Ok((request, registration)) => {
+                        let request = request.data(auth.clone()).data(ip);
+                        execute_one(&state, request, registration).await.1
+                    }
+                    Err(e) => error_body(e.message(), e.code()),
+                };
                 bodies.push(body);
             }
             json_response(StatusCode::OK, media, &Value::Array(bodies))
         }
     }
+}
+
+/// An unknown hash answers as a request that failed before execution does
+/// (`200`, or `400` for `application/graphql-response+json`); a bad
+/// extension is a bad request parameter (`400`).
+fn persisted_error(e: &PersistedQueryError, media: MediaType) -> Response {
+    let status = match e {
+        PersistedQueryError::NotFound if media == MediaType::Json => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json_response(status, media, &error_body(e.message(), e.code()))
 }
 
 pub(super) async fn graphql_ws(
@@ -117,8 +151,10 @@ pub(super) async fn graphql_get(
         return crate::ws::upgrade(state, &headers, ws);
     }
     let query = query.unwrap_or_default();
-    let has_query = url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "query");
-    if !has_query {
+    let params = || url::form_urlencoded::parse(query.as_bytes()).map(|(k, _)| k);
+    let has_query = params().any(|k| k == "query");
+    // A persisted query's hash (in `extensions`) may stand for the text.
+    if !has_query && !params().any(|k| k == "extensions") {
         if accepts_html(&headers) {
             return crate::graphiql::page();
         }
@@ -153,7 +189,18 @@ pub(super) async fn graphql_get(
             );
         }
     };
-    // GET is safe: only query operations run over it.
+    let registration = match state.persisted.resolve(&mut request).await {
+        Ok(registration) => registration,
+        Err(e) => return persisted_error(&e, media),
+    };
+    if !has_query && request.query.is_empty() {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            media,
+            "missing query parameter (GET /graphql?query=..., or extensions with a persistedQuery)",
+        );
+    }
+    // GET is safe: only query operations run over it (a hash's text too).
     if let Some(kind) = operation_type(&mut request)
         && kind != OperationType::Query
     {
@@ -169,11 +216,16 @@ pub(super) async fn graphql_get(
     }
     let auth = authorization(&headers, &state).await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
-    execute(&state, request.data(auth).data(ip), media).await
+    execute(&state, request.data(auth).data(ip), registration, media).await
 }
 
-async fn execute(state: &HttpState, request: Request, media: MediaType) -> Response {
-    let (request_error, body) = execute_one(state, request).await;
+async fn execute(
+    state: &HttpState,
+    request: Request,
+    registration: Option<Registration>,
+    media: MediaType,
+) -> Response {
+    let (request_error, body) = execute_one(state, request, registration).await;
     let status = if request_error && media == MediaType::GraphQLResponseJson {
         StatusCode::BAD_REQUEST
     } else {
@@ -184,9 +236,14 @@ async fn execute(state: &HttpState, request: Request, media: MediaType) -> Respo
 
 /// Runs one operation; the flag says whether it failed before execution
 /// (parse, validation, variable coercion): then the body has no `data`.
-async fn execute_one(state: &HttpState, mut request: Request) -> (bool, Value) {
+/// A persisted query's text is registered once it got past those.
+async fn execute_one(
+    state: &HttpState,
+    mut request: Request,
+    registration: Option<Registration>,
+) -> (bool, Value) {
     if !crate::telemetry::exporting() {
-        return execute_untraced(state, request).await;
+        return execute_untraced(state, request, registration).await;
     }
     let kind = match operation_type(&mut request) {
         Some(OperationType::Query) => "query",
@@ -200,11 +257,17 @@ async fn execute_one(state: &HttpState, mut request: Request) -> (bool, Value) {
         "graphql.operation.type" = kind,
         "graphql.operation.name" = request.operation_name.as_deref().unwrap_or_default(),
     );
-    execute_untraced(state, request).instrument(span).await
+    execute_untraced(state, request, registration)
+        .instrument(span)
+        .await
 }
 
 /// `execute_one` without its trace span.
-async fn execute_untraced(state: &HttpState, request: Request) -> (bool, Value) {
+async fn execute_untraced(
+    state: &HttpState,
+    request: Request,
+    registration: Option<Registration>,
+) -> (bool, Value) {
     let timeout = state.limits.timeout;
     let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
         Ok(response) => response,
@@ -235,6 +298,11 @@ async fn execute_untraced(state: &HttpState, request: Request) -> (bool, Value) 
     });
     if request_error && let Value::Object(map) = &mut body {
         map.remove("data");
+    }
+    if let Some(registration) = registration
+        && !request_error
+    {
+        state.persisted.register(registration).await;
     }
     (request_error, body)
 }

@@ -30,6 +30,7 @@ mod migration8;
 mod migration9;
 mod notifications;
 mod outage;
+mod persisted;
 mod preferences;
 mod queue;
 mod ratelimits;
