@@ -181,19 +181,12 @@ pub async fn listens(txn: &impl ConnectionTrait, event: EventType) -> Result<boo
     Ok(found.is_some())
 }
 
-/// The `n`th (1-based) bound value, by number: usable more than once.
-fn numbered(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => format!("?{n}"),
-    }
-}
-
-/// The `n`th (1-based) bound-value placeholder.
+/// The `n`th (1-based) bound value, by number (`$n`, SQLite's `?n`):
+/// usable more than once.
 fn placeholder(backend: DbBackend, n: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
+        _ => format!("?{n}"),
     }
 }
 
@@ -227,9 +220,9 @@ pub async fn take_for_enqueue(
                AND ({d}next_attempt_at IS NULL OR {d}next_attempt_at <= {now}) \
                AND ({d}claimed_at IS NULL OR {d}claimed_at < {expired}) \
                AND ({d}enqueued_at IS NULL OR {d}enqueued_at < {stamped})",
-            now = numbered(backend, 1),
-            expired = numbered(backend, 2),
-            stamped = numbered(backend, 3),
+            now = placeholder(backend, 1),
+            expired = placeholder(backend, 2),
+            stamped = placeholder(backend, 3),
         )
     };
     let sql = format!(

@@ -494,9 +494,15 @@ impl Delivery {
     }
 
     async fn ack(&self, job: &Job) {
-        if let Err(e) = self.queue.ack(job).await {
-            tracing::warn!(error = ?e, "ack failed; the entry will come back and find the row moved");
-        }
+        ack(self.queue.as_ref(), job).await;
+    }
+}
+
+/// Forgets `job`'s entry on `queue` (its outcome is stored); a failure
+/// only means the entry comes back and finds its row moved.
+async fn ack(queue: &dyn Queue, job: &Job) {
+    if let Err(e) = queue.ack(job).await {
+        tracing::warn!(error = ?e, "ack failed; the entry will come back and find the row moved");
     }
 }
 

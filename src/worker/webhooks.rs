@@ -141,7 +141,7 @@ impl Delivery {
             Ok(Some(found)) => found,
             Ok(None) => {
                 // Taken, finished, not due, its endpoint disabled, or gone.
-                self.ack_webhook(&job).await;
+                super::ack(self.webhook_queue.as_ref(), &job).await;
                 return;
             }
             Err(e) => {
@@ -249,13 +249,7 @@ impl Delivery {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = ?e, "updating the endpoint's failure streak failed"),
         }
-        self.ack_webhook(&job).await;
-    }
-
-    async fn ack_webhook(&self, job: &Job) {
-        if let Err(e) = self.webhook_queue.ack(job).await {
-            tracing::warn!(error = ?e, "webhook ack failed; the entry will come back and find the row moved");
-        }
+        super::ack(self.webhook_queue.as_ref(), &job).await;
     }
 }
 
