@@ -25,6 +25,7 @@ use crate::{
     inbox::{Inbox, LostBumps},
     keys::Keys,
     mailer::{Mailer, MailerConfig},
+    metrics::{Metrics, QueueName},
     notify::Notifications,
     preferences::Preferences,
     pubsub::{EventBus, InProcessEventBus, RedisEventBus},
@@ -68,6 +69,10 @@ pub struct Application {
     tasks: TaskTracker,
     hasher: Option<PasswordHasher>,
     in_process_limiter: Option<Arc<InProcessRateLimiter>>,
+    /// Every series of this application, whether or not it serves them.
+    metrics: Arc<Metrics>,
+    /// `GET /metrics`, on a listener of its own (`HERALD_METRICS_BIND`).
+    metrics_http: Option<(TcpListener, axum::Router, SocketAddr)>,
 }
 
 struct Backends {
@@ -177,6 +182,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let sockets = CancellationToken::new();
     let tasks = TaskTracker::new();
     let sends = TaskTracker::new();
+    let metrics = Arc::new(Metrics::new());
     let Backends {
         queue,
         webhook_queue,
@@ -187,17 +193,21 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         in_process_limiter,
         redis,
     } = backends(&config, &keys, &background)?;
+    metrics.watch_queue(QueueName::Email, queue.clone());
+    metrics.watch_queue(QueueName::Webhooks, webhook_queue.clone());
     let directory = Arc::new(Directory::new(
         db.clone(),
         cache.clone(),
         keys.clone(),
         config.cache_ttl,
+        metrics.clone(),
     ));
     let preferences = Arc::new(Preferences::new(
         db.clone(),
         cache.clone(),
         keys.clone(),
         config.cache_ttl,
+        metrics.clone(),
     ));
     let inbox = Inbox {
         cache: cache.clone(),
@@ -206,6 +216,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         ttl: config.cache_ttl,
         lost_bumps: Arc::new(LostBumps::new(background.clone(), tasks.clone())),
         webhooks: crate::webhooks::Wake::default(),
+        metrics: metrics.clone(),
     };
 
     let delivery = match &config.worker {
@@ -218,16 +229,19 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 outbox: config.data_dir.join("outbox"),
                 pool_size: settings.concurrency,
             })?;
+            let mailer = Arc::new(mailer);
+            metrics.watch_mailer(mailer.clone());
             Some(Delivery {
                 db: db.clone(),
                 queue: queue.clone(),
                 webhook_queue,
-                mailer: Arc::new(mailer),
+                mailer,
                 inbox: inbox.clone(),
                 directory: directory.clone(),
                 preferences: preferences.clone(),
                 breaker: Arc::new(settings.breaker()),
                 settings: settings.clone(),
+                metrics: metrics.clone(),
             })
         }
         None => None,
@@ -245,7 +259,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     settings.jwt_secret.expose_secret(),
                     settings.jwt_ttl,
                 )),
-                hasher: hasher.insert(PasswordHasher::per_core()).clone(),
+                hasher: hasher
+                    .insert(PasswordHasher::per_core().observed_by(metrics.argon2_wait()))
+                    .clone(),
                 notifications: Notifications::new(db.clone(), inbox.clone(), queue, sends.clone()),
                 inbox,
                 users: Arc::new(users),
@@ -255,6 +271,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 api_keys,
                 poll_interval: settings.poll_interval,
                 preferences,
+                metrics: metrics.clone(),
             };
             let schema = build_schema(api.clone(), &settings.schema);
             let revocation_watch = crate::auth::revocation::RevocationWatch::new(
@@ -274,6 +291,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     persisted,
                     keys.clone(),
                     settings.persisted_query_ttl,
+                    metrics.clone(),
                 )),
                 trusted_proxies: settings.trusted_proxies.clone(),
                 cors: settings.cors.clone(),
@@ -285,6 +303,16 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 .with_context(|| format!("binding {}", settings.bind))?;
             let addr = listener.local_addr()?;
             Some((listener, router, addr))
+        }
+        None => None,
+    };
+    let metrics_http = match config.metrics_bind {
+        Some(bind) => {
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding HERALD_METRICS_BIND {bind}"))?;
+            let addr = listener.local_addr()?;
+            Some((listener, crate::metrics::router(metrics.clone()), addr))
         }
         None => None,
     };
@@ -301,6 +329,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         tasks,
         hasher,
         in_process_limiter,
+        metrics,
+        metrics_http,
     })
 }
 
@@ -328,6 +358,16 @@ impl Application {
         self.hasher.clone()
     }
 
+    /// Where `GET /metrics` is served, when `HERALD_METRICS_BIND` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_http.as_ref().map(|(_, _, addr)| *addr)
+    }
+
+    /// This application's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The rate limiter in embedded mode (its windows), for tests.
     pub fn in_process_limiter(&self) -> Option<Arc<InProcessRateLimiter>> {
         self.in_process_limiter.clone()
@@ -344,6 +384,15 @@ impl Application {
                 "delivery worker started"
             );
             tokio::spawn(delivery.run_until_stopped(shutdown.clone()))
+        });
+        // Scrapes need no grace: the listener stops with the signal.
+        let metrics_server = self.metrics_http.map(|(listener, router, addr)| {
+            tracing::info!(addr = %addr, "serving metrics on http://{addr}/metrics");
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .into_future(),
+            )
         });
         let deadline = Deadline::new(self.shutdown_grace);
         let sockets = self.sockets.clone();
@@ -364,6 +413,9 @@ impl Application {
             .into_future()
         });
         let result = serve_then_join(server, worker, &shutdown, &deadline).await;
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         wind_down(&self.sends, &self.background, &self.tasks, &deadline).await;
         self.db.close().await.context("closing the database pool")?;
         result

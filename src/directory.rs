@@ -16,6 +16,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     cache::Cache,
     keys::Keys,
+    metrics::{CacheName, Metrics},
     wire::{self, UserV1},
 };
 
@@ -32,16 +33,25 @@ pub struct Directory {
     keys: Keys,
     ttl: Duration,
     local: Mutex<HashMap<i64, Profile>>,
+    /// Hits (in this process or the shared cache) and misses, by user.
+    metrics: Arc<Metrics>,
 }
 
 impl Directory {
-    pub fn new(db: DatabaseConnection, cache: Arc<dyn Cache>, keys: Keys, ttl: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        cache: Arc<dyn Cache>,
+        keys: Keys,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             db,
             cache,
             keys,
             ttl,
             local: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -79,6 +89,8 @@ impl Directory {
             }
         }
         if missing.is_empty() {
+            self.metrics
+                .cache_reads(CacheName::Users, found.len() as u64, 0);
             return Ok(found);
         }
         let keys: Vec<String> = missing.iter().map(|id| self.keys.user(*id)).collect();
@@ -97,6 +109,8 @@ impl Directory {
                 None => from_db.push(id),
             }
         }
+        self.metrics
+            .cache_reads(CacheName::Users, found.len() as u64, from_db.len() as u64);
         if from_db.is_empty() {
             return Ok(found);
         }

@@ -101,6 +101,9 @@ impl Follower {
         loop {
             if let Some(event) = self.ready.pop_front() {
                 self.next = event.seq + 1;
+                // Commit to hand-over; a clock step back counts as none.
+                let lag = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
+                self.inbox.metrics.event_delivered(lag);
                 return Some(Ok(Followed::Event(Box::new(event))));
             }
             if self.behind {
@@ -141,6 +144,7 @@ impl Follower {
         self.recheck_at = Instant::now() + RECHECK;
         match inbox::changes_after(&self.db, self.user_id, self.next - 1, LOG_PAGE).await? {
             Changes::Resync(snapshot) => {
+                self.inbox.metrics.resync();
                 self.next = snapshot.last_seq + 1;
                 self.behind = false;
                 Ok(Some(Followed::Resync(snapshot)))

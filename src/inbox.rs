@@ -29,6 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     cache::Cache,
     keys::Keys,
+    metrics::CacheName,
     pubsub::EventBus,
     storage::{
         self, StorageError,
@@ -52,6 +53,8 @@ pub struct Inbox {
     /// This application's webhook relay: changes that write outbox rows
     /// run in its scope and wake it.
     pub webhooks: crate::webhooks::Wake,
+    /// Events published, cache hits and misses, and what followers deliver.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The longest a snapshot entry is kept: the longest a snapshot update
@@ -229,8 +232,9 @@ impl Inbox {
     /// fails; a lost hint is repaired by the subscribers from the log.
     pub async fn announce(&self, user_id: i64, event: Option<InboxEventV1>) {
         let hint = InboxHintV1 { user_id, event };
-        if let Err(e) = self.events.publish_inbox(&hint).await {
-            tracing::warn!(error = ?e, user_id, "inbox hint not published");
+        match self.events.publish_inbox(&hint).await {
+            Ok(()) => self.metrics.event_published(),
+            Err(e) => tracing::warn!(error = ?e, user_id, "inbox hint not published"),
         }
     }
 
@@ -272,11 +276,15 @@ impl Inbox {
     ) -> Result<Snapshot, StorageError> {
         let key = self.keys.inbox_snapshot(user_id);
         if self.lost_bumps.contains(&key) {
+            self.metrics.cache(CacheName::InboxSnapshots, false);
             return storage::inbox::snapshot(db, user_id).await;
         }
         let answered = match self.cache.get(&key).await {
             Ok(Some(json)) => match decode::<InboxSnapshotV1>(&json, &key) {
-                Some(cached) => return Ok(cached.into()),
+                Some(cached) => {
+                    self.metrics.cache(CacheName::InboxSnapshots, true);
+                    return Ok(cached.into());
+                }
                 None => true,
             },
             Ok(None) => true,
@@ -285,6 +293,7 @@ impl Inbox {
                 false
             }
         };
+        self.metrics.cache(CacheName::InboxSnapshots, false);
         let snapshot = storage::inbox::snapshot(db, user_id).await?;
         if answered {
             self.fill(user_id, snapshot).await;
@@ -351,13 +360,17 @@ impl Inbox {
                     .flatten()
                     .and_then(|json| decode::<T>(&json, &key));
                 match (last_seq, page) {
-                    (Some(seq), Some(page)) if page.last_seq() == seq => return Ok(page),
+                    (Some(seq), Some(page)) if page.last_seq() == seq => {
+                        self.metrics.cache(CacheName::InboxPages, true);
+                        return Ok(page);
+                    }
                     // Read at another seq (stale, or ahead of a lagging
                     // snapshot), or no snapshot to check it by: a miss.
                     _ => Some(last_seq),
                 }
             }
         };
+        self.metrics.cache(CacheName::InboxPages, false);
         let (fresh, snapshot) = load.await?;
         if let Some(cached_seq) = cached_seq {
             // Stored at the seq it was read at: it counts once (and while)

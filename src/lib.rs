@@ -19,6 +19,7 @@ pub mod http;
 pub mod inbox;
 pub mod keys;
 pub mod mailer;
+pub mod metrics;
 pub mod notify;
 pub mod preferences;
 pub mod pubsub;

@@ -15,6 +15,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     cache::Cache,
     keys::Keys,
+    metrics::{CacheName, Metrics},
     wire::{self, CategoryPreferenceV1, PreferencesV1},
 };
 
@@ -23,15 +24,23 @@ pub struct Preferences {
     cache: Arc<dyn Cache>,
     keys: Keys,
     ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Preferences {
-    pub fn new(db: DatabaseConnection, cache: Arc<dyn Cache>, keys: Keys, ttl: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        cache: Arc<dyn Cache>,
+        keys: Keys,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             db,
             cache,
             keys,
             ttl,
+            metrics,
         }
     }
 
@@ -42,6 +51,7 @@ impl Preferences {
             Ok(Some(json)) => {
                 // Another release's format, or unreadable: read it again.
                 if let Ok(Some(cached)) = wire::decode::<PreferencesV1>(&json) {
+                    self.metrics.cache(CacheName::Preferences, true);
                     return Ok(cached);
                 }
             }
@@ -50,6 +60,7 @@ impl Preferences {
                 tracing::warn!(error = ?e, "cache unavailable; reading preferences from the database");
             }
         }
+        self.metrics.cache(CacheName::Preferences, false);
         let fresh = self.read(user_id).await?;
         if let Ok(json) = wire::encode(&fresh) {
             let _ = self.cache.set(&key, &json, self.ttl).await;

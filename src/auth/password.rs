@@ -21,6 +21,8 @@ pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     /// Verifications run so far (the dummy ones included).
     verifications: Arc<std::sync::atomic::AtomicU64>,
+    /// Where each hash's wait for a permit is recorded (the metrics).
+    wait: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl PasswordHasher {
@@ -28,7 +30,14 @@ impl PasswordHasher {
         Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             verifications: Arc::default(),
+            wait: None,
         }
+    }
+
+    /// Records each hash's and check's wait for a permit in `wait`.
+    pub fn observed_by(mut self, wait: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.wait = Some(wait);
+        self
     }
 
     /// One permit per core: hashing is pure CPU.
@@ -76,7 +85,11 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
+        let asked = std::time::Instant::now();
         let _permit = self.permits.acquire().await?;
+        if let Some(wait) = &self.wait {
+            wait.observe(asked.elapsed().as_secs_f64());
+        }
         tokio::task::spawn_blocking(job).await?
     }
 }

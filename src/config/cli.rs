@@ -324,6 +324,10 @@ pub struct RuntimeArgs {
     /// How long a cached page of `notifications` lives.
     #[arg(long, env = "HERALD_CACHE_TTL", default_value = defaults::CACHE_TTL.text, value_parser = defaults::CACHE_TTL.parser())]
     pub cache_ttl: Duration,
+    /// Serve Prometheus metrics on this address, at GET /metrics (a
+    /// listener of its own). Unset: no metrics listener.
+    #[arg(long, env = "HERALD_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,8 @@ pub struct Config {
     /// worker's deliveries get `WorkerSettings::shutdown_grace`, the same
     /// setting).
     pub shutdown_grace: Duration,
+    /// Where `GET /metrics` is served (Prometheus); `None`: no listener.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 pub struct HttpSettings {
@@ -135,6 +137,7 @@ impl Config {
             }),
             cache_ttl: defaults::CACHE_TTL.default,
             shutdown_grace: defaults::SHUTDOWN_GRACE.default,
+            metrics_bind: None,
         }
     }
 }

@@ -162,6 +162,7 @@ impl Config {
             }),
             cache_ttl: rt.cache_ttl,
             shutdown_grace: rt.shutdown_grace,
+            metrics_bind: rt.metrics_bind,
         })
     }
 }
@@ -208,7 +209,7 @@ mod tests {
         let debug = |c: &Config| {
             let http = c.http.as_ref().expect("http");
             format!(
-                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?}",
+                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?} {:?}",
                 c.database_url,
                 c.migrate_on_start,
                 c.data_dir,
@@ -225,6 +226,7 @@ mod tests {
                 (&http.cors, &http.sockets),
                 c.mail.smtp_url.is_none(),
                 http.persisted_query_ttl,
+                c.metrics_bind,
             )
         };
         assert_eq!(debug(&parsed), debug(&embedded));

@@ -34,6 +34,8 @@ pub struct ApiState {
     pub poll_interval: std::time::Duration,
     /// Email preferences: the mutation drops the cached copy it changed.
     pub preferences: Arc<crate::preferences::Preferences>,
+    /// This application's metrics (requests, errors, rate limits, sockets).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The client's address (the peer, or what a trusted proxy says), set by

@@ -22,7 +22,11 @@ use std::{sync::Arc, time::Duration};
 use async_graphql::{Request, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::{cache::Cache, keys::Keys};
+use crate::{
+    cache::Cache,
+    keys::Keys,
+    metrics::{CacheName, Metrics},
+};
 
 /// The request extension that carries the hash.
 pub const EXTENSION: &str = "persistedQuery";
@@ -66,11 +70,17 @@ pub struct PersistedQueries {
     store: Arc<dyn Cache>,
     keys: Keys,
     ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl PersistedQueries {
-    pub fn new(store: Arc<dyn Cache>, keys: Keys, ttl: Duration) -> Self {
-        Self { store, keys, ttl }
+    pub fn new(store: Arc<dyn Cache>, keys: Keys, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            keys,
+            ttl,
+            metrics,
+        }
     }
 
     /// Applies `request`'s `persistedQuery` extension (and removes it):
@@ -86,7 +96,10 @@ impl PersistedQueries {
         };
         let hash = parse_extension(extension)?;
         if request.query.is_empty() {
-            return match self.store.get(&self.keys.persisted_query(&hash)).await {
+            let found = self.store.get(&self.keys.persisted_query(&hash)).await;
+            self.metrics
+                .cache(CacheName::PersistedQueries, matches!(found, Ok(Some(_))));
+            return match found {
                 Ok(Some(query)) => {
                     request.query = query;
                     Ok(None)
@@ -167,6 +180,7 @@ mod tests {
             Arc::new(InProcessCache::new(10)),
             Keys::new("t:"),
             Duration::from_secs(60),
+            Arc::default(),
         )
     }
 

@@ -50,11 +50,16 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
+    let metrics = state.api.metrics.clone();
     Router::new()
         .route(
             "/graphql",
             get(routes::graphql_get).post(routes::graphql_post),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            negotiate::count_refused,
+        ))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(state.cors.layer())
         .route("/graphql/ws", get(routes::graphql_ws))

@@ -57,7 +57,40 @@ impl MediaType {
 
 /// A response with a GraphQL-shaped body holding one request error.
 pub(super) fn request_error(status: StatusCode, media: MediaType, message: &str) -> Response {
-    json_response(status, media, &error_body(message, "BAD_USER_INPUT"))
+    refused(
+        json_response(status, media, &error_body(message, "BAD_USER_INPUT")),
+        "BAD_USER_INPUT",
+    )
+}
+
+/// Marks a response as a request refused before any operation ran, with
+/// the error code its body holds: `count_refused` counts it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Refused(pub &'static str);
+
+pub(super) fn refused(mut response: Response, code: &'static str) -> Response {
+    response.extensions_mut().insert(Refused(code));
+    response
+}
+
+/// Counts the requests refused before execution (operation `none`); the
+/// operations that ran count themselves (`routes::execute_one`).
+pub(super) async fn count_refused(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(Refused(code)) = response.extensions().get::<Refused>().copied() {
+        metrics.request(
+            crate::metrics::Operation::None,
+            Some(code),
+            started.elapsed(),
+        );
+        metrics.graphql_error(Some(code));
+    }
+    response
 }
 
 /// A GraphQL-shaped body holding one error.

@@ -17,13 +17,16 @@ use tracing::Instrument as _;
 use super::{
     HttpState,
     client::client_ip,
-    negotiate::{MediaType, accepts_html, error_body, json_response, request_error},
+    negotiate::{MediaType, accepts_html, error_body, json_response, refused, request_error},
     params::{operation_type, parse_body, read_body, too_long},
 };
-use crate::graphql::{
-    RequestAuth,
-    limits::Census,
-    persisted::{PersistedQueryError, Registration},
+use crate::{
+    graphql::{
+        RequestAuth,
+        limits::Census,
+        persisted::{PersistedQueryError, Registration},
+    },
+    metrics::{Operation, code_label, code_of},
 };
 
 async fn authorization(headers: &HeaderMap, state: &HttpState) -> RequestAuth {
@@ -111,7 +114,14 @@ pub(super) async fn graphql_post(
                         let request = request.data(auth.clone()).data(ip);
                         execute_one(&state, request, registration).await.1
                     }
-                    Err(e) => error_body(e.message(), e.code()),
+                    Err(e) => {
+                        // Refused before execution, as a lone request's
+                        // would be (see `negotiate::Refused`).
+                        let metrics = &state.api.metrics;
+                        metrics.request(Operation::None, Some(e.code()), Default::default());
+                        metrics.graphql_error(Some(e.code()));
+                        error_body(e.message(), e.code())
+                    }
                 };
                 bodies.push(body);
             }
@@ -128,7 +138,10 @@ fn persisted_error(e: &PersistedQueryError, media: MediaType) -> Response {
         PersistedQueryError::NotFound if media == MediaType::Json => StatusCode::OK,
         _ => StatusCode::BAD_REQUEST,
     };
-    json_response(status, media, &error_body(e.message(), e.code()))
+    refused(
+        json_response(status, media, &error_body(e.message(), e.code())),
+        e.code(),
+    )
 }
 
 pub(super) async fn graphql_ws(
@@ -237,37 +250,50 @@ async fn execute(
 /// Runs one operation; the flag says whether it failed before execution
 /// (parse, validation, variable coercion): then the body has no `data`.
 /// A persisted query's text is registered once it got past those.
+/// Counted in the metrics by its type and its first error's code.
 async fn execute_one(
     state: &HttpState,
     mut request: Request,
     registration: Option<Registration>,
 ) -> (bool, Value) {
-    if !crate::telemetry::exporting() {
-        return execute_untraced(state, request, registration).await;
-    }
-    let kind = match operation_type(&mut request) {
-        Some(OperationType::Query) => "query",
-        Some(OperationType::Mutation) => "mutation",
-        Some(OperationType::Subscription) => "subscription",
-        None => "unknown",
+    let started = std::time::Instant::now();
+    // Parsed once: execution reuses the document.
+    let operation = match operation_type(&mut request) {
+        Some(OperationType::Query) => Operation::Query,
+        Some(OperationType::Mutation) => Operation::Mutation,
+        Some(OperationType::Subscription) => Operation::Subscription,
+        None => Operation::None,
     };
-    let span = tracing::info_span!(
-        "graphql",
-        otel.name = %format_args!("graphql {kind}"),
-        "graphql.operation.type" = kind,
-        "graphql.operation.name" = request.operation_name.as_deref().unwrap_or_default(),
-    );
-    execute_untraced(state, request, registration)
-        .instrument(span)
-        .await
+    let (request_error, body, code) = if crate::telemetry::exporting() {
+        let kind = match operation {
+            Operation::None => "unknown",
+            known => known.label(),
+        };
+        let span = tracing::info_span!(
+            "graphql",
+            otel.name = %format_args!("graphql {kind}"),
+            "graphql.operation.type" = kind,
+            "graphql.operation.name" = request.operation_name.as_deref().unwrap_or_default(),
+        );
+        execute_untraced(state, request, registration)
+            .instrument(span)
+            .await
+    } else {
+        execute_untraced(state, request, registration).await
+    };
+    state
+        .api
+        .metrics
+        .request(operation, code, started.elapsed());
+    (request_error, body)
 }
 
-/// `execute_one` without its trace span.
+/// `execute_one` without its trace span; also the first error's code.
 async fn execute_untraced(
     state: &HttpState,
     request: Request,
     registration: Option<Registration>,
-) -> (bool, Value) {
+) -> (bool, Value, Option<&'static str>) {
     let timeout = state.limits.timeout;
     let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
         Ok(response) => response,
@@ -289,6 +315,8 @@ async fn execute_untraced(
             response
         }
     };
+    state.api.metrics.graphql_errors(&response.errors);
+    let code = response.errors.first().map(|e| code_label(code_of(e)));
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
@@ -304,5 +332,5 @@ async fn execute_untraced(
     {
         state.persisted.register(registration).await;
     }
-    (request_error, body)
+    (request_error, body, code)
 }

@@ -18,7 +18,7 @@ use lettre::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-pub use smtp::{SmtpPool, SmtpTarget, TlsMode};
+pub use smtp::{PoolSize, SmtpPool, SmtpTarget, TlsMode};
 
 pub enum Transport {
     Smtp(smtp::SmtpPool),
@@ -187,6 +187,14 @@ impl Mailer {
                         format_args!("writing the .eml file: {e}"),
                     )
                 }),
+        }
+    }
+
+    /// The SMTP pool's connections; `None` when writing files.
+    pub fn pool(&self) -> Option<PoolSize> {
+        match &self.transport {
+            Transport::Smtp(pool) => Some(pool.size()),
+            Transport::File(_) => None,
         }
     }
 

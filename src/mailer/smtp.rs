@@ -14,7 +14,10 @@
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -225,6 +228,33 @@ pub struct SmtpPool {
     connect_timeout: Duration,
     max_idle_connections: usize,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// Sends and probes running now, each on a connection of its own.
+    in_use: AtomicUsize,
+}
+
+/// The pool's connections at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// Kept open for the next message.
+    pub idle: usize,
+    /// Opening or sending now.
+    pub in_use: usize,
+}
+
+/// Counts a connection in use while it lives.
+struct InUse<'a>(&'a AtomicUsize);
+
+impl<'a> InUse<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl SmtpPool {
@@ -235,6 +265,20 @@ impl SmtpPool {
             connect_timeout,
             max_idle_connections: max_idle_connections.max(1),
             idle: Mutex::new(Vec::new()),
+            in_use: AtomicUsize::new(0),
+        }
+    }
+
+    /// Its connections now, for the metrics.
+    pub fn size(&self) -> PoolSize {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        PoolSize {
+            idle,
+            in_use: self.in_use.load(Ordering::Relaxed),
         }
     }
 
@@ -291,6 +335,7 @@ impl SmtpPool {
     /// Opens a session and keeps it for the next message: does the server
     /// answer?
     pub async fn probe(&self) -> Result<(), SendError> {
+        let _in_use = InUse::new(&self.in_use);
         let conn = self.open(Instant::now() + self.connect_timeout).await?;
         self.put_back(conn);
         Ok(())
@@ -374,6 +419,7 @@ impl SmtpPool {
     /// All of it within the timeout; a session that timed out is dropped,
     /// not quit: it would not answer.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
+        let _in_use = InUse::new(&self.in_use);
         let deadline = Instant::now() + self.connect_timeout;
         if let Some(mut conn) = self.take_idle() {
             match Self::transmit(&mut conn, envelope, message, deadline).await {

@@ -1,16 +1,23 @@
 //! The embedded queue: a bounded tokio channel. Nothing survives a restart;
 //! the sweeper re-enqueues PENDING rows from the database on start-up.
 
-use std::time::Duration;
+use std::{
+    collections::VecDeque,
+    sync::{Mutex as SyncMutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use tokio::sync::{Mutex, mpsc};
 
-use super::{Job, Queue};
+use super::{Depth, Job, Queue};
 
 pub struct InProcessQueue {
     /// Ids with their `traceparent`.
     tx: mpsc::Sender<(i64, Option<String>)>,
     rx: Mutex<mpsc::Receiver<(i64, Option<String>)>>,
+    /// When each entry in the channel was queued, in the channel's order
+    /// (pushed under this lock with the send, popped after a receive).
+    queued_at: SyncMutex<VecDeque<Instant>>,
 }
 
 impl InProcessQueue {
@@ -21,6 +28,7 @@ impl InProcessQueue {
         Self {
             tx,
             rx: Mutex::new(rx),
+            queued_at: SyncMutex::default(),
         }
     }
 }
@@ -28,9 +36,12 @@ impl InProcessQueue {
 #[async_trait::async_trait]
 impl Queue for InProcessQueue {
     async fn enqueue_traced(&self, id: i64, traceparent: Option<&str>) -> anyhow::Result<()> {
+        let mut queued_at = self.queued_at();
         self.tx
             .try_send((id, traceparent.map(str::to_owned)))
-            .map_err(|e| anyhow::anyhow!("in-process queue: {e}"))
+            .map_err(|e| anyhow::anyhow!("in-process queue: {e}"))?;
+        queued_at.push_back(Instant::now());
+        Ok(())
     }
 
     async fn next(&self, max: usize, wait: Duration) -> anyhow::Result<Vec<Job>> {
@@ -39,6 +50,11 @@ impl Queue for InProcessQueue {
         match tokio::time::timeout(wait, rx.recv_many(&mut entries, max.max(1))).await {
             Ok(_) | Err(_) => {}
         }
+        let mut queued_at = self.queued_at();
+        for _ in 0..entries.len() {
+            queued_at.pop_front();
+        }
+        drop(queued_at);
         Ok(entries
             .into_iter()
             .map(|(id, traceparent)| Job {
@@ -66,6 +82,22 @@ impl Queue for InProcessQueue {
 
     fn survives_restart(&self) -> bool {
         false
+    }
+
+    async fn depth(&self) -> anyhow::Result<Depth> {
+        let queued_at = self.queued_at();
+        Ok(Depth {
+            entries: queued_at.len() as u64,
+            oldest: queued_at.front().map(Instant::elapsed),
+        })
+    }
+}
+
+impl InProcessQueue {
+    fn queued_at(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.queued_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -57,4 +57,16 @@ pub trait Queue: Send + Sync + 'static {
     /// queued before a restart is gone, and the sweeper's first pass
     /// re-enqueues every due row.
     fn survives_restart(&self) -> bool;
+
+    /// What the queue holds now, for the metrics: read at scrape time.
+    async fn depth(&self) -> anyhow::Result<Depth>;
+}
+
+/// A queue's size at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    /// Entries waiting, or taken by a worker and not yet acknowledged.
+    pub entries: u64,
+    /// How long the oldest of them has been queued; `None` when empty.
+    pub oldest: Option<Duration>,
 }

@@ -16,12 +16,13 @@ use redis::{
     AsyncConnectionConfig, Client, Value,
     aio::{ConnectionManager, MultiplexedConnection},
     streams::{
-        StreamAutoClaimReply, StreamInfoGroupsReply, StreamPendingCountReply, StreamReadReply,
+        StreamAutoClaimReply, StreamInfoGroupsReply, StreamPendingCountReply, StreamRangeReply,
+        StreamReadReply,
     },
 };
 use tokio::sync::Mutex;
 
-use super::{Job, Queue};
+use super::{Depth, Job, Queue};
 use crate::keys::Keys;
 
 /// The stream, consumer group and dead-letter stream of one queue.
@@ -373,5 +374,34 @@ impl Queue for RedisStreamQueue {
 
     fn survives_restart(&self) -> bool {
         true
+    }
+
+    /// `XLEN` (acked entries are deleted, so the stream holds only
+    /// unfinished ones, taken or not; no consumer group needed) and the
+    /// first entry's id, whose first part is when it was added (ms).
+    async fn depth(&self) -> anyhow::Result<Depth> {
+        let mut conn = self.manager.clone();
+        let (entries, first): (u64, StreamRangeReply) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.names.stream)
+            .cmd("XRANGE")
+            .arg(&self.names.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .context("XLEN")?;
+        let added_ms = first
+            .ids
+            .first()
+            .and_then(|entry| entry.id.split('-').next())
+            .and_then(|ms| ms.parse::<i64>().ok());
+        let oldest = added_ms.map(|ms| {
+            let age = chrono::Utc::now().timestamp_millis().saturating_sub(ms);
+            Duration::from_millis(u64::try_from(age).unwrap_or(0))
+        });
+        Ok(Depth { entries, oldest })
     }
 }

@@ -39,6 +39,7 @@ use crate::{
     directory::Directory,
     inbox::Inbox,
     mailer::{Email, Fault, Mailer, SendError},
+    metrics::{DeliveryOutcome, Metrics, QueueName},
     preferences::Preferences,
     queue::{Job, Queue},
     storage::notifications::{self, Outcome},
@@ -61,6 +62,8 @@ pub struct Delivery {
     pub settings: WorkerSettings,
     /// Whether the mail server is taking deliveries; `/readyz` shows it.
     pub breaker: Arc<Breaker>,
+    /// Outcomes, latency and jobs in flight.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +218,7 @@ impl Delivery {
             let this = self.clone();
             let in_flight = in_flight.clone();
             tasks.spawn(self.inbox.webhooks.scope(async move {
+                let _in_flight = this.metrics.in_flight(QueueName::Email);
                 this.process(job, &in_flight).await;
                 drop(permit);
             }));
@@ -355,6 +359,15 @@ impl Delivery {
             // Past its expiresAt, the claim expired it; with email turned
             // off, it skipped it (kept in the inbox, not mailed).
             tracing::info!(status = ?claimed.status, "not sent");
+            match claimed.status {
+                entity::notification::Status::Skipped => {
+                    self.metrics.delivery(DeliveryOutcome::Skipped, None);
+                }
+                entity::notification::Status::Expired => {
+                    self.metrics.delivery(DeliveryOutcome::Expired, None);
+                }
+                _ => {}
+            }
             self.inbox.changed(&claimed, claim_event).await;
             self.ack(&job).await;
             return;
@@ -437,6 +450,7 @@ impl Delivery {
         lock(in_flight).remove(&id);
         match recorded {
             Ok(Some(moved)) => {
+                self.count(&outcome, &claimed, now);
                 self.inbox.changed(&moved.row, moved.event).await;
                 self.ack(&job).await;
             }
@@ -449,6 +463,26 @@ impl Delivery {
                 // the claim once it expires.
                 tracing::error!(error = ?e, "recording the outcome failed");
             }
+        }
+    }
+
+    /// A recorded outcome, in the metrics; a sent one with its time since
+    /// the notification was created.
+    fn count(
+        &self,
+        outcome: &Outcome,
+        claimed: &entity::notification::Model,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        match outcome {
+            Outcome::Sent => {
+                let latency = (now - claimed.created_at).to_std().unwrap_or_default();
+                self.metrics.delivery(DeliveryOutcome::Sent, Some(latency));
+            }
+            Outcome::Retry { .. } | Outcome::GiveBack { .. } => {
+                self.metrics.delivery(DeliveryOutcome::Retry, None);
+            }
+            Outcome::Failed { .. } => self.metrics.delivery(DeliveryOutcome::Failed, None),
         }
     }
 
@@ -487,7 +521,10 @@ impl Delivery {
         }
         let now = self.settings.clock.now();
         match notifications::fail_unfinished(&self.db, job.id, &reason, now).await {
-            Ok(Some(moved)) => self.inbox.changed(&moved.row, moved.event).await,
+            Ok(Some(moved)) => {
+                self.metrics.delivery(DeliveryOutcome::Failed, None);
+                self.inbox.changed(&moved.row, moved.event).await;
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "failing a dead-lettered notification"),
         }

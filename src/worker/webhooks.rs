@@ -20,6 +20,7 @@ use super::{
     sweeper::stamped_before,
 };
 use crate::{
+    metrics::QueueName,
     queue::Job,
     storage::webhooks::{self as outbox, Attempt},
     webhooks::sender::{Message, Sender, Sent},
@@ -106,6 +107,7 @@ impl Delivery {
             let this = self.clone();
             let sender = sender.clone();
             tasks.spawn(self.inbox.webhooks.scope(async move {
+                let _in_flight = this.metrics.in_flight(QueueName::Webhooks);
                 this.deliver_webhook(&sender, job).await;
                 drop(permit);
             }));

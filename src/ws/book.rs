@@ -54,6 +54,11 @@ impl Book {
         self.running.iter().any(|(running, _)| running == id)
     }
 
+    /// Subscriptions running.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
     /// Whether every slot is taken.
     pub fn is_full(&self) -> bool {
         self.running.len() >= self.max

@@ -72,6 +72,10 @@ enum Input {
 
 pub async fn serve(socket: WebSocket, state: HttpState, protocol: Protocol) {
     let (mut sink, mut input) = socket.split();
+    let metrics = state.api.metrics.clone();
+    let _open = metrics.websocket();
+    // Subscriptions this socket has added to the gauge.
+    let mut counted = 0i64;
     let book = Book::new(state.sockets.max_subscriptions);
     let mut session = Session {
         state,
@@ -104,6 +108,7 @@ pub async fn serve(socket: WebSocket, state: HttpState, protocol: Protocol) {
             Input::Close(close) => Step::Break(Some(close)),
             Input::PingDue => send(&mut sink, Message::Ping(Default::default())).await,
             Input::Event(Event::Next(id, response)) => {
+                metrics.graphql_errors(&response.errors);
                 send(&mut sink, protocol.next(&id, response).frame()).await
             }
             Input::Event(Event::Completed(id)) => {
@@ -119,10 +124,16 @@ pub async fn serve(socket: WebSocket, state: HttpState, protocol: Protocol) {
                 ControlFlow::Break(close) => Step::Break(close),
             },
         };
+        let running = i64::try_from(session.book.len()).unwrap_or(i64::MAX);
+        if running != counted {
+            metrics.subscriptions_changed(running - counted);
+            counted = running;
+        }
         if let Step::Break(close) = step {
             break close;
         }
     };
+    metrics.subscriptions_changed(-counted);
     if let Some(close) = close {
         if let Some(error) = close.connection_error(protocol) {
             let _ = sink.send(error.frame()).await;
@@ -190,6 +201,7 @@ impl Session {
                         "at most {} active subscriptions per socket",
                         self.book.max()
                     );
+                    self.state.api.metrics.graphql_error(Some("BAD_USER_INPUT"));
                     let refusal = self.protocol.error(&id, &why, "BAD_USER_INPUT");
                     return send(sink, refusal.frame()).await;
                 }

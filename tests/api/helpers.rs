@@ -177,6 +177,8 @@ macro_rules! without_worker {
 /// prefix), stopped when dropped; the database goes with the last user.
 pub struct TestApp {
     pub url: String,
+    /// `http://…/metrics`, when the config set `metrics_bind`.
+    pub metrics_url: Option<String>,
     pub client: reqwest::Client,
     pub stats: Arc<QueryStats>,
     pub events: Arc<dyn EventBus>,
@@ -306,6 +308,9 @@ impl TestApp {
             .local_addr()
             .map(|addr| format!("http://{addr}"))
             .unwrap_or_default();
+        let metrics_url = application
+            .metrics_addr()
+            .map(|addr| format!("http://{addr}/metrics"));
         let stats = application.query_stats();
         let events = application.events();
         let hasher = application.hasher();
@@ -320,6 +325,7 @@ impl TestApp {
         });
         Self {
             url,
+            metrics_url,
             client: reqwest::Client::new(),
             stats,
             events,

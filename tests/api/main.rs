@@ -25,6 +25,7 @@ mod inbox_events;
 mod leaks;
 mod limits;
 mod logout;
+mod metrics;
 mod migration10;
 mod migration8;
 mod migration9;

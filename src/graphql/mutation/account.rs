@@ -8,6 +8,7 @@ use crate::{
         context::ContextExt as _,
         types::{AuthPayload, User},
     },
+    metrics::Limit,
     ratelimit::{Reserved, Ticket, Window},
     storage,
 };
@@ -38,19 +39,21 @@ impl<'a> LoginGuard<'a> {
             windows.push((
                 state.inbox.keys.login_failures_ip(*ip),
                 limits.login_failures_per_ip,
+                Limit::LoginFailuresPerIp,
             ));
         }
         let account = email.trim().to_lowercase();
         windows.push((
             state.inbox.keys.login_failures_account(&account),
             limits.login_failures_per_account,
+            Limit::LoginFailuresPerAccount,
         ));
         let mut guard = Self {
             state,
             reserved: Vec::with_capacity(windows.len()),
         };
-        for (key, rule) in windows {
-            match reserve(state, &key, rule).await {
+        for (key, rule, limit) in windows {
+            match reserve(state, &key, rule, limit).await {
                 Ok(Some(ticket)) => guard.reserved.push((key, ticket)),
                 Ok(None) => {}
                 Err(limited) => {
@@ -74,10 +77,18 @@ impl<'a> LoginGuard<'a> {
 
 /// One place in `key`'s window: `Ok(Some(_))` when taken, `Ok(None)` when
 /// the limiter is unreachable (not limiting), else `RATE_LIMITED`.
-async fn reserve(state: &ApiState, key: &str, rule: Window) -> ApiResult<Option<Ticket>> {
+async fn reserve(
+    state: &ApiState,
+    key: &str,
+    rule: Window,
+    limit: Limit,
+) -> ApiResult<Option<Ticket>> {
     match state.limiter.reserve(key, rule).await {
         Ok(Reserved::Taken(ticket)) => Ok(Some(ticket)),
-        Ok(Reserved::Full { retry_after }) => Err(AppError::RateLimited { retry_after }),
+        Ok(Reserved::Full { retry_after }) => {
+            state.metrics.rate_limited(limit);
+            Err(AppError::RateLimited { retry_after })
+        }
         Err(e) => {
             tracing::warn!(error = ?e, "rate limiter unavailable; not limiting");
             Ok(None)
@@ -125,7 +136,13 @@ impl AccountMutation {
         let state = ctx.state();
         if let Some(ClientIp(ip)) = ctx.data_opt::<ClientIp>() {
             let key = state.inbox.keys.registrations_ip(*ip);
-            reserve(state, &key, state.rate_limits.registrations_per_ip).await?;
+            reserve(
+                state,
+                &key,
+                state.rate_limits.registrations_per_ip,
+                Limit::RegistrationsPerIp,
+            )
+            .await?;
         }
         let email = Email::parse(&email)?;
         let password = Password::parse(&password)?;

@@ -13,6 +13,7 @@ use crate::{
         recipient::{find_or_create, require_self},
         types::{Notification, SendNotificationInput},
     },
+    metrics::Limit,
     storage,
 };
 
@@ -34,11 +35,12 @@ impl NotificationMutation {
         let state = ctx.state();
         // `None` for an application, which has a bucket per key instead of
         // the per-user one.
-        let (caller, bucket_key, bucket) = match ctx.app() {
+        let (caller, bucket_key, bucket, limit) = match ctx.app() {
             Some(app) => (
                 None,
                 state.inbox.keys.sends_app(app.key_id),
                 state.rate_limits.sends_per_app,
+                Limit::SendsPerApp,
             ),
             None => {
                 let caller = ctx.require_user()?;
@@ -46,12 +48,16 @@ impl NotificationMutation {
                     Some(caller.user_id),
                     state.inbox.keys.sends_user(caller.user_id),
                     state.rate_limits.sends_per_user,
+                    Limit::SendsPerUser,
                 )
             }
         };
         match state.limiter.take(&bucket_key, bucket).await {
             Ok(None) => {}
-            Ok(Some(retry_after)) => return Err(AppError::RateLimited { retry_after }),
+            Ok(Some(retry_after)) => {
+                state.metrics.rate_limited(limit);
+                return Err(AppError::RateLimited { retry_after });
+            }
             Err(e) => tracing::warn!(error = ?e, "rate limiter unavailable; not limiting"),
         }
         let to = input
