@@ -33,6 +33,11 @@ pub async fn insert(
 /// password) with `email` if there is none. Concurrent first calls race on
 /// the unique index: every INSERT but one does nothing, and all of them
 /// read the one row. An email another user has is `EmailTaken`.
+///
+/// Postgres checks only the conflict target (`external_id`) for DO NOTHING:
+/// a racing twin that inserted the same email first makes the others fail on
+/// the email's unique index instead. So `EmailTaken` is only the answer when
+/// no user has this external id once the INSERT is over.
 pub async fn upsert_external(
     db: &impl ConnectionTrait,
     external_id: &ExternalId,
@@ -46,7 +51,7 @@ pub async fn upsert_external(
         external_id: Set(Some(external_id.as_str().to_owned())),
         ..Default::default()
     };
-    user::Entity::insert(row)
+    let inserted = user::Entity::insert(row)
         .on_conflict(
             OnConflict::column(user::Column::ExternalId)
                 .do_nothing()
@@ -54,10 +59,19 @@ pub async fn upsert_external(
         )
         .exec_without_returning(db)
         .await
-        .map_err(email_taken)?;
-    find_by_external_id(db, external_id)
-        .await?
-        .ok_or_else(|| StorageError::Db(DbErr::RecordNotFound(format!("user {external_id:?}"))))
+        .map_err(email_taken);
+    let email_clash = match inserted {
+        Ok(_) => false,
+        Err(StorageError::EmailTaken) => true,
+        Err(e) => return Err(e),
+    };
+    match find_by_external_id(db, external_id).await? {
+        Some(user) => Ok(user),
+        None if email_clash => Err(StorageError::EmailTaken),
+        None => Err(StorageError::Db(DbErr::RecordNotFound(format!(
+            "user {external_id:?}"
+        )))),
+    }
 }
 
 pub async fn find_by_external_id(
