@@ -280,7 +280,11 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 sockets.clone(),
                 tasks.clone(),
             );
+            let responses = settings
+                .response_cache
+                .then(|| Arc::new(crate::responses::Responses::new(api.inbox.clone())));
             let router = router(HttpState {
+                responses,
                 schema,
                 revocation_watch,
                 api,

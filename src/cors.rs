@@ -32,7 +32,14 @@ impl AllowedOrigins {
                 origin.to_str().is_ok_and(|o| allowed.allows(o))
             }))
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                header::IF_NONE_MATCH,
+            ])
+            // A cached GET's validator, for clients that revalidate by hand.
+            .expose_headers([header::ETAG])
             .max_age(std::time::Duration::from_secs(3600))
     }
 }

@@ -318,6 +318,41 @@ impl Inbox {
         }
     }
 
+    /// The user's cached last seq and the value at `key`, read together
+    /// (one round trip: a value read at a seq counts only while that is the
+    /// cached last seq). `None` when nothing cached may be used: the cache
+    /// is unreachable, or an update of this user's snapshot is owed (cached
+    /// copies may predate a change). Shared by the pages and the response
+    /// cache (`responses.rs`), so both are never stale alike.
+    pub async fn with_last_seq(
+        &self,
+        user_id: i64,
+        key: &str,
+    ) -> Option<(Option<i64>, Option<String>)> {
+        let snapshot_key = self.keys.inbox_snapshot(user_id);
+        if self.lost_bumps.contains(&snapshot_key) {
+            return None;
+        }
+        let values = match self
+            .cache
+            .get_many(&[snapshot_key.clone(), key.to_owned()])
+            .await
+        {
+            Ok(values) => values,
+            Err(e) => {
+                tracing::warn!(error = ?e, "cache unavailable; reading the database");
+                return None;
+            }
+        };
+        let mut values = values.into_iter();
+        let last_seq = values
+            .next()
+            .flatten()
+            .and_then(|json| decode::<InboxSnapshotV1>(&json, &snapshot_key))
+            .map(|s| s.last_seq);
+        Some((last_seq, values.next().flatten()))
+    }
+
     /// The payload at `key` when it was read at the user's cached last seq
     /// (one round trip: the snapshot and the page together), else `load`'s
     /// (a page and the database snapshot it was read at), which is cached.
@@ -327,38 +362,11 @@ impl Inbox {
         key: String,
         load: impl Future<Output = Result<(T, Snapshot), StorageError>>,
     ) -> Result<T, StorageError> {
-        let snapshot_key = self.keys.inbox_snapshot(user_id);
-        // While an update of this snapshot is owed, cached copies may
-        // predate a change: the database, and nothing cached.
-        let cached = if self.lost_bumps.contains(&snapshot_key) {
-            None
-        } else {
-            match self
-                .cache
-                .get_many(&[snapshot_key.clone(), key.clone()])
-                .await
-            {
-                Ok(values) => Some(values),
-                Err(e) => {
-                    tracing::warn!(error = ?e, "cache unavailable; reading the database");
-                    None
-                }
-            }
-        };
         // `Some` when the cache answered: the cached last seq, if any.
-        let cached_seq = match cached {
+        let cached_seq = match self.with_last_seq(user_id, &key).await {
             None => None,
-            Some(values) => {
-                let mut values = values.into_iter();
-                let last_seq = values
-                    .next()
-                    .flatten()
-                    .and_then(|json| decode::<InboxSnapshotV1>(&json, &snapshot_key))
-                    .map(|s| s.last_seq);
-                let page = values
-                    .next()
-                    .flatten()
-                    .and_then(|json| decode::<T>(&json, &key));
+            Some((last_seq, value)) => {
+                let page = value.and_then(|json| decode::<T>(&json, &key));
                 match (last_seq, page) {
                     (Some(seq), Some(page)) if page.last_seq() == seq => {
                         self.metrics.cache(CacheName::InboxPages, true);

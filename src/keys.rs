@@ -120,6 +120,13 @@ impl Keys {
         )
     }
 
+    /// A cached GraphQL response of the user's (`responses.rs`): `digest`
+    /// is the hex digest of the request as it came, so a client's text
+    /// never reaches the name.
+    pub fn response(&self, user_id: i64, digest: &str) -> String {
+        format!("{}response:{digest}", self.inbox(user_id))
+    }
+
     /// A user's public fields (id, email, createdAt), for `recipient`.
     pub fn user(&self, user_id: i64) -> String {
         format!("{}user:{user_id}", self.prefix)

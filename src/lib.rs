@@ -25,6 +25,7 @@ pub mod preferences;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;
+pub mod responses;
 mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// Allow introspection queries; default: on, off in production.
     #[arg(long, env = "HERALD_INTROSPECTION")]
     pub introspection: Option<bool>,
+    /// Keep whole responses of users' inbox queries (`notifications`,
+    /// `inbox`, `inboxChanges`, `inboxCounts`) by the user's last seq, and
+    /// serve a repeat without running it; GETs get an ETag.
+    #[arg(long, env = "HERALD_RESPONSE_CACHE", value_enum, default_value_t = defaults::RESPONSE_CACHE)]
+    pub response_cache: Switch,
     /// How long a persisted query (APQ) is kept after it was registered.
     #[arg(long, env = "HERALD_PERSISTED_QUERY_TTL", default_value = defaults::PERSISTED_QUERY_TTL.text, value_parser = defaults::PERSISTED_QUERY_TTL.parser())]
     pub persisted_query_ttl: Duration,
@@ -160,6 +165,19 @@ pub struct ServeArgs {
     pub ws_max_sockets_per_user: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// A feature turned `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn is_on(self) -> bool {
+        self == Self::On
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

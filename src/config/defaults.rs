@@ -51,6 +51,8 @@ pub const WS_MAX_SUBSCRIPTIONS: Count<usize> = Count::new(20, 1, 10_000);
 pub const WS_MAX_SOCKETS_PER_USER: Count<usize> = Count::new(10, 1, HUGE);
 /// How long a persisted query's text is kept after its registration.
 pub const PERSISTED_QUERY_TTL: Span = Span::new("24h", "1m", "30d");
+/// Whole responses of users' inbox queries, kept by the user's last seq.
+pub const RESPONSE_CACHE: super::Switch = super::Switch::On;
 
 // Query limits.
 pub const MAX_DEPTH: Count<usize> = Count::new(10, 1, 1_000);

@@ -66,6 +66,8 @@ pub struct HttpSettings {
     pub sockets: SocketLimits,
     /// How long a persisted query's text is kept.
     pub persisted_query_ttl: Duration,
+    /// Whole responses of users' inbox queries (`responses.rs`).
+    pub response_cache: bool,
 }
 
 pub struct RedisSettings {
@@ -102,6 +104,7 @@ impl Config {
                 cors: AllowedOrigins::Localhost,
                 sockets: SocketLimits::default(),
                 persisted_query_ttl: defaults::PERSISTED_QUERY_TTL.default,
+                response_cache: defaults::RESPONSE_CACHE.is_on(),
             }),
             redis: None,
             mail: MailSettings {

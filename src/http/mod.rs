@@ -34,6 +34,9 @@ pub struct HttpState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Query size, batch size and execution time.
     pub limits: QueryLimits,
+    /// Whole responses of users' inbox queries (`None`: the cache is off,
+    /// `HERALD_RESPONSE_CACHE=off`).
+    pub responses: Option<std::sync::Arc<crate::responses::Responses>>,
     /// Automatic persisted queries: texts by their SHA-256.
     pub persisted: std::sync::Arc<crate::graphql::persisted::PersistedQueries>,
     /// Peers whose `X-Forwarded-For` names the client.

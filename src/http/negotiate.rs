@@ -99,7 +99,12 @@ pub(super) fn error_body(message: &str, code: &str) -> Value {
 }
 
 pub(super) fn json_response(status: StatusCode, media: MediaType, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+    text_response(status, media, body.to_string())
+}
+
+/// A response whose body is serialized JSON already.
+pub(super) fn text_response(status: StatusCode, media: MediaType, body: String) -> Response {
+    let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(media.content_type()),

@@ -1,7 +1,10 @@
 //! Request parameters: the body (`{query, operationName, variables,
 //! extensions}` or a batch of them), its size, and the operation a GET selects.
 
-use async_graphql::{BatchRequest, Request, Variables, parser::types::OperationType};
+use async_graphql::{
+    BatchRequest, Request, Variables,
+    parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType},
+};
 use axum::{
     body::{Body, Bytes},
     http::StatusCode,
@@ -10,30 +13,48 @@ use axum::{
 use serde_json::Value;
 
 use super::negotiate::{MediaType, request_error};
-use crate::graphql::{limits::QueryLimits, persisted};
+use crate::{
+    graphql::{limits::QueryLimits, persisted},
+    responses,
+};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The type of the operation `request` selects, when its document parses and
-/// the selection is unambiguous; execution reports every other case (and
-/// reuses the parsed document).
-pub(super) fn operation_type(request: &mut Request) -> Option<OperationType> {
+/// `f` of the operation `request` selects and its document, when the
+/// document parses and the selection is unambiguous; execution reports
+/// every other case (and reuses the parsed document).
+fn with_operation<T>(
+    request: &mut Request,
+    f: impl FnOnce(&OperationDefinition, &ExecutableDocument) -> T,
+) -> Option<T> {
     let name = request.operation_name.clone();
     let doc = request.parsed_query().ok()?;
     let op = match (&name, &doc.operations) {
-        (_, async_graphql::parser::types::DocumentOperations::Single(op)) => op,
-        (Some(name), async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
-            ops.get(name.as_str())?
-        }
-        (None, async_graphql::parser::types::DocumentOperations::Multiple(ops)) => {
+        (_, DocumentOperations::Single(op)) => op,
+        (Some(name), DocumentOperations::Multiple(ops)) => ops.get(name.as_str())?,
+        (None, DocumentOperations::Multiple(ops)) => {
             if ops.len() != 1 {
                 return None;
             }
             ops.values().next()?
         }
     };
-    Some(op.node.ty)
+    Some(f(&op.node, doc))
+}
+
+/// The type of the operation `request` selects (see `with_operation`).
+pub(super) fn operation_type(request: &mut Request) -> Option<OperationType> {
+    with_operation(request, |op, _| op.ty)
+}
+
+/// Whether `request`'s response may be cached: a query whose root fields
+/// the response cache covers (`responses::covered`).
+pub(super) fn cacheable(request: &mut Request) -> bool {
+    with_operation(request, |op, doc| {
+        op.ty == OperationType::Query && responses::covered(&op.selection_set.node, doc)
+    })
+    .unwrap_or(false)
 }
 
 /// Reads the body; the limit layer in front turns an oversized one into an

@@ -9,7 +9,7 @@ use axum::{
         ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::Response,
+    response::{IntoResponse as _, Response},
 };
 use serde_json::{Value, json};
 use tracing::Instrument as _;
@@ -17,8 +17,10 @@ use tracing::Instrument as _;
 use super::{
     HttpState,
     client::client_ip,
-    negotiate::{MediaType, accepts_html, error_body, json_response, refused, request_error},
-    params::{operation_type, parse_body, read_body, too_long},
+    negotiate::{
+        MediaType, accepts_html, error_body, json_response, refused, request_error, text_response,
+    },
+    params::{cacheable, operation_type, parse_body, read_body, too_long},
 };
 use crate::{
     graphql::{
@@ -27,6 +29,7 @@ use crate::{
         persisted::{PersistedQueryError, Registration},
     },
     metrics::{Operation, code_label, code_of},
+    responses::{self, Entry, Method, Miss, Probe},
 };
 
 async fn authorization(headers: &HeaderMap, state: &HttpState) -> RequestAuth {
@@ -42,6 +45,7 @@ pub(super) async fn graphql_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     let Some(media) = MediaType::negotiate(&headers) else {
         return request_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -70,11 +74,16 @@ pub(super) async fn graphql_post(
         Ok(bytes) => bytes,
         Err(response) => return response.with_media(media),
     };
+    let auth = authorization(&headers, &state).await;
+    let miss = match probe(&state, &auth, Method::Post, &bytes).await {
+        Some(Probe::Hit(entry)) => return hit(&state, started, media, entry, None),
+        Some(Probe::Miss(miss)) => Some(miss),
+        None => None,
+    };
     let batch = match parse_body(&bytes, &state.limits) {
         Ok(batch) => batch,
         Err(message) => return request_error(StatusCode::BAD_REQUEST, media, &message),
     };
-    let auth = authorization(&headers, &state).await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
     match batch {
         BatchRequest::Single(mut request) => {
@@ -82,7 +91,8 @@ pub(super) async fn graphql_post(
                 Ok(registration) => registration,
                 Err(e) => return persisted_error(&e, media),
             };
-            execute(&state, request.data(auth).data(ip), registration, media).await
+            let request = request.data(auth).data(ip);
+            execute(&state, request, registration, media, miss, None).await
         }
         BatchRequest::Batch(requests) => {
             // Each operation's hash on its own: one unknown hash fails only
@@ -159,6 +169,7 @@ pub(super) async fn graphql_get(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let started = std::time::Instant::now();
     // Many clients point their websocket at /graphql itself.
     if let Ok(ws) = ws {
         return crate::ws::upgrade(state, &headers, ws);
@@ -184,6 +195,15 @@ pub(super) async fn graphql_get(
             MediaType::Json,
             "Accept must allow application/json or application/graphql-response+json",
         );
+    };
+    let auth = authorization(&headers, &state).await;
+    let if_none_match = headers.get(header::IF_NONE_MATCH).cloned();
+    let miss = match probe(&state, &auth, Method::Get, query.as_bytes()).await {
+        Some(Probe::Hit(entry)) => {
+            return hit(&state, started, media, entry, Some(if_none_match.as_ref()));
+        }
+        Some(Probe::Miss(miss)) => Some(miss),
+        None => None,
     };
     let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) if request.query.len() > state.limits.max_query_bytes => {
@@ -227,35 +247,124 @@ pub(super) async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let auth = authorization(&headers, &state).await;
     let ip = client_ip(&headers, peer, &state.trusted_proxies);
-    execute(&state, request.data(auth).data(ip), registration, media).await
+    let request = request.data(auth).data(ip);
+    execute(
+        &state,
+        request,
+        registration,
+        media,
+        miss,
+        Some(if_none_match.as_ref()),
+    )
+    .await
 }
 
+/// The response cache's answer for a user's request (`None`: not looked
+/// up: the cache is off, the caller is not a user, or a POST body that
+/// cannot be a cacheable query).
+async fn probe(state: &HttpState, auth: &RequestAuth, method: Method, raw: &[u8]) -> Option<Probe> {
+    let cache = state.responses.as_ref()?;
+    let RequestAuth::User(user) = auth else {
+        return None;
+    };
+    if method == Method::Post && !responses::candidate(raw) {
+        return None;
+    }
+    cache.probe(user.user_id, method, raw).await
+}
+
+/// A cached response, sent as it was stored: nothing parsed, validated or
+/// run. `get`: a GET's `If-None-Match`, if any (see `validated`).
+fn hit(
+    state: &HttpState,
+    started: std::time::Instant,
+    media: MediaType,
+    entry: Entry,
+    get: Option<Option<&HeaderValue>>,
+) -> Response {
+    state
+        .api
+        .metrics
+        .request(Operation::Query, None, started.elapsed());
+    match get {
+        Some(if_none_match) => validated(media, entry.body, &entry.etag, if_none_match),
+        None => text_response(StatusCode::OK, media, entry.body),
+    }
+}
+
+/// A GET's cacheable answer with its `ETag`, to revalidate on every use
+/// (`private, no-cache`: one user's, never for a shared cache); `304 Not
+/// Modified` without a body when `If-None-Match` names it. POST answers
+/// carry no validator.
+fn validated(
+    media: MediaType,
+    body: String,
+    etag: &str,
+    if_none_match: Option<&HeaderValue>,
+) -> Response {
+    let unchanged = if_none_match
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| responses::not_modified(v, etag));
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        text_response(StatusCode::OK, media, body)
+    };
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    headers.append(
+        header::VARY,
+        HeaderValue::from_static("authorization, accept"),
+    );
+    response
+}
+
+/// Runs a lone operation. `miss`: the response cache missed it; the answer
+/// is stored when the operation is cacheable and has no error. `get`: a
+/// GET's `If-None-Match`, if any, so a stored answer gets its `ETag`.
 async fn execute(
     state: &HttpState,
-    request: Request,
+    mut request: Request,
     registration: Option<Registration>,
     media: MediaType,
+    miss: Option<Miss>,
+    get: Option<Option<&HeaderValue>>,
 ) -> Response {
-    let (request_error, body) = execute_one(state, request, registration).await;
+    // Parsed here once: execution reuses the document.
+    let miss = miss.filter(|_| cacheable(&mut request));
+    let (request_error, body, code) = execute_one(state, request, registration).await;
     let status = if request_error && media == MediaType::GraphQLResponseJson {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    json_response(status, media, &body)
+    let text = body.to_string();
+    if let (Some(miss), Some(cache), None) = (miss, &state.responses, code) {
+        let etag = cache.store(miss, &text).await;
+        if let Some(if_none_match) = get {
+            return validated(media, text, &etag, if_none_match);
+        }
+    }
+    text_response(status, media, text)
 }
 
 /// Runs one operation; the flag says whether it failed before execution
 /// (parse, validation, variable coercion): then the body has no `data`.
 /// A persisted query's text is registered once it got past those.
-/// Counted in the metrics by its type and its first error's code.
+/// Counted in the metrics by its type and its first error's code, which it
+/// also returns (`None`: no error).
 async fn execute_one(
     state: &HttpState,
     mut request: Request,
     registration: Option<Registration>,
-) -> (bool, Value) {
+) -> (bool, Value, Option<&'static str>) {
     let started = std::time::Instant::now();
     // Parsed once: execution reuses the document.
     let operation = match operation_type(&mut request) {
@@ -285,7 +394,7 @@ async fn execute_one(
         .api
         .metrics
         .request(operation, code, started.elapsed());
-    (request_error, body)
+    (request_error, body, code)
 }
 
 /// `execute_one` without its trace span; also the first error's code.

@@ -144,6 +144,8 @@ pub enum CacheName {
     Preferences,
     /// Persisted queries' texts.
     PersistedQueries,
+    /// Whole GraphQL responses (`responses.rs`).
+    Responses,
 }
 
 impl CacheName {
@@ -154,6 +156,7 @@ impl CacheName {
             Self::Users => "users",
             Self::Preferences => "preferences",
             Self::PersistedQueries => "persisted_queries",
+            Self::Responses => "responses",
         }
     }
 }
@@ -423,6 +426,7 @@ impl Metrics {
             CacheName::Users,
             CacheName::Preferences,
             CacheName::PersistedQueries,
+            CacheName::Responses,
         ] {
             let labels = CacheLabels {
                 cache: cache.label(),

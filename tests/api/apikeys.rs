@@ -47,7 +47,7 @@ async fn api_key(database_url: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 /// `herald api-key create NAME`: the secret it printed, and the key's id.
-async fn create(database_url: &str, name: &str) -> (String, i64) {
+pub(crate) async fn create(database_url: &str, name: &str) -> (String, i64) {
     let (ok, stdout, stderr) = api_key(database_url, &["create", name]).await;
     assert!(ok, "create fails: {stderr}");
     let secret = stdout.trim_end_matches('\n').to_owned();

@@ -38,6 +38,7 @@ mod ratelimits;
 mod recipients;
 mod relay;
 mod resilience;
+mod responses;
 mod retention;
 mod scheduling;
 mod smtp_sink;

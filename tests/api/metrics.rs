@@ -312,13 +312,23 @@ async fn caches_counted(app: &TestApp, _sink: &SmtpSink) {
     let token = app.token_for(&unique_email("pages")).await;
     let hits = r#"herald_cache_hits_total{cache="inbox_pages"}"#;
     let misses = r#"herald_cache_misses_total{cache="inbox_pages"}"#;
+    let responses = (
+        r#"herald_cache_hits_total{cache="responses"}"#,
+        r#"herald_cache_misses_total{cache="responses"}"#,
+    );
+    let counts = |scrape: &Scrape| {
+        [hits, misses, responses.0, responses.1].map(|series| scrape.value(series))
+    };
     let page = app.page(&token, 1, 10).await;
     assert!(page["errors"].is_null(), "{page}");
-    let first = scrape(app).await;
-    assert_eq!((first.value(hits), first.value(misses)), (0.0, 1.0));
+    // A miss of both; the page's read fills the user's snapshot, which the
+    // response cache needs to store the next answer by.
+    assert_eq!(counts(&scrape(app).await), [0.0, 1.0, 0.0, 1.0]);
     app.page(&token, 1, 10).await;
-    let second = scrape(app).await;
-    assert_eq!((second.value(hits), second.value(misses)), (1.0, 1.0));
+    assert_eq!(counts(&scrape(app).await), [1.0, 1.0, 0.0, 2.0]);
+    // Now the whole response is cached: the page cache is not asked.
+    app.page(&token, 1, 10).await;
+    assert_eq!(counts(&scrape(app).await), [1.0, 1.0, 1.0, 2.0]);
 }
 
 metrics_test!(
