@@ -223,6 +223,7 @@ mod tests {
                 keys.inbox_cursor_page(id, u64::MAX, Some(i64::MIN), "o1"),
             ));
             names.push(("inbox_cursor_page", keys.inbox_cursor_page(id, 0, None, "")));
+            names.push(("response", keys.response(id, &"f0".repeat(16))));
             names.push(("user", keys.user(id)));
             names.push(("preferences", keys.preferences(id)));
             names.push(("sends_user", keys.sends_user(id)));

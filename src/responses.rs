@@ -12,7 +12,8 @@
 //! query are two entries, never one entry for two queries. Only users'
 //! tokens are cached (an application's key has no inbox); only query
 //! operations whose root fields are all in [`ROOT_FIELDS`]; never a
-//! response with an error. Entries live in the cache `app.rs` chose (Redis,
+//! response with an error, nor an `inboxChanges` that lists events (see
+//! [`Cacheable`]). Entries live in the cache `app.rs` chose (Redis,
 //! shared by every instance; or the in-process LRU), under the user's inbox
 //! keys, for `HERALD_CACHE_TTL`.
 //!
@@ -140,27 +141,65 @@ pub fn candidate(body: &[u8]) -> bool {
     single && !has(b"mutation") && !has(b"subscription")
 }
 
-/// Whether an operation's root selection reads only [`ROOT_FIELDS`]
-/// (through fragments too). The operation type is the caller's to check.
-pub fn covered(selection: &SelectionSet, doc: &ExecutableDocument) -> bool {
-    covered_within(selection, doc, 0)
+/// What an answer must show to be stored: every `inboxChanges` in it (by
+/// its response key) has no events. A poll with nothing new depends on the
+/// last seq alone; a list of events also on the log's retention, which
+/// prunes old events without moving the seq (an `after` before the kept log
+/// then gets InboxResync instead), so such an answer is not stored.
+#[derive(Debug, Default)]
+pub struct Cacheable {
+    polls: Vec<String>,
+}
+
+impl Cacheable {
+    /// Whether `body` (the whole answer, without errors) may be stored.
+    pub fn allows(&self, body: &serde_json::Value) -> bool {
+        self.polls.iter().all(|key| {
+            body["data"][key.as_str()]["events"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        })
+    }
+}
+
+/// Whether an operation's root selection reads only [`ROOT_FIELDS`] (through
+/// fragments too; `inboxChanges` only directly, with its response key
+/// known). The operation type is the caller's to check.
+pub fn covered(selection: &SelectionSet, doc: &ExecutableDocument) -> Option<Cacheable> {
+    let mut cacheable = Cacheable::default();
+    covered_within(selection, doc, 0, &mut cacheable).then_some(cacheable)
 }
 
 /// Fragment cycles are invalid (validation refuses them after this), so a
 /// depth bound ends them here: too deep is simply not cached.
-fn covered_within(selection: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> bool {
+fn covered_within(
+    selection: &SelectionSet,
+    doc: &ExecutableDocument,
+    depth: usize,
+    cacheable: &mut Cacheable,
+) -> bool {
     if depth > 8 {
         return false;
     }
     selection.items.iter().all(|item| match &item.node {
-        Selection::Field(field) => ROOT_FIELDS.contains(&field.node.name.node.as_str()),
+        Selection::Field(field) => {
+            let name = field.node.name.node.as_str();
+            if name == "inboxChanges" {
+                if depth > 0 {
+                    return false;
+                }
+                let key = field.node.alias.as_ref().map_or(name, |a| a.node.as_str());
+                cacheable.polls.push(key.to_owned());
+            }
+            ROOT_FIELDS.contains(&name)
+        }
         Selection::InlineFragment(fragment) => {
-            covered_within(&fragment.node.selection_set.node, doc, depth + 1)
+            covered_within(&fragment.node.selection_set.node, doc, depth + 1, cacheable)
         }
         Selection::FragmentSpread(spread) => doc
             .fragments
             .get(&spread.node.fragment_name.node)
-            .is_some_and(|f| covered_within(&f.node.selection_set.node, doc, depth + 1)),
+            .is_some_and(|f| covered_within(&f.node.selection_set.node, doc, depth + 1, cacheable)),
     })
 }
 
@@ -264,7 +303,27 @@ mod tests {
         let doc = async_graphql::parser::parse_query(query).expect("parses");
         doc.operations
             .iter()
-            .all(|(_, op)| covered(&op.node.selection_set.node, &doc))
+            .all(|(_, op)| covered(&op.node.selection_set.node, &doc).is_some())
+    }
+
+    #[test]
+    fn a_poll_is_stored_only_when_nothing_is_new() {
+        let query = "{ inboxCounts { total } p: inboxChanges(after: 1) { events { seq } } }";
+        let doc = async_graphql::parser::parse_query(query).expect("parses");
+        let (_, op) = doc.operations.iter().next().expect("an operation");
+        let cacheable = covered(&op.node.selection_set.node, &doc).expect("covered");
+        let idle = serde_json::json!({ "data": { "inboxCounts": {}, "p": { "events": [] } } });
+        let busy =
+            serde_json::json!({ "data": { "inboxCounts": {}, "p": { "events": [{ "seq": 2 }] } } });
+        assert!(cacheable.allows(&idle));
+        assert!(!cacheable.allows(&busy));
+        // Without its events selected, a poll cannot show it is idle.
+        let bare = serde_json::json!({ "data": { "p": { "lastSeq": 1 } } });
+        assert!(!cacheable.allows(&bare));
+        // Only directly at the root, where its response key is known.
+        assert!(!covers(
+            "{ ...F } fragment F on Query { inboxChanges(after: 1) { lastSeq } }"
+        ));
     }
 
     #[test]

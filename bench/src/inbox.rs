@@ -157,6 +157,34 @@ pub async fn api_phases(
         )
         .await,
     );
+    if let Some(phase) = revalidated(
+        "inboxChanges(after: last seq), nothing new, GET + If-None-Match (304)",
+        args,
+        client,
+        &reader.token,
+        (CHANGES, json!({ "after": reader.last_seq })),
+    )
+    .await?
+    {
+        phases.push(phase);
+    } else {
+        notes.push("no ETag on GET (HERALD_RESPONSE_CACHE=off): the 304 phase was skipped".into());
+    }
+    if args.inbox_only {
+        // The old list's cached page too (the full run reads it as the
+        // sender after its sends).
+        phases.push(
+            repeat(
+                "notifications, cached",
+                args,
+                client,
+                token.clone(),
+                (crate::LIST, json!({})),
+                "\"items\":[{",
+            )
+            .await,
+        );
+    }
     phases.push(
         repeat(
             "inbox(first: 20), cached",
@@ -250,6 +278,68 @@ pub async fn api_phases(
     Ok((phases, notes))
 }
 
+/// A client polling over GET that sends back the `ETag` of its first
+/// answer, as a browser revalidates: every answer must be `304 Not
+/// Modified` (the response cache's idle poll). `None` when the server
+/// gives no `ETag` (its response cache is off).
+async fn revalidated(
+    name: &str,
+    args: &Args,
+    client: &Arc<Client>,
+    token: &Arc<str>,
+    (query, variables): (&'static str, serde_json::Value),
+) -> anyhow::Result<Option<Phase>> {
+    let params: Arc<[(&str, String)]> = Arc::new([
+        ("query", query.to_owned()),
+        ("variables", variables.to_string()),
+    ]);
+    let get = {
+        let (client, params, token) = (client.clone(), params.clone(), token.clone());
+        move |etag: Option<reqwest::header::HeaderValue>| {
+            let mut req = client
+                .http
+                .get(&client.url)
+                .query(&params[..])
+                .bearer_auth(&token);
+            if let Some(etag) = etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            req.send()
+        }
+    };
+    // Twice: the first answer may come before the user's snapshot is cached.
+    get(None).await?;
+    let Some(etag) = get(None)
+        .await?
+        .headers()
+        .get(reqwest::header::ETAG)
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let phase = closed_loop(
+        name,
+        args.pid,
+        args.concurrency,
+        Duration::from_secs(args.duration),
+        |_| async {},
+        move |_| {
+            let (get, etag) = (get.clone(), etag.clone());
+            async move {
+                let res = get(Some(etag)).await?;
+                anyhow::ensure!(
+                    res.status() == reqwest::StatusCode::NOT_MODIFIED,
+                    "{} instead of 304",
+                    res.status()
+                );
+                Ok(())
+            }
+        },
+    )
+    .await;
+    Ok(Some(phase))
+}
+
 /// `query` from one client per user of `group`, each deleting its user's
 /// cached page copies before each request (outside the timing), so no
 /// other client's read can refill them in between. Also returns how many
@@ -264,6 +354,10 @@ async fn uncached_phase(
 ) -> anyhow::Result<(Phase, usize)> {
     let mut keys = Vec::new();
     for user in group {
+        // Twice: the first read caches the user's snapshot, by which the
+        // second one's whole response is cached too (when the response
+        // cache is on); each copy is deleted before each request.
+        client.gql_ok(query, json!({}), Some(&user.token)).await?;
         client.gql_ok(query, json!({}), Some(&user.token)).await?;
         keys.push(cached_pages(conn, &args.redis_prefix, user.id).await?);
     }

@@ -9,7 +9,8 @@
 //! 1. `{ __typename }` (baseline)
 //! 2. `sendNotification`
 //! 3. `notifications(page: 1, pageSize: 10)`, cached (the same page again)
-//! 4. the inbox's phases (`inbox.rs`): `inboxChanges` with nothing new,
+//! 4. the inbox's phases (`inbox.rs`): `inboxChanges` with nothing new
+//!    (also as a GET revalidated with its ETag: 304),
 //!    `inbox(first: 20)` cached and uncached (small and large inboxes),
 //!    the old list uncached (large inboxes), `markNotifications`
 //! 5. worker: N PENDING rows inserted at once; notifications/s to SENT
@@ -89,7 +90,8 @@ struct Args {
     /// Application sends per second for the paced phase.
     #[arg(long, default_value_t = 1000)]
     app_rate: u64,
-    /// Run only `{ __typename }` and the inbox's API phases.
+    /// Run only `{ __typename }`, the old list's cached page and the
+    /// inbox's API phases.
     #[arg(long)]
     inbox_only: bool,
     /// Sends (marks, for the fan-out) per second for the live phases.

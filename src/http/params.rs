@@ -48,13 +48,16 @@ pub(super) fn operation_type(request: &mut Request) -> Option<OperationType> {
     with_operation(request, |op, _| op.ty)
 }
 
-/// Whether `request`'s response may be cached: a query whose root fields
-/// the response cache covers (`responses::covered`).
-pub(super) fn cacheable(request: &mut Request) -> bool {
+/// Whether `request`'s response may be cached, and what its answer must
+/// then show: a query whose root fields the response cache covers
+/// (`responses::covered`).
+pub(super) fn cacheable(request: &mut Request) -> Option<responses::Cacheable> {
     with_operation(request, |op, doc| {
-        op.ty == OperationType::Query && responses::covered(&op.selection_set.node, doc)
+        (op.ty == OperationType::Query)
+            .then(|| responses::covered(&op.selection_set.node, doc))
+            .flatten()
     })
-    .unwrap_or(false)
+    .flatten()
 }
 
 /// Reads the body; the limit layer in front turns an oversized one into an

@@ -338,7 +338,7 @@ async fn execute(
     get: Option<Option<&HeaderValue>>,
 ) -> Response {
     // Parsed here once: execution reuses the document.
-    let miss = miss.filter(|_| cacheable(&mut request));
+    let miss = miss.and_then(|miss| Some((miss, cacheable(&mut request)?)));
     let (request_error, body, code) = execute_one(state, request, registration).await;
     let status = if request_error && media == MediaType::GraphQLResponseJson {
         StatusCode::BAD_REQUEST
@@ -346,7 +346,9 @@ async fn execute(
         StatusCode::OK
     };
     let text = body.to_string();
-    if let (Some(miss), Some(cache), None) = (miss, &state.responses, code) {
+    if let (Some((miss, cacheable)), Some(cache), None) = (miss, &state.responses, code)
+        && cacheable.allows(&body)
+    {
         let etag = cache.store(miss, &text).await;
         if let Some(if_none_match) = get {
             return validated(media, text, &etag, if_none_match);
