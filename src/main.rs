@@ -19,6 +19,12 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages on its arena; where the
+    // kernel grants them on request (THP "madvise", Debian's default), the
+    // idle server held 16 MiB of them: 37 MiB RSS against 23 MiB without.
+    // Pages mapped from here on are small pages.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse_with_default();
     // Made and dropped outside the runtime: the trace exporter's HTTP
     // client blocks, and dropping it flushes the last spans.

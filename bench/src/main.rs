@@ -36,6 +36,8 @@ use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 mod apps;
+mod cost;
+mod flood;
 mod inbox;
 mod seed;
 mod ws;
@@ -94,6 +96,9 @@ struct Args {
     /// inbox's API phases.
     #[arg(long)]
     inbox_only: bool,
+    /// Run only `{ __typename }` and the login flood's phases.
+    #[arg(long)]
+    flood_only: bool,
     /// Sends (marks, for the fan-out) per second for the live phases.
     #[arg(long, default_value_t = 500)]
     rate: u64,
@@ -122,6 +127,51 @@ struct Args {
     /// subscription (comma-separated counts; both kinds stay open together).
     #[arg(long, default_value = "1000,9000")]
     sockets: String,
+    /// Clients logging in continuously for the login-flood phase (0 skips it).
+    #[arg(long, default_value_t = 32)]
+    flood_clients: usize,
+    /// Clients reading the cached page, idle and during the login flood.
+    #[arg(long, default_value_t = 4)]
+    flood_readers: usize,
+    /// Herald's `/metrics` (HERALD_METRICS_BIND): the send and cached-page
+    /// phases run again while a scraper reads it every 100 ms.
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// Appends each headline figure as `figure<TAB>value` to this file
+    /// (`bench/run.sh --before-after` compares two of them).
+    #[arg(long)]
+    summary: Option<std::path::PathBuf>,
+}
+
+/// The headline figures (see `--summary`).
+static SUMMARY: std::sync::Mutex<Vec<(String, f64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a headline figure for `--summary`.
+fn figure(name: impl Into<String>, value: f64) {
+    SUMMARY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((name.into(), value));
+}
+
+fn write_summary(args: &Args) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let Some(path) = &args.summary else {
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for (name, value) in SUMMARY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        writeln!(file, "{name}\t{value}")?;
+    }
+    Ok(())
 }
 
 /// Latencies of one phase.
@@ -169,6 +219,8 @@ fn api_table(base: &Phase, phases: &[Phase]) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base_cpu = base.cpu_per_request_us();
     for phase in std::iter::once(base).chain(phases) {
+        figure(format!("{}: req/s", phase.name), phase.rate());
+        figure(format!("{}: p99 ms", phase.name), phase.percentile(0.99));
         println!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {} | {} |",
             phase.name,
@@ -225,6 +277,11 @@ impl Client {
     /// A new user: their token and id.
     async fn register(&self) -> anyhow::Result<(Arc<str>, i64)> {
         let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+        self.register_as(&email).await
+    }
+
+    /// A new user with `email` and the bench's password.
+    async fn register_as(&self, email: &str) -> anyhow::Result<(Arc<str>, i64)> {
         let body = self
             .gql(
                 "mutation($e: String!) { register(email: $e, password: \"benchmark password\") { token user { id } } }",
@@ -402,7 +459,8 @@ async fn repeat(
 /// not share the machine with the deliveries.
 async fn settle(db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
     let open = format!(
-        "SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')"
+        "{} SELECT count(*)::bigint FROM notifications WHERE user_id = {user_id} AND status IN ('PENDING', 'PROCESSING')",
+        cost::MARK
     );
     let start = Instant::now();
     while scalar::<i64>(db, open.clone()).await? > 0 && start.elapsed() < Duration::from_secs(600) {
@@ -422,17 +480,29 @@ async fn scalar<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: String) ->
 
 /// Inserts `n` PENDING rows at once (with `Seeded::Scheduled`: SCHEDULED
 /// rows a day ahead, then due all at once) and waits until all are SENT;
-/// returns notifications/s between the first and the last `sent_at`.
+/// returns notifications/s between the first and the last `sent_at`, the
+/// wall time, and with `probe` what the drain cost from the insert's commit.
 async fn worker_phase(
     db: &DatabaseConnection,
     user_id: i64,
     n: u64,
     seeded: seed::Seeded,
-) -> anyhow::Result<(f64, Duration)> {
+    probe: Option<&cost::Probe>,
+) -> anyhow::Result<(f64, Duration, Option<cost::Cost>)> {
     let tag = uuid::Uuid::new_v4().simple().to_string();
+    if let Some(p) = probe {
+        // Let the phase before publish its statistics first.
+        p.settle().await;
+    }
     seed::notifications(db, user_id, n, &format!("bench {tag}"), seeded)
         .await
         .context("inserting bench rows (the worker phase needs Postgres)")?;
+    // After the insert's commit (whose statistics its backend, idle for
+    // seconds before, publishes at once): the drain, not the seeding.
+    let before = match probe {
+        Some(p) => Some(p.snapshot().await?),
+        None => None,
+    };
     if matches!(seeded, seed::Seeded::Scheduled) {
         // Let the seeding's load pass, then every row falls due at once.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -443,7 +513,8 @@ async fn worker_phase(
     }
     let start = Instant::now();
     let pending = format!(
-        "SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status IN ('SCHEDULED', 'PENDING', 'PROCESSING')"
+        "{} SELECT count(*)::bigint FROM notifications WHERE title LIKE 'bench {tag} %' AND status IN ('SCHEDULED', 'PENDING', 'PROCESSING')",
+        cost::MARK
     );
     loop {
         if scalar::<i64>(db, pending.clone()).await? == 0 {
@@ -470,7 +541,11 @@ async fn worker_phase(
         ),
     )
     .await?;
-    Ok(((n as f64 - 1.0) / spread.max(1e-3), wall))
+    let cost = match (probe, before) {
+        (Some(p), Some(before)) => Some(p.since("worker drain", &before, n).await?),
+        _ => None,
+    };
+    Ok(((n as f64 - 1.0) / spread.max(1e-3), wall, cost))
 }
 
 /// `smtp-source` sending `n` messages over `sessions` sessions into `sink`.
@@ -504,14 +579,41 @@ async fn main() -> anyhow::Result<()> {
         http,
         url: args.url.clone(),
     });
-    let duration = Duration::from_secs(args.duration);
-    let db = Database::connect(&args.database_url).await?;
+    // The bench's own connections are told apart from Herald's (see `cost`).
+    let separator = if args.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let db = Database::connect(format!(
+        "{}{separator}application_name={}",
+        args.database_url,
+        cost::APP_NAME
+    ))
+    .await?;
+    if let Some(pid) = args.pid {
+        // Before the first request: the server as it started.
+        let rss = rss_kib(pid)?;
+        println!("Herald's resident memory before the first request: {rss} KiB\n");
+        figure(
+            "herald serve, idle after start: RSS MiB",
+            rss as f64 / 1024.0,
+        );
+    }
+    let probe = match cost::Probe::new(db.clone(), &args.redis_url, args.pid).await {
+        Ok(probe) => Some(probe),
+        Err(e) => {
+            eprintln!("warning: no cost accounting: {e:#}");
+            None
+        }
+    };
 
     // A user of the bench's own, with a page worth reading.
     let (token, user_id) = client.register().await?;
 
     if args.delivery_only {
-        return delivery_table(&args, &db, user_id).await;
+        delivery_table(&args, &db, user_id, probe.as_ref(), Vec::new()).await?;
+        return write_summary(&args);
     }
     if args.live_only {
         return live_table(&args, &client, &db, &token).await;
@@ -529,15 +631,101 @@ async fn main() -> anyhow::Result<()> {
         "",
     )
     .await;
+    if args.flood_only {
+        let mut notes = Vec::new();
+        let phases = flood::login_flood(&args, &client, &token, &mut notes).await?;
+        api_table(&typename, &phases);
+        print_notes(&notes);
+        return write_summary(&args);
+    }
     if args.inbox_only {
         let (phases, notes) = inbox::api_phases(&args, &client, &db).await?;
         api_table(&typename, &phases);
         print_notes(&notes);
-        return Ok(());
+        return write_summary(&args);
     }
 
+    let mut costs = Vec::new();
+    let before = match &probe {
+        Some(p) => Some(p.snapshot().await?),
+        None => None,
+    };
+    let send = send_phase("sendNotification", &args, &client, &token).await;
+    settle(&db, user_id).await?;
+    if let (Some(p), Some(before)) = (&probe, before) {
+        let name = "sendNotification, then until delivered";
+        costs.push(p.since(name, &before, send.latencies.len() as u64).await?);
+    }
+
+    let cached = cached_page("notifications, cached", &args, &client, &token).await;
+
+    let mut phases = vec![send, cached];
+    let mut notes = Vec::new();
+    if let Some(url) = &args.metrics_url {
+        let scraper = flood::Scraper::start(url);
+        let send = send_phase(
+            "sendNotification, /metrics scraped every 100 ms",
+            &args,
+            &client,
+            &token,
+        )
+        .await;
+        let sends = scraper.stop().await;
+        settle(&db, user_id).await?;
+        let scraper = flood::Scraper::start(url);
+        let cached = cached_page(
+            "notifications, cached, /metrics scraped every 100 ms",
+            &args,
+            &client,
+            &token,
+        )
+        .await;
+        let pages = scraper.stop().await;
+        for (plain, scraped, scrapes) in [(&phases[0], &send, sends), (&phases[1], &cached, pages)]
+        {
+            let ratio = scraped.rate() / plain.rate();
+            figure(format!("{}: req/s scraped vs not", plain.name), ratio);
+            notes.push(format!(
+                "{} while /metrics was scraped: {:.0}% of its req/s unscraped, p99 {:.2} vs {:.2} ms; {scrapes}",
+                plain.name,
+                100.0 * ratio,
+                scraped.percentile(0.99),
+                plain.percentile(0.99),
+            ));
+        }
+        phases.extend([send, cached]);
+    }
+    if args.flood_clients > 0 {
+        phases.extend(flood::login_flood(&args, &client, &token, &mut notes).await?);
+    }
+
+    let (inbox_phases, inbox_notes) = inbox::api_phases(&args, &client, &db).await?;
+    phases.extend(inbox_phases);
+    notes.extend(inbox_notes);
+    api_table(&typename, &phases);
+    print_notes(&notes);
+    delivery_table(&args, &db, user_id, probe.as_ref(), costs).await?;
+    write_summary(&args)
+}
+
+/// The old list's first page, cached, from `--concurrency` clients as
+/// `token`'s user.
+async fn cached_page(name: &str, args: &Args, client: &Arc<Client>, token: &Arc<str>) -> Phase {
+    repeat(
+        name,
+        args,
+        client,
+        Some(token.clone()),
+        (LIST, json!({})),
+        "",
+    )
+    .await
+}
+
+/// `sendNotification` from `--concurrency` clients as `token`'s user.
+async fn send_phase(name: &str, args: &Args, client: &Arc<Client>, token: &Arc<str>) -> Phase {
     let (c, t) = (client.clone(), token.clone());
-    let send = closed_loop("sendNotification", args.pid, args.concurrency, duration, |_| async {}, move |seq| {
+    closed_loop(name, args.pid, args.concurrency, Duration::from_secs(args.duration), |_| async {}, move |seq| {
         let (c, t) = (c.clone(), t.clone());
         async move {
             c.gql_ok(
@@ -548,26 +736,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
     })
-    .await;
-
-    settle(&db, user_id).await?;
-
-    let cached = repeat(
-        "notifications, cached",
-        &args,
-        &client,
-        Some(token.clone()),
-        (LIST, json!({})),
-        "",
-    )
-    .await;
-
-    let (inbox_phases, notes) = inbox::api_phases(&args, &client, &db).await?;
-    let mut phases = vec![send, cached];
-    phases.extend(inbox_phases);
-    api_table(&typename, &phases);
-    print_notes(&notes);
-    delivery_table(&args, &db, user_id).await
+    .await
 }
 
 fn print_notes(notes: &[String]) {
@@ -577,9 +746,24 @@ fn print_notes(notes: &[String]) {
     println!();
 }
 
-async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> anyhow::Result<()> {
-    let (worker_rate, worker_wall) =
-        worker_phase(db, user_id, args.notifications, seed::Seeded::Pending).await?;
+/// The worker's drain against `smtp-source`, then what each notification
+/// cost (`costs`, and the drain's own), then the scheduled phases.
+async fn delivery_table(
+    args: &Args,
+    db: &DatabaseConnection,
+    user_id: i64,
+    probe: Option<&cost::Probe>,
+    mut costs: Vec<cost::Cost>,
+) -> anyhow::Result<()> {
+    let (worker_rate, worker_wall, drain) = worker_phase(
+        db,
+        user_id,
+        args.notifications,
+        seed::Seeded::Pending,
+        probe,
+    )
+    .await?;
+    costs.extend(drain);
     let source_rate = match &args.smtp_sink {
         Some(sink) => Some(smtp_source(sink, args.notifications, args.smtp_sessions)?),
         None => None,
@@ -596,13 +780,29 @@ async fn delivery_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> a
         worker_rate,
         ratio
     );
+    figure("worker drain: notifications/s", worker_rate);
     if let Some(rate) = source_rate {
+        figure("worker drain: % of smtp-source", 100.0 * worker_rate / rate);
         println!(
             "| smtp-source -s {} into the same sink (baseline) | {} | {:.0} | 100% |",
             args.smtp_sessions, args.notifications, rate
         );
     }
     println!();
+    if !costs.is_empty() {
+        if probe.is_some_and(|p| !p.counts_statements()) {
+            println!(
+                "pg_stat_statements is not loaded (shared_preload_libraries; `BENCH_PG_STAT_STATEMENTS=1 bench/run.sh` \
+                 loads it): SQL statements are n/a, transactions and rows written come from pg_stat_database.\n"
+            );
+        }
+        cost::table(&costs);
+        for c in &costs {
+            for (name, value) in c.summary() {
+                figure(name, value);
+            }
+        }
+    }
     scheduled_table(args, db, user_id).await
 }
 
@@ -613,8 +813,9 @@ async fn scheduled_table(args: &Args, db: &DatabaseConnection, user_id: i64) -> 
     if n == 0 {
         return Ok(());
     }
-    let (now_rate, now_wall) = worker_phase(db, user_id, n, seed::Seeded::Pending).await?;
-    let (due_rate, due_wall) = worker_phase(db, user_id, n, seed::Seeded::Scheduled).await?;
+    let (now_rate, now_wall, _) = worker_phase(db, user_id, n, seed::Seeded::Pending, None).await?;
+    let (due_rate, due_wall, _) =
+        worker_phase(db, user_id, n, seed::Seeded::Scheduled, None).await?;
     println!("| delivery | notifications | wall s | per second | vs sent now |");
     println!("|---|---:|---:|---:|---:|");
     println!(

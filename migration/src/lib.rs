@@ -14,6 +14,7 @@ mod m20261130_000007_external_ids;
 mod m20261206_000008_app_sends;
 mod m20261207_000009_preferences;
 mod m20261207_000010_webhooks;
+mod m20261207_000011_partial_status_indexes;
 mod sqlite;
 
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_app_sends::Migration),
             Box::new(m20261207_000009_preferences::Migration),
             Box::new(m20261207_000010_webhooks::Migration),
+            Box::new(m20261207_000011_partial_status_indexes::Migration),
         ]
     }
 }

@@ -27,6 +27,7 @@ mod limits;
 mod logout;
 mod metrics;
 mod migration10;
+mod migration11;
 mod migration8;
 mod migration9;
 mod notifications;
