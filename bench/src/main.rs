@@ -219,7 +219,10 @@ fn api_table(base: &Phase, phases: &[Phase]) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base_cpu = base.cpu_per_request_us();
     for phase in std::iter::once(base).chain(phases) {
-        figure(format!("{}: req/s", phase.name), phase.rate());
+        figure(
+            format!("{}: req/s, % of `{{ __typename }}`'s", phase.name),
+            100.0 * phase.rate() / base.rate(),
+        );
         figure(format!("{}: p99 ms", phase.name), phase.percentile(0.99));
         println!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {} | {} |",
