@@ -170,21 +170,6 @@ pub async fn api_phases(
     } else {
         notes.push("no ETag on GET (HERALD_RESPONSE_CACHE=off): the 304 phase was skipped".into());
     }
-    if args.inbox_only {
-        // The old list's cached page too (the full run reads it as the
-        // sender after its sends).
-        phases.push(
-            repeat(
-                "notifications, cached",
-                args,
-                client,
-                token.clone(),
-                (crate::LIST, json!({})),
-                "\"items\":[{",
-            )
-            .await,
-        );
-    }
     phases.push(
         repeat(
             "inbox(first: 20), cached",
