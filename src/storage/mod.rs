@@ -22,7 +22,12 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3)
 }
 
-/// `at - span`, or the earliest time there is when that would overflow.
+/// The earliest time Herald stores or compares with: every database takes
+/// it (chrono's `MIN_UTC`, 262,144 BC, is out of Postgres's range, and a
+/// query bound to it fails with "timestamp out of range").
+pub const EARLIEST: chrono::DateTime<chrono::Utc> = chrono::DateTime::UNIX_EPOCH;
+
+/// `at - span`, or [`EARLIEST`] when that would come before it.
 pub fn before(
     at: chrono::DateTime<chrono::Utc>,
     span: std::time::Duration,
@@ -30,7 +35,7 @@ pub fn before(
     chrono::Duration::from_std(span)
         .ok()
         .and_then(|span| at.checked_sub_signed(span))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        .map_or(EARLIEST, |t| t.max(EARLIEST))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +71,7 @@ mod tests {
             super::before(now, Duration::from_secs(60)),
             now - chrono::Duration::seconds(60)
         );
-        let earliest = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        let earliest = super::EARLIEST;
         assert_eq!(super::before(now, Duration::from_secs(u64::MAX)), earliest);
         assert_eq!(super::before(now, Duration::MAX), earliest);
         // chrono's own range ends long before Duration's.

@@ -32,7 +32,7 @@ pub use retention::{
 };
 pub use retry::{Decision, Failure, RetryPolicy};
 pub use scheduler::promote_due;
-pub use sweeper::{SweepReport, sweep};
+pub use sweeper::{SweepReport, stamped_before, sweep};
 pub use webhooks::{RelayReport, relay};
 
 use crate::{

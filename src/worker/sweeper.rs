@@ -52,7 +52,7 @@ pub(super) async fn run_until_stopped(delivery: Delivery, shutdown: Cancellation
 /// stamps count). `waiting`: entries on the queue no worker has taken yet;
 /// while there are some, stamps are trusted (a backlog's entries are still
 /// there) and only rows never queued count.
-pub(super) fn stamped_before(
+pub fn stamped_before(
     now: DateTime<Utc>,
     visibility: std::time::Duration,
     everything: bool,
@@ -61,7 +61,8 @@ pub(super) fn stamped_before(
     if everything {
         now
     } else if waiting.is_some_and(|n| n > 0) {
-        DateTime::<Utc>::MIN_UTC
+        // Every stamp is later than this: only rows never queued count.
+        storage::EARLIEST
     } else {
         storage::before(now, visibility)
     }
@@ -185,7 +186,7 @@ mod tests {
         // Entries wait: only rows never queued (no stamp at all).
         assert_eq!(
             stamped_before(now, minute, false, Some(5)),
-            DateTime::<Utc>::MIN_UTC
+            storage::EARLIEST
         );
         // After a restart of a queue that forgets, every stamp is stale.
         assert_eq!(stamped_before(now, minute, true, Some(5)), now);

@@ -777,6 +777,31 @@ async fn a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back(backend:
 }
 per_backend!(a_stale_sweeper_cannot_release_a_fresh_claim_after_a_give_back);
 
+/// While entries wait on the queue (a backlog), a sweep trusts their
+/// stamps and takes only the rows never queued. Its lower bound once was
+/// chrono's earliest time, out of Postgres's range: every sweep failed with
+/// "timestamp out of range" for as long as a backlog lasted.
+async fn a_sweep_during_a_backlog_takes_only_rows_never_queued(backend: Backend) {
+    let Some((app, db)) = api_only(backend).await else {
+        return;
+    };
+    let token = app.token_for(&unique_email("backlog")).await;
+    let ids = send_n(&app, &token, 3, "backlog").await;
+    // The second row's enqueue failed after its commit.
+    rows_of::mark_unqueued(&db, ids[1]).await.expect("unqueue");
+    let now = herald::storage::now();
+    let backlog = herald::worker::stamped_before(now, Duration::from_secs(60), false, Some(3));
+    let taken = rows_of::take_for_enqueue(&db, now, backlog, 10)
+        .await
+        .expect("a sweep during a backlog runs");
+    assert_eq!(taken, [ids[1]], "only the row never queued");
+    let again = rows_of::take_for_enqueue(&db, now, backlog, 10)
+        .await
+        .expect("sweep");
+    assert!(again.is_empty(), "taken twice: {again:?}");
+}
+per_backend!(a_sweep_during_a_backlog_takes_only_rows_never_queued);
+
 /// Two rows whose worker died an hour ago: one on its last attempt fails
 /// (without an email), the other goes back and is sent. The dead worker's
 /// late outcome is dropped.
