@@ -262,7 +262,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 hasher: hasher
                     .insert(PasswordHasher::per_core().observed_by(metrics.argon2_wait()))
                     .clone(),
-                notifications: Notifications::new(db.clone(), inbox.clone(), queue, sends.clone()),
+                notifications: Notifications::new(
+                    db.clone(),
+                    inbox.clone(),
+                    queue,
+                    sends.clone(),
+                    settings.send_batch,
+                ),
                 inbox,
                 users: Arc::new(users),
                 limiter,

@@ -7,11 +7,21 @@
 //! `TaskTracker`: a client that hangs up drops its request, never the work
 //! after a commit (before, a row stored just before the hang-up waited for
 //! the sweeper's visibility timeout, with no event and no cache update).
+//!
+//! Group commit: sends without an idempotency key go through a [`Writer`],
+//! whose tasks store whatever sends are waiting (up to `HERALD_SEND_BATCH`)
+//! in one transaction (`storage::notifications::insert_batch`): one commit,
+//! one counter statement, one multi-row INSERT and one events INSERT for
+//! many sends. Nothing waits for company: a writer takes what is there when
+//! it is free, so a lone send is stored at once and a busy server makes
+//! bigger batches. Sends are validated before they reach it; a batch that
+//! fails anyway is stored send by send, so one bad row fails only itself.
 
 use std::sync::Arc;
 
 use entity::notification;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbBackend};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
@@ -22,6 +32,7 @@ use crate::{
     storage::{
         self, StorageError,
         inbox::{Marked, Target},
+        notifications::NewNotification,
     },
     wire::InboxEventV1,
 };
@@ -33,6 +44,8 @@ pub struct Notifications {
     queue: Arc<dyn Queue>,
     /// Sends in progress; the application waits for them at shutdown.
     tasks: TaskTracker,
+    /// Group commit; `None` (a batch of 1): each send alone.
+    writer: Option<Writer>,
 }
 
 impl Notifications {
@@ -41,8 +54,10 @@ impl Notifications {
         inbox: Inbox,
         queue: Arc<dyn Queue>,
         tasks: TaskTracker,
+        send_batch: usize,
     ) -> Self {
         Self {
+            writer: (send_batch > 1).then(|| Writer::start(db.clone(), send_batch)),
             db,
             inbox,
             queue,
@@ -70,6 +85,18 @@ impl Notifications {
         self.tasks
             .spawn(
                 async move {
+                    if let (None, Some(writer)) = (&options.idempotency, &this.writer) {
+                        let (row, event) = writer
+                            .insert(NewNotification {
+                                user_id,
+                                title,
+                                content,
+                                options,
+                            })
+                            .await?;
+                        this.created(&row, event).await;
+                        return Ok(row);
+                    }
                     // A winner whose notification vanished before we read it
                     // frees the key: try again, a bounded number of times.
                     for _ in 0..3 {
@@ -187,4 +214,228 @@ impl Notifications {
 /// A send, mark or cancel task that panicked or was cancelled.
 fn task_failed(what: &str, e: &tokio::task::JoinError) -> StorageError {
     StorageError::Db(sea_orm::DbErr::Custom(format!("the {what} task: {e}")))
+}
+
+type Stored = Result<(notification::Model, crate::wire::InboxEventV1), StorageError>;
+
+/// A send waiting for a writer, and where its answer goes.
+struct Waiting {
+    send: NewNotification,
+    reply: oneshot::Sender<Stored>,
+}
+
+/// Group commit (see the module doc): a channel of waiting sends and the
+/// writer tasks that store them in batches. The tasks end when the last
+/// `Writer` is dropped, after storing what was sent to them.
+#[derive(Clone)]
+struct Writer {
+    sends: mpsc::Sender<Waiting>,
+}
+
+/// What the writer tasks share: one of them at a time gathers a batch.
+struct Gather {
+    waiting: Mutex<mpsc::Receiver<Waiting>>,
+    batch: usize,
+}
+
+impl Writer {
+    /// Starts the writer tasks: one on SQLite (it has one writer at a time
+    /// anyway), two elsewhere, so one gathers while the other commits.
+    fn start(db: DatabaseConnection, batch: usize) -> Self {
+        let (sends, waiting) = mpsc::channel(batch.saturating_mul(4));
+        let gather = Arc::new(Gather {
+            waiting: Mutex::new(waiting),
+            batch,
+        });
+        let writers = match db.get_database_backend() {
+            DbBackend::Sqlite => 1,
+            _ => 2,
+        };
+        for _ in 0..writers {
+            tokio::spawn(write_until_closed(db.clone(), gather.clone()));
+        }
+        Self { sends }
+    }
+
+    /// Stores `send` in the next batch; answers once it committed.
+    async fn insert(&self, send: NewNotification) -> Stored {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StorageError::Db(sea_orm::DbErr::Custom("the send writer stopped".into()));
+        self.sends
+            .send(Waiting { send, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn write_until_closed(db: DatabaseConnection, gather: Arc<Gather>) {
+    loop {
+        let batch = {
+            let mut waiting = gather.waiting.lock().await;
+            let Some(first) = waiting.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < gather.batch {
+                match waiting.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        write(&db, batch).await;
+    }
+}
+
+/// Stores `batch` in one transaction and answers each send; if that
+/// fails, stores each send alone, so only a bad one fails.
+async fn write(db: &DatabaseConnection, batch: Vec<Waiting>) {
+    let (sends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.send, w.reply)).unzip();
+    let stored = storage::notifications::insert_batch(db, &sends, storage::now()).await;
+    match stored {
+        Ok(stored) => {
+            for (reply, stored) in replies.into_iter().zip(stored) {
+                // A send whose task is gone: its row stays (the sweeper
+                // queues it), like a send whose client hung up.
+                let _ = reply.send(Ok(stored));
+            }
+        }
+        Err(e) if sends.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, sends = sends.len(), "a batch of sends failed; storing each alone");
+            for (reply, send) in replies.into_iter().zip(sends) {
+                let alone = storage::notifications::insert(
+                    db,
+                    send.user_id,
+                    &send.title,
+                    &send.content,
+                    &send.options,
+                    storage::now(),
+                )
+                .await;
+                let _ = reply.send(alone);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entity::inbox_event;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+
+    use super::*;
+    use crate::domain::{Email, inbox::Counts};
+
+    async fn database() -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display());
+        let db = storage::connect(&url).await.expect("connect");
+        storage::migrate(&db).await.expect("migrate");
+        (dir, db)
+    }
+
+    async fn user(db: &DatabaseConnection, name: &str) -> i64 {
+        let email = Email::parse(&format!("{name}@example.com")).expect("email");
+        storage::users::insert(db, &email, "x".into(), storage::now())
+            .await
+            .expect("user")
+            .id
+    }
+
+    fn send(user_id: i64, title: &str) -> NewNotification {
+        NewNotification {
+            user_id,
+            title: Title::parse(title).expect("title"),
+            content: Content::parse("body".into()).expect("content"),
+            options: SendOptions::default(),
+        }
+    }
+
+    /// Sends waiting together: one for a user who does not exist (the
+    /// foreign key refuses it) among good ones. The good ones are stored,
+    /// the bad one alone fails.
+    #[tokio::test]
+    async fn one_bad_send_never_fails_its_batch() {
+        let (_dir, db) = database().await;
+        let alice = user(&db, "alice").await;
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel()).unzip();
+        let batch = replies
+            .into_iter()
+            .enumerate()
+            .map(|(i, reply)| Waiting {
+                send: send(if i == 2 { alice + 1000 } else { alice }, &format!("n{i}")),
+                reply,
+            })
+            .collect();
+        write(&db, batch).await;
+        let mut stored = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = answer.await.expect("answered");
+            if i == 2 {
+                assert!(answer.is_err(), "the bad send was stored: {answer:?}");
+            } else {
+                stored.push(answer.expect("a good send failed with the bad one").0);
+            }
+        }
+        let seqs: Vec<i64> = stored.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "alice's log stays gapless");
+    }
+
+    /// A batch of sends to three users, interleaved: each user's new
+    /// notifications get the next seqs in the order sent, each event the
+    /// counts after it, and the log holds exactly those events.
+    #[tokio::test]
+    async fn a_batch_keeps_each_users_seqs_and_counts() {
+        let (_dir, db) = database().await;
+        let users = [
+            user(&db, "a").await,
+            user(&db, "b").await,
+            user(&db, "c").await,
+        ];
+        // One earlier send, alone: the batch continues after it.
+        storage::notifications::insert_batch(&db, &[send(users[0], "first")], storage::now())
+            .await
+            .expect("first");
+        let sends: Vec<_> = (0..12)
+            .map(|i| send(users[i % 3], &format!("n{i}")))
+            .collect();
+        let stored = storage::notifications::insert_batch(&db, &sends, storage::now())
+            .await
+            .expect("batch");
+        for (i, (row, event)) in stored.iter().enumerate() {
+            let user_id = users[i % 3];
+            let nth = i64::try_from(i / 3).expect("small") + 1 + i64::from(user_id == users[0]);
+            assert_eq!(
+                (row.user_id, row.title.as_str()),
+                (user_id, sends[i].title.as_str())
+            );
+            assert_eq!((row.seq, event.seq), (nth, nth));
+            assert_eq!(event.counts, Counts::CREATED.times(nth));
+        }
+        for (user_id, last) in [(users[0], 5), (users[1], 4), (users[2], 4)] {
+            let log: Vec<(i64, i64)> = inbox_event::Entity::find()
+                .filter(inbox_event::Column::UserId.eq(user_id))
+                .order_by_asc(inbox_event::Column::Seq)
+                .all(&db)
+                .await
+                .expect("log")
+                .into_iter()
+                .map(|e| (e.seq, e.unread))
+                .collect();
+            let expected: Vec<(i64, i64)> = (1..=last).map(|s| (s, s)).collect();
+            assert_eq!(log, expected, "user {user_id}'s log");
+            let snapshot = storage::inbox::snapshot(&db, user_id)
+                .await
+                .expect("snapshot");
+            assert_eq!(snapshot.last_seq, last);
+            assert_eq!(snapshot.counts, Counts::CREATED.times(last));
+        }
+    }
 }

@@ -163,6 +163,10 @@ pub struct ServeArgs {
     /// Open websockets per user, per instance.
     #[arg(long, env = "HERALD_WS_MAX_SOCKETS_PER_USER", default_value_t = defaults::WS_MAX_SOCKETS_PER_USER.default, value_parser = defaults::WS_MAX_SOCKETS_PER_USER.parser())]
     pub ws_max_sockets_per_user: usize,
+    /// Concurrent sends stored together in one transaction, at most (group
+    /// commit); 1 stores each send alone.
+    #[arg(long, env = "HERALD_SEND_BATCH", default_value_t = defaults::SEND_BATCH.default, value_parser = defaults::SEND_BATCH.parser())]
+    pub send_batch: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

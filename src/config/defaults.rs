@@ -49,6 +49,9 @@ pub const JWT_TTL: Span = Span::new("1h", "1m", "365d");
 pub const POLL_INTERVAL: Span = Span::new("15s", "1s", "1h");
 pub const WS_MAX_SUBSCRIPTIONS: Count<usize> = Count::new(20, 1, 10_000);
 pub const WS_MAX_SOCKETS_PER_USER: Count<usize> = Count::new(10, 1, HUGE);
+/// Sends stored together in one transaction, at most (group commit); 1:
+/// each send in a transaction of its own.
+pub const SEND_BATCH: Count<usize> = Count::new(128, 1, 1_000);
 /// How long a persisted query's text is kept after its registration.
 pub const PERSISTED_QUERY_TTL: Span = Span::new("24h", "1m", "30d");
 /// Whole responses of users' inbox queries, kept by the user's last seq.

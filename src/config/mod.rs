@@ -66,6 +66,8 @@ pub struct HttpSettings {
     pub sockets: SocketLimits,
     /// How long a persisted query's text is kept.
     pub persisted_query_ttl: Duration,
+    /// Sends stored together in one transaction, at most (1: each alone).
+    pub send_batch: usize,
     /// Whole responses of users' inbox queries (`responses.rs`).
     pub response_cache: bool,
 }
@@ -104,6 +106,7 @@ impl Config {
                 cors: AllowedOrigins::Localhost,
                 sockets: SocketLimits::default(),
                 persisted_query_ttl: defaults::PERSISTED_QUERY_TTL.default,
+                send_batch: defaults::SEND_BATCH.default,
                 response_cache: defaults::RESPONSE_CACHE.is_on(),
             }),
             redis: None,

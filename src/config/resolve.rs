@@ -90,6 +90,7 @@ impl Config {
                 ..SocketLimits::default()
             },
             persisted_query_ttl: serve.persisted_query_ttl,
+            send_batch: serve.send_batch,
             response_cache: serve.response_cache.is_on(),
         });
         Ok(config)
@@ -210,7 +211,7 @@ mod tests {
         let debug = |c: &Config| {
             let http = c.http.as_ref().expect("http");
             format!(
-                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?} {:?} {}",
+                "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?} {:?} {} {}",
                 c.database_url,
                 c.migrate_on_start,
                 c.data_dir,
@@ -228,6 +229,7 @@ mod tests {
                 c.mail.smtp_url.is_none(),
                 http.persisted_query_ttl,
                 c.metrics_bind,
+                http.send_batch,
                 http.response_cache,
             )
         };

@@ -39,6 +39,11 @@ impl Counts {
         unseen: 1,
     };
 
+    /// `n` times these counts.
+    pub fn times(self, n: i64) -> Self {
+        Self::default().add(self, n)
+    }
+
     fn add(self, other: Self, times: i64) -> Self {
         Self {
             total: self.total + other.total * times,

@@ -20,7 +20,7 @@ use sea_orm::{
     ColumnTrait as _, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, EntityTrait, ExprTrait as _, IsolationLevel, QueryFilter, QueryOrder as _,
     QuerySelect as _, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sea_query::{Expr, Func, OnConflict},
+    sea_query::{Alias, Expr, Func, OnConflict},
 };
 
 use super::{StorageError, webhooks};
@@ -140,6 +140,56 @@ pub async fn next_seq(txn: &DatabaseTransaction, user_id: i64, delta: Counts) ->
 /// notification of the user's (the old list's total).
 pub async fn next_seq_created(txn: &DatabaseTransaction, user_id: i64) -> Result<Snapshot> {
     advance(txn, user_id, 1, Counts::CREATED, 1).await
+}
+
+/// [`next_seq_created`] for many new notifications of many users at once:
+/// `created` holds each user's number of them. One statement takes every
+/// counter row, in user id order (so two batches never wait on each
+/// other), and answers each user's snapshot after its last new
+/// notification: its seqs are the `n` up to that `last_seq`, the counts
+/// before them that snapshot's less `Counts::CREATED.times(n)`.
+pub async fn next_seqs_created(
+    txn: &DatabaseTransaction,
+    created: &std::collections::BTreeMap<i64, i64>,
+) -> Result<std::collections::BTreeMap<i64, Snapshot>> {
+    use inbox_counter::Column as C;
+    if created.is_empty() {
+        return Ok(Default::default());
+    }
+    let moved = |c: C| {
+        (
+            c,
+            Expr::col((inbox_counter::Entity, c)).add(Expr::col((Alias::new("excluded"), c))),
+        )
+    };
+    let rows = created.iter().map(|(&user_id, &n)| {
+        let delta = Counts::CREATED.times(n);
+        inbox_counter::ActiveModel {
+            user_id: Set(user_id),
+            last_seq: Set(n),
+            total: Set(delta.total),
+            unread: Set(delta.unread),
+            unseen: Set(delta.unseen),
+            notifications: Set(n),
+        }
+    });
+    let upsert = OnConflict::column(C::UserId)
+        .values([
+            moved(C::LastSeq),
+            moved(C::Total),
+            moved(C::Unread),
+            moved(C::Unseen),
+            moved(C::Notifications),
+        ])
+        .to_owned();
+    let counters = inbox_counter::Entity::insert_many(rows)
+        .on_conflict(upsert)
+        .exec_with_returning(txn)
+        .await?;
+    Ok(counters
+        .into_iter()
+        .map(|c| (c.user_id, Snapshot::from(c)))
+        .collect())
 }
 
 /// Reserves the user's next `n` seqs for `n` status changes (the counts

@@ -19,24 +19,20 @@ use crate::{
 
 type Result<T> = std::result::Result<T, StorageError>;
 
-/// Inserts a notification for `user_id` with its NotificationCreated inbox
-/// event in the same transaction (the notification's seq is that event's):
-/// PENDING and marked as enqueued now (the caller enqueues it next; if that
-/// fails it calls `mark_unqueued`), or SCHEDULED when `options` say so (the
-/// scheduler queues it when due). With an idempotency key, its record too;
-/// `IdempotencyKeyTaken` (nothing stored) when a concurrent send holds it.
-pub async fn insert(
-    db: &DatabaseConnection,
+/// The row of a new notification of `user_id`'s at `seq`: PENDING and
+/// marked as enqueued `now` (the caller enqueues it next; if that fails it
+/// calls `mark_unqueued`), or SCHEDULED when `options` say so (the
+/// scheduler queues it when due).
+fn new_row(
     user_id: i64,
+    seq: i64,
     title: &Title,
     content: &Content,
     options: &SendOptions,
     now: DateTime<Utc>,
-) -> Result<(notification::Model, InboxEventV1)> {
+) -> notification::ActiveModel {
     let scheduled = options.timing.scheduled(now);
-    let txn = inbox::begin_write(db).await?;
-    let reserved = inbox::next_seq_created(&txn, user_id).await?;
-    let row = notification::ActiveModel {
+    notification::ActiveModel {
         user_id: Set(user_id),
         title: Set(title.as_str().to_owned()),
         content: Set(content.as_str().to_owned()),
@@ -53,7 +49,7 @@ pub async fn insert(
         claimed_at: Set(None),
         enqueued_at: Set((!scheduled).then_some(now)),
         sent_at: Set(None),
-        seq: Set(reserved.last_seq),
+        seq: Set(seq),
         seen_at: Set(None),
         read_at: Set(None),
         archived_at: Set(None),
@@ -63,7 +59,25 @@ pub async fn insert(
         send_at: Set(options.timing.send_at),
         expires_at: Set(options.timing.expires_at),
         ..Default::default()
-    };
+    }
+}
+
+/// Inserts a notification for `user_id` (see [`new_row`]) with its
+/// NotificationCreated inbox event in the same transaction (the
+/// notification's seq is that event's). With an idempotency key, its
+/// record too; `IdempotencyKeyTaken` (nothing stored) when a concurrent
+/// send holds it.
+pub async fn insert(
+    db: &DatabaseConnection,
+    user_id: i64,
+    title: &Title,
+    content: &Content,
+    options: &SendOptions,
+    now: DateTime<Utc>,
+) -> Result<(notification::Model, InboxEventV1)> {
+    let txn = inbox::begin_write(db).await?;
+    let reserved = inbox::next_seq_created(&txn, user_id).await?;
+    let row = new_row(user_id, reserved.last_seq, title, content, options, now);
     let row = notification::Entity::insert(row)
         .exec_with_returning(&txn)
         .await?;
@@ -79,6 +93,117 @@ pub async fn insert(
     let event = inbox::write_reserved(&txn, user_id, reserved, now, change).await?;
     txn.commit().await?;
     Ok((row, event))
+}
+
+/// One send of a batch: validated, authorized, without an idempotency key.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub user_id: i64,
+    pub title: Title,
+    pub content: Content,
+    pub options: SendOptions,
+}
+
+/// Rows per multi-row INSERT of notifications: under SQLite's and
+/// Postgres's limits on bound parameters (22 a row).
+pub const NOTIFICATIONS_PER_INSERT: usize = 1000;
+
+/// [`insert`] for many sends at once, in one transaction: one statement
+/// takes every counter row involved, one inserts the rows, a few write the
+/// events. Each user's new notifications get consecutive seqs in the order
+/// given, so the log stays gapless and every event's counts are exact. The
+/// answers come in the order of `sends`. Sends with an idempotency key are
+/// refused (they go through [`insert`]): the batch fails as a whole, and a
+/// caller retries each send alone.
+pub async fn insert_batch(
+    db: &DatabaseConnection,
+    sends: &[NewNotification],
+    now: DateTime<Utc>,
+) -> Result<Vec<(notification::Model, InboxEventV1)>> {
+    if sends.iter().any(|s| s.options.idempotency.is_some()) {
+        return Err(StorageError::Db(sea_orm::DbErr::Custom(
+            "a batched send with an idempotency key".to_owned(),
+        )));
+    }
+    let mut created = std::collections::BTreeMap::<i64, i64>::new();
+    for send in sends {
+        *created.entry(send.user_id).or_default() += 1;
+    }
+    let txn = inbox::begin_write(db).await?;
+    let after = inbox::next_seqs_created(&txn, &created).await?;
+    // Each user's first new seq and the counts before it, moved along as
+    // the sends are numbered.
+    let mut next = std::collections::HashMap::with_capacity(after.len());
+    for (user_id, n) in &created {
+        let last = after.get(user_id).ok_or_else(|| {
+            StorageError::Db(sea_orm::DbErr::Custom(format!(
+                "no counter row came back for user {user_id}"
+            )))
+        })?;
+        let before = inbox::Snapshot {
+            last_seq: last.last_seq - n,
+            counts: last.counts + Counts::CREATED.times(-n),
+        };
+        next.insert(*user_id, before);
+    }
+    let mut numbered = Vec::with_capacity(sends.len());
+    for send in sends {
+        let snapshot = next.get_mut(&send.user_id).ok_or_else(|| {
+            StorageError::Db(sea_orm::DbErr::Custom("a send without its user".to_owned()))
+        })?;
+        snapshot.last_seq += 1;
+        snapshot.counts = snapshot.counts + Counts::CREATED;
+        numbered.push(*snapshot);
+    }
+    let mut stored = std::collections::HashMap::with_capacity(sends.len());
+    for chunk in sends
+        .iter()
+        .zip(&numbered)
+        .collect::<Vec<_>>()
+        .chunks(NOTIFICATIONS_PER_INSERT)
+    {
+        let rows = chunk.iter().map(|(send, reserved)| {
+            new_row(
+                send.user_id,
+                reserved.last_seq,
+                &send.title,
+                &send.content,
+                &send.options,
+                now,
+            )
+        });
+        for row in notification::Entity::insert_many(rows)
+            .exec_with_returning(&txn)
+            .await?
+        {
+            stored.insert((row.user_id, row.seq), row);
+        }
+    }
+    let mut answers = Vec::with_capacity(sends.len());
+    let mut events = Vec::with_capacity(sends.len());
+    for (send, reserved) in sends.iter().zip(&numbered) {
+        let row = stored
+            .remove(&(send.user_id, reserved.last_seq))
+            .ok_or_else(|| {
+                StorageError::Db(sea_orm::DbErr::Custom(
+                    "an inserted notification did not come back".to_owned(),
+                ))
+            })?;
+        let event = InboxEventV1 {
+            user_id: send.user_id,
+            seq: reserved.last_seq,
+            at: now,
+            counts: reserved.counts,
+            change: InboxChangeV1::NotificationCreated {
+                notification: row.clone().into(),
+            },
+        };
+        events.push(event.clone());
+        answers.push((row, event));
+    }
+    inbox::write_events(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(answers)
 }
 
 /// A committed status transition: the row as it is now, and the

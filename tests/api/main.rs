@@ -16,6 +16,7 @@ mod cli;
 mod cors;
 mod delivery;
 mod fanout;
+mod group_commit;
 mod helpers;
 mod http;
 mod idempotency;
