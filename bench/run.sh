@@ -21,7 +21,7 @@ sink_port=${SINK_PORT:-2525}
 port=${BENCH_PORT:-8000}
 metrics_port=${METRICS_PORT:-9464}
 # Settings that issue 13's changes turned on; unknown variables are ignored.
-before_env=${BENCH_BEFORE:-HERALD_SEND_BATCH=1 HERALD_RESPONSE_CACHE=off}
+before_env=${BENCH_BEFORE:-HERALD_SEND_BATCH=1 HERALD_WORKER_BATCH=1 HERALD_RESPONSE_CACHE=off}
 # The status indexes as migration 11 found them (full, not partial).
 before_sql="
 DROP INDEX IF EXISTS notifications_status_due_idx, notifications_status_send_at_idx, notifications_status_expires_at_idx;

@@ -242,6 +242,11 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 breaker: Arc::new(settings.breaker()),
                 settings: settings.clone(),
                 metrics: metrics.clone(),
+                moves: crate::worker::Moves::new(
+                    db.clone(),
+                    settings.batch,
+                    inbox.webhooks.clone(),
+                ),
             })
         }
         None => None,

@@ -15,6 +15,7 @@ pub mod error;
 pub mod follow;
 pub mod graphiql;
 pub mod graphql;
+pub mod group_commit;
 pub mod http;
 pub mod inbox;
 pub mod keys;

@@ -21,12 +21,12 @@ use std::sync::Arc;
 
 use entity::notification;
 use sea_orm::{DatabaseConnection, DbBackend};
-use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::{
     domain::{Content, Title, idempotency::Idempotency, inbox::InboxAction, send::SendOptions},
+    group_commit::GroupCommit,
     inbox::Inbox,
     queue::Queue,
     storage::{
@@ -57,7 +57,8 @@ impl Notifications {
         send_batch: usize,
     ) -> Self {
         Self {
-            writer: (send_batch > 1).then(|| Writer::start(db.clone(), send_batch)),
+            writer: (send_batch > 1)
+                .then(|| Writer::start(db.clone(), send_batch, inbox.webhooks.clone())),
             db,
             inbox,
             queue,
@@ -218,109 +219,57 @@ fn task_failed(what: &str, e: &tokio::task::JoinError) -> StorageError {
 
 type Stored = Result<(notification::Model, crate::wire::InboxEventV1), StorageError>;
 
-/// A send waiting for a writer, and where its answer goes.
-struct Waiting {
-    send: NewNotification,
-    reply: oneshot::Sender<Stored>,
-}
-
-/// Group commit (see the module doc): a channel of waiting sends and the
-/// writer tasks that store them in batches. The tasks end when the last
-/// `Writer` is dropped, after storing what was sent to them.
+/// Group commit of sends (see the module doc): one writer on SQLite (it
+/// has one writer at a time anyway), two elsewhere, so one gathers while
+/// the other commits.
 #[derive(Clone)]
-struct Writer {
-    sends: mpsc::Sender<Waiting>,
-}
-
-/// What the writer tasks share: one of them at a time gathers a batch.
-struct Gather {
-    waiting: Mutex<mpsc::Receiver<Waiting>>,
-    batch: usize,
-}
+struct Writer(GroupCommit<NewNotification, Stored>);
 
 impl Writer {
-    /// Starts the writer tasks: one on SQLite (it has one writer at a time
-    /// anyway), two elsewhere, so one gathers while the other commits.
-    fn start(db: DatabaseConnection, batch: usize) -> Self {
-        let (sends, waiting) = mpsc::channel(batch.saturating_mul(4));
-        let gather = Arc::new(Gather {
-            waiting: Mutex::new(waiting),
-            batch,
-        });
+    /// `wake`: the relay that outbox rows written here wake.
+    fn start(db: DatabaseConnection, batch: usize, wake: crate::webhooks::Wake) -> Self {
         let writers = match db.get_database_backend() {
             DbBackend::Sqlite => 1,
             _ => 2,
         };
-        for _ in 0..writers {
-            tokio::spawn(write_until_closed(db.clone(), gather.clone()));
-        }
-        Self { sends }
+        Self(GroupCommit::start("send", writers, batch, move |sends| {
+            let db = db.clone();
+            wake.scope(async move { write(&db, sends).await })
+        }))
     }
 
     /// Stores `send` in the next batch; answers once it committed.
     async fn insert(&self, send: NewNotification) -> Stored {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StorageError::Db(sea_orm::DbErr::Custom("the send writer stopped".into()));
-        self.sends
-            .send(Waiting { send, reply })
+        self.0
+            .submit(send, "send")
             .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+            .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(e.to_string())))?
     }
 }
 
-async fn write_until_closed(db: DatabaseConnection, gather: Arc<Gather>) {
-    loop {
-        let batch = {
-            let mut waiting = gather.waiting.lock().await;
-            let Some(first) = waiting.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < gather.batch {
-                match waiting.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        write(&db, batch).await;
-    }
-}
-
-/// Stores `batch` in one transaction and answers each send; if that
-/// fails, stores each send alone, so only a bad one fails.
-async fn write(db: &DatabaseConnection, batch: Vec<Waiting>) {
-    let (sends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.send, w.reply)).unzip();
-    let stored = storage::notifications::insert_batch(db, &sends, storage::now()).await;
-    match stored {
-        Ok(stored) => {
-            for (reply, stored) in replies.into_iter().zip(stored) {
-                // A send whose task is gone: its row stays (the sweeper
-                // queues it), like a send whose client hung up.
-                let _ = reply.send(Ok(stored));
-            }
-        }
-        Err(e) if sends.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e));
-            }
-        }
+/// Stores `sends` in one transaction; if that fails, each alone, so only a
+/// bad one fails.
+async fn write(db: &DatabaseConnection, sends: Vec<NewNotification>) -> Vec<Stored> {
+    match storage::notifications::insert_batch(db, &sends, storage::now()).await {
+        Ok(stored) => stored.into_iter().map(Ok).collect(),
+        Err(e) if sends.len() == 1 => vec![Err(e)],
         Err(e) => {
             tracing::warn!(error = ?e, sends = sends.len(), "a batch of sends failed; storing each alone");
-            for (reply, send) in replies.into_iter().zip(sends) {
-                let alone = storage::notifications::insert(
-                    db,
-                    send.user_id,
-                    &send.title,
-                    &send.content,
-                    &send.options,
-                    storage::now(),
-                )
-                .await;
-                let _ = reply.send(alone);
+            let mut answers = Vec::with_capacity(sends.len());
+            for send in sends {
+                answers.push(
+                    storage::notifications::insert(
+                        db,
+                        send.user_id,
+                        &send.title,
+                        &send.content,
+                        &send.options,
+                        storage::now(),
+                    )
+                    .await,
+                );
             }
+            answers
         }
     }
 }
@@ -365,19 +314,11 @@ mod tests {
     async fn one_bad_send_never_fails_its_batch() {
         let (_dir, db) = database().await;
         let alice = user(&db, "alice").await;
-        let (replies, answers): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel()).unzip();
-        let batch = replies
-            .into_iter()
-            .enumerate()
-            .map(|(i, reply)| Waiting {
-                send: send(if i == 2 { alice + 1000 } else { alice }, &format!("n{i}")),
-                reply,
-            })
+        let batch = (0..5)
+            .map(|i| send(if i == 2 { alice + 1000 } else { alice }, &format!("n{i}")))
             .collect();
-        write(&db, batch).await;
         let mut stored = Vec::new();
-        for (i, answer) in answers.into_iter().enumerate() {
-            let answer = answer.await.expect("answered");
+        for (i, answer) in write(&db, batch).await.into_iter().enumerate() {
             if i == 2 {
                 assert!(answer.is_err(), "the bad send was stored: {answer:?}");
             } else {

@@ -282,6 +282,10 @@ pub struct RuntimeArgs {
     /// Deliveries in flight at once, per process.
     #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY.default, value_parser = defaults::WORKER_CONCURRENCY.parser())]
     pub worker_concurrency: usize,
+    /// A worker's concurrent claims and outcomes stored together in one
+    /// transaction, at most (group commit); 1 stores each alone.
+    #[arg(long, env = "HERALD_WORKER_BATCH", default_value_t = defaults::WORKER_BATCH.default, value_parser = defaults::WORKER_BATCH.parser())]
+    pub worker_batch: usize,
     /// Delivery attempts in all, at most: a bound under the retry window
     /// (attempts that found the mail server unreachable do not count).
     #[arg(long, env = "HERALD_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS.default, value_parser = defaults::MAX_ATTEMPTS.parser())]

@@ -82,6 +82,9 @@ pub const APP_SEND_BURST: Count<u64> = Count::new(2000, 1, HUGE);
 // Delivery, cache, lifecycle.
 pub const SMTP_TIMEOUT: Span = Span::new("10s", "100ms", "1h");
 pub const WORKER_CONCURRENCY: Count<usize> = Count::new(16, 1, 10_000);
+/// Claims and outcomes stored together in one transaction, at most (group
+/// commit); 1: each in a transaction of its own.
+pub const WORKER_BATCH: Count<usize> = Count::new(64, 1, 1_000);
 /// An upper bound under the retry window, high enough for the default one
 /// even if every delay is at its shortest (a test checks it).
 pub const MAX_ATTEMPTS: Count<i32> = Count::new(250, 1, 1_000_000);

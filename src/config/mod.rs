@@ -118,6 +118,7 @@ impl Config {
             },
             worker: Some(WorkerSettings {
                 concurrency: defaults::WORKER_CONCURRENCY.default,
+                batch: defaults::WORKER_BATCH.default,
                 retry: RetryPolicy {
                     max_attempts: defaults::MAX_ATTEMPTS.default,
                     base: defaults::RETRY_BASE.default,

@@ -138,6 +138,7 @@ impl Config {
             },
             worker: worker.then_some(WorkerSettings {
                 concurrency: rt.worker_concurrency,
+                batch: rt.worker_batch,
                 retry: RetryPolicy {
                     max_attempts: rt.max_attempts,
                     base: rt.retry_base,

@@ -143,17 +143,28 @@ pub async fn next_seq_created(txn: &DatabaseTransaction, user_id: i64) -> Result
 }
 
 /// [`next_seq_created`] for many new notifications of many users at once:
-/// `created` holds each user's number of them. One statement takes every
-/// counter row, in user id order (so two batches never wait on each
-/// other), and answers each user's snapshot after its last new
-/// notification: its seqs are the `n` up to that `last_seq`, the counts
-/// before them that snapshot's less `Counts::CREATED.times(n)`.
+/// `created` holds each user's number of them. See [`next_seqs_many`].
 pub async fn next_seqs_created(
     txn: &DatabaseTransaction,
     created: &std::collections::BTreeMap<i64, i64>,
 ) -> Result<std::collections::BTreeMap<i64, Snapshot>> {
+    next_seqs_many(txn, created, Counts::CREATED, true).await
+}
+
+/// Reserves `n` seqs for each user of `steps` (user id → n), moving the
+/// counts by `each` per seq (and the number of notifications too, when
+/// `created`). One statement takes every counter row, in user id order (so
+/// two batches never wait on each other), and answers each user's snapshot
+/// after its last reserved seq: its seqs are the `n` up to that
+/// `last_seq`, the counts before them that snapshot's less `each.times(n)`.
+pub async fn next_seqs_many(
+    txn: &DatabaseTransaction,
+    steps: &std::collections::BTreeMap<i64, i64>,
+    each: Counts,
+    created: bool,
+) -> Result<std::collections::BTreeMap<i64, Snapshot>> {
     use inbox_counter::Column as C;
-    if created.is_empty() {
+    if steps.is_empty() {
         return Ok(Default::default());
     }
     let moved = |c: C| {
@@ -162,15 +173,15 @@ pub async fn next_seqs_created(
             Expr::col((inbox_counter::Entity, c)).add(Expr::col((Alias::new("excluded"), c))),
         )
     };
-    let rows = created.iter().map(|(&user_id, &n)| {
-        let delta = Counts::CREATED.times(n);
+    let rows = steps.iter().map(|(&user_id, &n)| {
+        let delta = each.times(n);
         inbox_counter::ActiveModel {
             user_id: Set(user_id),
             last_seq: Set(n),
             total: Set(delta.total),
             unread: Set(delta.unread),
             unseen: Set(delta.unseen),
-            notifications: Set(n),
+            notifications: Set(if created { n } else { 0 }),
         }
     });
     let upsert = OnConflict::column(C::UserId)

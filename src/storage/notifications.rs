@@ -243,6 +243,94 @@ async fn move_status(
     Ok(Some(Moved { row, event }))
 }
 
+/// A compare-and-set moving one notification of `user_id`'s from
+/// `previous` (see [`move_status`]): run alone with [`Move::run`], or
+/// with others in one transaction with [`move_batch`].
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub user_id: i64,
+    previous: Status,
+    update: sea_orm::UpdateMany<notification::Entity>,
+    /// When it happens: its event's time.
+    at: DateTime<Utc>,
+}
+
+impl Move {
+    pub async fn run(self, db: &DatabaseConnection) -> Result<Option<Moved>> {
+        move_status(db, self.user_id, self.previous, self.update, self.at).await
+    }
+}
+
+/// [`Move::run`] for many moves in one transaction: one statement takes the
+/// counter rows of every owner involved (in user id order, so two batches
+/// never wait on each other) and reserves as many seqs as the owner has
+/// moves, each compare-and-set runs as its own `UPDATE`, the winners' events
+/// (in the order given) go in with one multi-row `INSERT`, and the seqs of
+/// the losers are handed back: every log stays gapless. The answers come in
+/// the order of `moves` (`None`: that compare-and-set lost).
+pub async fn move_batch(db: &DatabaseConnection, moves: Vec<Move>) -> Result<Vec<Option<Moved>>> {
+    let mut reserve = std::collections::BTreeMap::<i64, i64>::new();
+    for m in &moves {
+        *reserve.entry(m.user_id).or_default() += 1;
+    }
+    let txn = inbox::begin_write(db).await?;
+    let reserved = inbox::next_seqs_many(&txn, &reserve, Counts::default(), false).await?;
+    // Each owner's next unused seq and its counts (status moves keep them).
+    let mut next: std::collections::HashMap<i64, inbox::Snapshot> = reserve
+        .iter()
+        .filter_map(|(user_id, n)| {
+            let last = reserved.get(user_id)?;
+            Some((
+                *user_id,
+                inbox::Snapshot {
+                    last_seq: last.last_seq - n,
+                    counts: last.counts,
+                },
+            ))
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(moves.len());
+    let mut events = Vec::new();
+    for m in moves {
+        let Some(row) = m.update.exec_with_returning(&txn).await?.into_iter().next() else {
+            answers.push(None);
+            continue;
+        };
+        let at = next.get_mut(&m.user_id).ok_or_else(|| {
+            StorageError::Db(sea_orm::DbErr::Custom(format!(
+                "no counter row came back for user {}",
+                m.user_id
+            )))
+        })?;
+        at.last_seq += 1;
+        let event = InboxEventV1 {
+            user_id: m.user_id,
+            seq: at.last_seq,
+            at: m.at,
+            counts: at.counts,
+            change: InboxChangeV1::DeliveryStatusChanged {
+                notification: row.clone().into(),
+                previous: m.previous.into(),
+            },
+        };
+        events.push(event.clone());
+        answers.push(Some(Moved { row, event }));
+    }
+    // Hands back what the losers left, so each log stays gapless.
+    for (user_id, n) in &reserve {
+        let used = next
+            .get(user_id)
+            .zip(reserved.get(user_id))
+            .map_or(*n, |(at, last)| n - (last.last_seq - at.last_seq));
+        if used < *n {
+            inbox::unreserve(&txn, *user_id, n - used).await?;
+        }
+    }
+    inbox::write_events(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(answers)
+}
+
 pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notification::Model>> {
     Ok(notification::Entity::find_by_id(id).one(db).await?)
 }
@@ -360,6 +448,11 @@ pub async fn claim_deciding(
     mail: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<Moved>> {
+    claim_move(id, user_id, mail, now).run(db).await
+}
+
+/// The move [`claim_deciding`] makes, to run alone or in a batch.
+pub fn claim_move(id: i64, user_id: i64, mail: bool, now: DateTime<Utc>) -> Move {
     // One statement decides: expired, skipped or claimed.
     let unless_expired = |expired: Expr, claimed: Expr| -> Expr {
         Expr::case(expired_at(now), expired).finally(claimed).into()
@@ -394,7 +487,12 @@ pub async fn claim_deciding(
         .filter(Column::UserId.eq(user_id))
         .filter(Column::Status.eq(Status::Pending))
         .filter(due(now));
-    move_status(db, user_id, Status::Pending, update, now).await
+    Move {
+        user_id,
+        previous: Status::Pending,
+        update,
+        at: now,
+    }
 }
 
 /// `claim_deciding` for a row whose email is on: PENDING → PROCESSING (or
@@ -444,18 +542,21 @@ pub async fn record(
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> Result<Option<Moved>> {
-    record_where(db, id, user_id, attempt, outcome, now, Condition::all()).await
+    record_move(id, user_id, attempt, outcome, now, Condition::all())
+        .run(db)
+        .await
 }
 
-async fn record_where(
-    db: &DatabaseConnection,
+/// The move [`record`] makes (with `extra` conditions), to run alone or in
+/// a batch.
+pub fn record_move(
     id: i64,
     user_id: i64,
     attempt: i32,
     outcome: &Outcome,
     now: DateTime<Utc>,
     extra: Condition,
-) -> Result<Option<Moved>> {
+) -> Move {
     let none = Option::<DateTime<Utc>>::None;
     let update = notification::Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::value(now))
@@ -487,7 +588,12 @@ async fn record_where(
         .filter(Column::Status.eq(Status::Processing))
         .filter(Column::Attempts.eq(attempt))
         .filter(extra);
-    move_status(db, user_id, Status::Processing, update, now).await
+    Move {
+        user_id,
+        previous: Status::Processing,
+        update,
+        at: now,
+    }
 }
 
 /// Fails a row that is not final yet (PENDING or PROCESSING), e.g. a queue
@@ -547,8 +653,7 @@ pub async fn release_expired_claim(
     visibility: Duration,
 ) -> Result<Option<Moved>> {
     let still_expired = Condition::all().add(Column::ClaimedAt.lt(super::before(now, visibility)));
-    record_where(
-        db,
+    record_move(
         expired.id,
         expired.user_id,
         expired.attempts,
@@ -556,6 +661,7 @@ pub async fn release_expired_claim(
         now,
         still_expired,
     )
+    .run(db)
     .await
 }
 

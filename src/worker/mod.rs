@@ -21,6 +21,8 @@ use std::{
 };
 
 use sea_orm::DatabaseConnection;
+
+use crate::group_commit::GroupCommit;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -64,12 +66,71 @@ pub struct Delivery {
     pub breaker: Arc<Breaker>,
     /// Outcomes, latency and jobs in flight.
     pub metrics: Arc<Metrics>,
+    /// Where the worker's claims and outcomes are stored.
+    pub moves: Moves,
+}
+
+type MoveResult = Result<Option<notifications::Moved>, crate::storage::StorageError>;
+
+/// The worker's claims and outcomes. With a batch over 1 they are
+/// group-committed (`group_commit.rs`): concurrent deliveries' moves share
+/// one transaction (`notifications::move_batch`), each still its own
+/// compare-and-set; a batch that fails is run move by move.
+#[derive(Clone)]
+pub struct Moves {
+    db: DatabaseConnection,
+    group: Option<GroupCommit<notifications::Move, MoveResult>>,
+}
+
+impl Moves {
+    /// `wake`: the relay that outbox rows these moves write wake (the
+    /// writer tasks run outside the deliveries' own scopes).
+    pub fn new(db: DatabaseConnection, batch: usize, wake: crate::webhooks::Wake) -> Self {
+        let group = (batch > 1).then(|| {
+            let writers = match db.get_database_backend() {
+                sea_orm::DbBackend::Sqlite => 1,
+                _ => 2,
+            };
+            let db = db.clone();
+            GroupCommit::start("status", writers, batch, move |moves| {
+                let db = db.clone();
+                wake.scope(async move { write_moves(&db, moves).await })
+            })
+        });
+        Self { db, group }
+    }
+
+    pub async fn run(&self, change: notifications::Move) -> MoveResult {
+        match &self.group {
+            None => change.run(&self.db).await,
+            Some(group) => group.submit(change, "status").await.map_err(|e| {
+                crate::storage::StorageError::Db(sea_orm::DbErr::Custom(e.to_string()))
+            })?,
+        }
+    }
+}
+
+async fn write_moves(db: &DatabaseConnection, moves: Vec<notifications::Move>) -> Vec<MoveResult> {
+    match notifications::move_batch(db, moves.clone()).await {
+        Ok(moved) => moved.into_iter().map(Ok).collect(),
+        Err(e) if moves.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = ?e, moves = moves.len(), "a batch of status changes failed; storing each alone");
+            let mut answers = Vec::with_capacity(moves.len());
+            for change in moves {
+                answers.push(change.run(db).await);
+            }
+            answers
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// Jobs in flight at once.
     pub concurrency: usize,
+    /// Claims and outcomes stored together, at most (1: each alone).
+    pub batch: usize,
     pub retry: RetryPolicy,
     /// A claim (PROCESSING) or a queue entry older than this belongs to a
     /// worker that died. Must exceed the SMTP timeout.
@@ -341,7 +402,10 @@ impl Delivery {
                 return;
             }
         };
-        let claimed = notifications::claim_deciding(&self.db, id, user_id, mail, clock.now()).await;
+        let claimed = self
+            .moves
+            .run(notifications::claim_move(id, user_id, mail, clock.now()))
+            .await;
         let (claimed, claim_event) = match claimed {
             Ok(Some(moved)) => (moved.row, moved.event),
             Ok(None) => {
@@ -438,15 +502,17 @@ impl Delivery {
                 tracing::warn!(attempt = claimed.attempts, error, cause, "failed");
             }
         }
-        let recorded = notifications::record(
-            &self.db,
-            id,
-            claimed.user_id,
-            claimed.attempts,
-            &outcome,
-            now,
-        )
-        .await;
+        let recorded = self
+            .moves
+            .run(notifications::record_move(
+                id,
+                claimed.user_id,
+                claimed.attempts,
+                &outcome,
+                now,
+                sea_orm::Condition::all(),
+            ))
+            .await;
         lock(in_flight).remove(&id);
         match recorded {
             Ok(Some(moved)) => {

@@ -802,6 +802,83 @@ async fn a_sweep_during_a_backlog_takes_only_rows_never_queued(backend: Backend)
 }
 per_backend!(a_sweep_during_a_backlog_takes_only_rows_never_queued);
 
+/// Claims and outcomes stored together (the worker's group commit): each
+/// move is still its own compare-and-set, a lost one writes no event, and
+/// the owner's log stays gapless (the seqs the losers reserved go back).
+async fn a_batch_of_moves_keeps_compare_and_set_and_a_gapless_log(backend: Backend) {
+    let Some((app, db)) = api_only(backend).await else {
+        return;
+    };
+    let token = app.token_for(&unique_email("moves")).await;
+    let ids = send_n(&app, &token, 4, "moves").await;
+    let owner = rows_of::find(&db, ids[0])
+        .await
+        .expect("find")
+        .expect("row")
+        .user_id;
+    let now = herald::storage::now();
+    let mut claims: Vec<_> = ids
+        .iter()
+        .map(|id| rows_of::claim_move(*id, owner, true, now))
+        .collect();
+    // The same row claimed twice (a duplicate queue entry), and an outcome
+    // for an attempt nobody holds: both lose.
+    claims.push(rows_of::claim_move(ids[0], owner, true, now));
+    claims.push(rows_of::record_move(
+        ids[1],
+        owner,
+        7,
+        &Outcome::Sent,
+        now,
+        sea_orm::Condition::all(),
+    ));
+    let claimed = rows_of::move_batch(&db, claims).await.expect("batch");
+    let seqs: Vec<Option<i64>> = claimed
+        .iter()
+        .map(|m| m.as_ref().map(|m| m.event.seq))
+        .collect();
+    assert_eq!(seqs, [Some(5), Some(6), Some(7), Some(8), None, None]);
+    let outcomes = ids
+        .iter()
+        .map(|id| {
+            rows_of::record_move(
+                *id,
+                owner,
+                1,
+                &Outcome::Sent,
+                now,
+                sea_orm::Condition::all(),
+            )
+        })
+        .collect();
+    let sent = rows_of::move_batch(&db, outcomes).await.expect("batch");
+    let statuses: Vec<_> = sent
+        .iter()
+        .map(|m| m.as_ref().map(|m| (m.row.status, m.event.seq)))
+        .collect();
+    assert_eq!(
+        statuses,
+        [9, 10, 11, 12].map(|seq| Some((Status::Sent, seq))),
+        "the losers' seqs were handed back"
+    );
+    let log = app
+        .gql(
+            "{ inboxChanges(after: 0, first: 100) { lastSeq events { seq } } }",
+            serde_json::json!({}),
+            Some(&token),
+        )
+        .await;
+    let seqs: Vec<i64> = log["data"]["inboxChanges"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "{log}");
+    assert_eq!(log["data"]["inboxChanges"]["lastSeq"], 12);
+}
+per_backend!(a_batch_of_moves_keeps_compare_and_set_and_a_gapless_log);
+
 /// Two rows whose worker died an hour ago: one on its last attempt fails
 /// (without an email), the other goes back and is sent. The dead worker's
 /// late outcome is dropped.
