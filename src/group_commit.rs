@@ -81,6 +81,29 @@ where
     }
 }
 
+/// Writes `items` with `batch`, one transaction for all of them; if that
+/// fails, each alone with `alone`, so only a bad item fails (the failed
+/// batch rolled back: nothing of it stays).
+pub async fn or_each_alone<T: Clone, R, E: std::fmt::Debug>(
+    what: &'static str,
+    items: Vec<T>,
+    batch: impl AsyncFnOnce(Vec<T>) -> Result<Vec<R>, E>,
+    alone: impl AsyncFnOnce(T) -> Result<R, E> + Clone,
+) -> Vec<Result<R, E>> {
+    match batch(items.clone()).await {
+        Ok(written) => written.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = ?e, what, items = items.len(), "a batch failed; writing each alone");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                answers.push(alone.clone()(item).await);
+            }
+            answers
+        }
+    }
+}
+
 /// The next batch: waits for one item, then takes those already waiting.
 /// `None` once every sender is gone and nothing is left.
 async fn gather<T>(waiting: &Mutex<mpsc::Receiver<T>>, batch: usize) -> Option<Vec<T>> {

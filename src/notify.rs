@@ -250,28 +250,23 @@ impl Writer {
 /// Stores `sends` in one transaction; if that fails, each alone, so only a
 /// bad one fails.
 async fn write(db: &DatabaseConnection, sends: Vec<NewNotification>) -> Vec<Stored> {
-    match storage::notifications::insert_batch(db, &sends, storage::now()).await {
-        Ok(stored) => stored.into_iter().map(Ok).collect(),
-        Err(e) if sends.len() == 1 => vec![Err(e)],
-        Err(e) => {
-            tracing::warn!(error = ?e, sends = sends.len(), "a batch of sends failed; storing each alone");
-            let mut answers = Vec::with_capacity(sends.len());
-            for send in sends {
-                answers.push(
-                    storage::notifications::insert(
-                        db,
-                        send.user_id,
-                        &send.title,
-                        &send.content,
-                        &send.options,
-                        storage::now(),
-                    )
-                    .await,
-                );
-            }
-            answers
-        }
-    }
+    crate::group_commit::or_each_alone(
+        "send",
+        sends,
+        async |sends| storage::notifications::insert_batch(db, &sends, storage::now()).await,
+        async move |send| {
+            storage::notifications::insert(
+                db,
+                send.user_id,
+                &send.title,
+                &send.content,
+                &send.options,
+                storage::now(),
+            )
+            .await
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -111,18 +111,13 @@ impl Moves {
 }
 
 async fn write_moves(db: &DatabaseConnection, moves: Vec<notifications::Move>) -> Vec<MoveResult> {
-    match notifications::move_batch(db, moves.clone()).await {
-        Ok(moved) => moved.into_iter().map(Ok).collect(),
-        Err(e) if moves.len() == 1 => vec![Err(e)],
-        Err(e) => {
-            tracing::warn!(error = ?e, moves = moves.len(), "a batch of status changes failed; storing each alone");
-            let mut answers = Vec::with_capacity(moves.len());
-            for change in moves {
-                answers.push(change.run(db).await);
-            }
-            answers
-        }
-    }
+    crate::group_commit::or_each_alone(
+        "status change",
+        moves,
+        async |moves| notifications::move_batch(db, moves).await,
+        async move |change| change.run(db).await,
+    )
+    .await
 }
 
 #[derive(Debug, Clone)]
