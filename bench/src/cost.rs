@@ -148,23 +148,11 @@ impl Probe {
             "{MARK} SELECT (xact_commit + xact_rollback)::int8, (tup_inserted + tup_updated + tup_deleted)::int8 \
              FROM pg_stat_database WHERE datname = current_database()"
         );
-        let row = self
-            .query(&db)
-            .await?
-            .into_iter()
-            .next()
-            .context("no pg_stat_database row")?;
-        let (xacts, rows_written) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+        let (xacts, rows_written) = self.pair(&db, "no pg_stat_database row").await?;
         let table = format!(
             "{MARK} SELECT n_tup_upd::int8, n_tup_hot_upd::int8 FROM pg_stat_user_tables WHERE relname = 'notifications'"
         );
-        let row = self
-            .query(&table)
-            .await?
-            .into_iter()
-            .next()
-            .context("no notifications table")?;
-        let (updates, hot_updates) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+        let (updates, hot_updates) = self.pair(&table, "no notifications table").await?;
         let mut redis = self.redis.clone();
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
@@ -240,14 +228,23 @@ impl Probe {
             .await?)
     }
 
+    /// The first row of `sql`'s answer (`missing` when there is none).
+    async fn first(
+        &self,
+        sql: &str,
+        missing: &'static str,
+    ) -> anyhow::Result<sea_orm::QueryResult> {
+        self.query(sql).await?.into_iter().next().context(missing)
+    }
+
     async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
-        let row = self
-            .query(sql)
-            .await?
-            .into_iter()
-            .next()
-            .context("no row")?;
-        Ok(row.try_get_by_index(0)?)
+        Ok(self.first(sql, "no row").await?.try_get_by_index(0)?)
+    }
+
+    /// The first two columns of `sql`'s first row.
+    async fn pair(&self, sql: &str, missing: &'static str) -> anyhow::Result<(i64, i64)> {
+        let row = self.first(sql, missing).await?;
+        Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
     }
 }
 
