@@ -13,6 +13,9 @@
 # machine. BENCH_PG_STAT_STATEMENTS=1 adds pg_stat_statements to Postgres's
 # shared_preload_libraries and restarts Postgres if it is not loaded yet (for
 # SQL statements per notification; without it the bench counts transactions).
+# BENCH_BEFORE_BIN runs the before run on another herald binary (one built
+# from an earlier commit); with BENCH_BEFORE= and BENCH_BEFORE_SQL= (empty)
+# the two runs differ only in the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -21,14 +24,16 @@ sink_port=${SINK_PORT:-2525}
 port=${BENCH_PORT:-8000}
 metrics_port=${METRICS_PORT:-9464}
 # Settings that issue 13's changes turned on; unknown variables are ignored.
-before_env=${BENCH_BEFORE:-HERALD_SEND_BATCH=1 HERALD_WORKER_BATCH=1 HERALD_RESPONSE_CACHE=off}
+before_env=${BENCH_BEFORE-HERALD_SEND_BATCH=1 HERALD_WORKER_BATCH=1 HERALD_RESPONSE_CACHE=off}
+before_bin=${BENCH_BEFORE_BIN:-target/release/herald}
+herald_bin=target/release/herald
 # The status indexes as migration 11 found them (full, not partial).
-before_sql="
+before_sql=${BENCH_BEFORE_SQL-"
 DROP INDEX IF EXISTS notifications_status_due_idx, notifications_status_send_at_idx, notifications_status_expires_at_idx;
 CREATE INDEX notifications_status_due_idx ON notifications (status, next_attempt_at);
 CREATE INDEX notifications_status_send_at_idx ON notifications (status, send_at);
 CREATE INDEX notifications_status_expires_at_idx ON notifications (status, expires_at);
-ALTER TABLE notifications RESET (fillfactor);"
+ALTER TABLE notifications RESET (fillfactor);"}
 before_after=
 if [ "${1:-}" = --before-after ]; then before_after=1; shift; fi
 
@@ -84,7 +89,7 @@ run() {
   HERALD_SEND_PER_MINUTE=100000000 HERALD_SEND_BURST=10000000 HERALD_WS_MAX_SOCKETS_PER_USER=1000000 \
   HERALD_REGISTER_PER_IP=1000000 HERALD_LOGIN_FAILURES_PER_IP=1000000 HERALD_APP_SEND_PER_SECOND=1000000 HERALD_APP_SEND_BURST=10000000 \
   HERALD_METRICS_BIND=127.0.0.1:$metrics_port \
-  RUST_LOG=warn HERALD_BIND=127.0.0.1:$port target/release/herald serve &
+  RUST_LOG=${BENCH_RUST_LOG:-warn} HERALD_BIND=127.0.0.1:$port "$herald_bin" serve &
   herald=$!
   wait_ready
   if [ -n "$sql" ]; then psql "${admin%/*}/$db" -qc "$sql"; fi
@@ -102,7 +107,7 @@ fi
 
 embedded=$(embedded_rss)
 echo "## Before: $before_env, full status indexes"
-run "$before_env" "$before_sql" --summary "$tmp/before.tsv" "$@"
+herald_bin=$before_bin run "$before_env" "$before_sql" --summary "$tmp/before.tsv" "$@"
 echo "## After"
 run "" "" --summary "$tmp/after.tsv" "$@"
 echo "## Before and after (after / before)"

@@ -99,6 +99,10 @@ struct Args {
     /// Run only `{ __typename }` and the login flood's phases.
     #[arg(long)]
     flood_only: bool,
+    /// Run only `{ __typename }` and the send phases (one user, then one
+    /// user per client), each until delivered, with what it cost.
+    #[arg(long)]
+    send_only: bool,
     /// Sends (marks, for the fan-out) per second for the live phases.
     #[arg(long, default_value_t = 500)]
     rate: u64,
@@ -641,6 +645,18 @@ async fn main() -> anyhow::Result<()> {
         print_notes(&notes);
         return write_summary(&args);
     }
+    if args.send_only {
+        return send_table(
+            &args,
+            &client,
+            &db,
+            &token,
+            user_id,
+            probe.as_ref(),
+            &typename,
+        )
+        .await;
+    }
     if args.inbox_only {
         let (phases, notes) = inbox::api_phases(&args, &client, &db).await?;
         api_table(&typename, &phases);
@@ -725,12 +741,78 @@ async fn cached_page(name: &str, args: &Args, client: &Arc<Client>, token: &Arc<
     .await
 }
 
+/// `--send-only`: `sendNotification` as one user, then from one user per
+/// client, each until delivered, with what each notification cost.
+async fn send_table(
+    args: &Args,
+    client: &Arc<Client>,
+    db: &DatabaseConnection,
+    token: &Arc<str>,
+    user_id: i64,
+    probe: Option<&cost::Probe>,
+    typename: &Phase,
+) -> anyhow::Result<()> {
+    let mut costs = Vec::new();
+    let before = match probe {
+        Some(p) => Some(p.snapshot().await?),
+        None => None,
+    };
+    let one = send_phase("sendNotification", args, client, token).await;
+    settle(db, user_id).await?;
+    if let (Some(p), Some(before)) = (probe, before) {
+        let name = "sendNotification, then until delivered";
+        costs.push(p.since(name, &before, one.latencies.len() as u64).await?);
+    }
+    let users = inbox::users(client, db, args.concurrency, 0).await?;
+    let tokens: Vec<Arc<str>> = users.iter().map(|u| u.token.clone()).collect();
+    let before = match probe {
+        Some(p) => Some(p.snapshot().await?),
+        None => None,
+    };
+    let many = send_phase_as(
+        &format!("sendNotification, {} users (one per client)", tokens.len()),
+        args,
+        client,
+        tokens,
+    )
+    .await;
+    for user in &users {
+        settle(db, user.id).await?;
+    }
+    if let (Some(p), Some(before)) = (probe, before) {
+        let name = "sendNotification, one user per client, then until delivered";
+        costs.push(p.since(name, &before, many.latencies.len() as u64).await?);
+    }
+    api_table(typename, &[one, many]);
+    if !costs.is_empty() {
+        cost::table(&costs);
+        for c in &costs {
+            for (name, value) in c.summary() {
+                figure(name, value);
+            }
+        }
+    }
+    write_summary(args)
+}
+
 /// `sendNotification` from `--concurrency` clients as `token`'s user.
 async fn send_phase(name: &str, args: &Args, client: &Arc<Client>, token: &Arc<str>) -> Phase {
-    let (c, t) = (client.clone(), token.clone());
+    send_phase_as(name, args, client, vec![token.clone()]).await
+}
+
+/// `sendNotification` from `--concurrency` clients, client `i` as
+/// `tokens[i % tokens.len()]`'s user.
+async fn send_phase_as(
+    name: &str,
+    args: &Args,
+    client: &Arc<Client>,
+    tokens: Vec<Arc<str>>,
+) -> Phase {
+    let (client, tokens) = (client.clone(), Arc::new(tokens));
     closed_loop(name, args.pid, args.concurrency, Duration::from_secs(args.duration), |_| async {}, move |seq| {
-        let (c, t) = (c.clone(), t.clone());
+        let (c, tokens) = (client.clone(), tokens.clone());
         async move {
+            let t = tokens[usize::try_from(seq / SEQS_PER_WORKER).unwrap_or_default() % tokens.len()].clone();
             c.gql_ok(
                 "mutation($t: String!) { sendNotification(input: {title: $t, content: \"bench\"}) { id status } }",
                 json!({ "t": format!("load {seq}") }),
