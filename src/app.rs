@@ -171,6 +171,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     if config.migrate_on_start {
         storage::migrate(&db).await?;
     }
+    let writers = crate::group_commit::Writers::start(&db, &config.database_url).await?;
     // In process, names need no namespace.
     let keys = Keys::new(
         config
@@ -244,8 +245,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 metrics: metrics.clone(),
                 moves: crate::worker::Moves::new(
                     db.clone(),
-                    settings.batch,
-                    inbox.webhooks.clone(),
+                    (&writers, settings.batch),
+                    inbox.clone(),
                 ),
             })
         }
@@ -272,7 +273,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     inbox.clone(),
                     queue,
                     sends.clone(),
-                    settings.send_batch,
+                    (&writers, settings.send_batch),
                 ),
                 inbox,
                 users: Arc::new(users),

@@ -1,26 +1,152 @@
 //! Group commit: many callers' writes stored in one transaction.
 //!
-//! Callers hand an item to a [`GroupCommit`] and wait for its answer. Its
-//! writer tasks each take every item waiting, up to the batch size, and
-//! give them to `write`, which answers each in order (one transaction for
-//! all of them, and a fallback of its own choosing when that fails). Nothing
-//! waits for company: a writer takes what is there when it is free, so a
-//! lone item is written at once and a busy server makes bigger batches.
+//! Callers hand an item to a [`GroupCommit`] with a key and wait for its
+//! answer. The key picks one of its lanes, each a queue with a writer task
+//! of its own, which takes every item waiting in its lane, up to the batch
+//! size, and gives them to `write`, which answers each in order (one
+//! transaction for all of them, and a fallback of its own choosing when that
+//! fails). Nothing waits for company: a writer takes what is there when it
+//! is free, so a lone item is written at once and a busy server makes bigger
+//! batches. Items keyed by their owner's user id keep one user's writes in
+//! one lane: they would queue on that user's counter row anyway, and one
+//! writer gathers them into one batch where two would each hold half of
+//! them waiting for the same lock.
 //! The writers end once every `GroupCommit` handle is dropped and what was
 //! handed to them is written.
 
 use std::{future::Future, sync::Arc};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+/// One lane's queue: each item with where its answer goes.
+type Lane<T, R> = mpsc::Sender<(T, oneshot::Sender<R>)>;
 
 pub struct GroupCommit<T, R> {
-    items: mpsc::Sender<(T, oneshot::Sender<R>)>,
+    /// One queue per writer task (a lane); an item goes to the lane of its
+    /// key.
+    lanes: Arc<[Lane<T, R>]>,
+    /// The writers' own thread, if they have one: it stops once the last
+    /// handle is gone and its writers have finished.
+    _thread: Option<Arc<WriterThread>>,
 }
 
 impl<T, R> Clone for GroupCommit<T, R> {
     fn clone(&self) -> Self {
         Self {
-            items: self.items.clone(),
+            lanes: self.lanes.clone(),
+            _thread: self._thread.clone(),
+        }
+    }
+}
+
+/// Where writer tasks run, and the database they write with.
+///
+/// On Postgres: a thread of their own with a current-thread runtime and a
+/// small pool of their own, opened on that runtime. A writer holds its
+/// users' counter rows from its first statement to its commit, so every
+/// round trip inside a batch is time those users' other writes wait. On
+/// the shared runtime the writer was woken behind every request task
+/// queued ahead of it: under load each round trip took milliseconds, and
+/// one user's throughput followed. A thread that mostly sleeps is run by
+/// the kernel as soon as Postgres answers.
+///
+/// On SQLite: the shared runtime and the shared pool (an in-memory database
+/// exists only on its one connection, and SQLite has one writer anyway).
+#[derive(Clone)]
+pub struct Writers {
+    db: sea_orm::DatabaseConnection,
+    thread: Option<(tokio::runtime::Handle, Arc<WriterThread>)>,
+}
+
+/// Stops the writers' thread when dropped: it then waits for its writers
+/// (they end once every handle of theirs is gone) and closes its pool.
+struct WriterThread {
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let stop = self
+            .stop
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Connections of the writers' own pool: one per lane of the two group
+/// commits (sends, and the worker's moves), and one spare.
+const WRITER_CONNECTIONS: u32 = 5;
+
+impl Writers {
+    /// The writers of an application whose database is `db`, at `url`.
+    pub async fn start(db: &sea_orm::DatabaseConnection, url: &str) -> anyhow::Result<Self> {
+        if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(Self {
+                db: db.clone(),
+                thread: None,
+            });
+        }
+        let (ready, opened) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let url = url.to_owned();
+        let tracker = tasks.clone();
+        std::thread::Builder::new()
+            .name("herald-writers".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(anyhow::Error::from(e)));
+                        return;
+                    }
+                };
+                let db = runtime.block_on(crate::storage::db::connect_sized(
+                    &url,
+                    Some(WRITER_CONNECTIONS),
+                ));
+                let opened = db.is_ok();
+                let _ = ready.send(db.map(|db| (runtime.handle().clone(), db)));
+                if opened {
+                    runtime.block_on(async move {
+                        let _ = stopped.await;
+                        tracker.close();
+                        tracker.wait().await;
+                    });
+                }
+            })?;
+        let (handle, writers_db) = opened.await??;
+        let thread = Arc::new(WriterThread {
+            stop: std::sync::Mutex::new(Some(stop)),
+            tasks,
+        });
+        Ok(Self {
+            db: writers_db,
+            thread: Some((handle, thread)),
+        })
+    }
+
+    /// The database the writers write with.
+    pub fn db(&self) -> &sea_orm::DatabaseConnection {
+        &self.db
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match &self.thread {
+            Some((handle, thread)) => {
+                thread.tasks.spawn_on(task, handle);
+            }
+            None => {
+                tokio::spawn(task);
+            }
         }
     }
 }
@@ -35,50 +161,111 @@ where
     T: Send + 'static,
     R: Send + 'static,
 {
-    /// Starts `writers` tasks writing batches of up to `batch` items with
-    /// `write`, which must answer each item of its batch, in order.
-    pub fn start<W, F>(what: &'static str, writers: usize, batch: usize, write: W) -> Self
+    /// Starts `lanes` writer tasks on `writers`, each writing batches of up
+    /// to `batch` items of its own lane with `write`, which must answer each
+    /// item of its batch, in order.
+    pub fn start<W, F>(
+        what: &'static str,
+        writers: &Writers,
+        lanes: usize,
+        batch: usize,
+        write: W,
+    ) -> Self
     where
         W: Fn(Vec<T>) -> F + Send + Sync + 'static,
         F: Future<Output = Vec<R>> + Send + 'static,
     {
-        let (items, waiting) = mpsc::channel(batch.saturating_mul(4).max(1));
-        let waiting = Arc::new(Mutex::new(waiting));
         let write = Arc::new(write);
-        for _ in 0..writers.max(1) {
-            let (waiting, write) = (waiting.clone(), write.clone());
-            tokio::spawn(async move {
-                while let Some(gathered) = gather(&waiting, batch).await {
-                    let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
-                        gathered.into_iter().unzip();
-                    let answers = write(items).await;
-                    if answers.len() != replies.len() {
-                        tracing::error!(
+        let lanes = (0..lanes.max(1))
+            .map(|_| {
+                let (items, mut waiting) = mpsc::channel(batch.saturating_mul(4).max(1));
+                let write = write.clone();
+                writers.spawn(async move {
+                    while let Some(gathered) = gather(&mut waiting, batch).await {
+                        let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
+                            gathered.into_iter().unzip();
+                        let (size, started) = (items.len(), std::time::Instant::now());
+                        let answers = write(items).await;
+                        tracing::debug!(
                             what,
-                            "a group commit answered {} of {} items",
-                            answers.len(),
-                            replies.len()
+                            size,
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            "batch written"
                         );
+                        if answers.len() != replies.len() {
+                            tracing::error!(
+                                what,
+                                "a group commit answered {} of {} items",
+                                answers.len(),
+                                replies.len()
+                            );
+                        }
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            // A caller that stopped waiting: what was written stays.
+                            let _ = reply.send(answer);
+                        }
                     }
-                    for (reply, answer) in replies.into_iter().zip(answers) {
-                        // A caller that stopped waiting: what was written stays.
-                        let _ = reply.send(answer);
-                    }
-                }
-            });
+                });
+                items
+            })
+            .collect();
+        Self {
+            lanes,
+            _thread: writers.thread.as_ref().map(|(_, thread)| thread.clone()),
         }
-        Self { items }
     }
 
-    /// Hands `item` to the next batch and waits for its answer.
-    pub async fn submit(&self, item: T, what: &'static str) -> Result<R, Stopped> {
+    /// Hands `item` to the next batch of `key`'s lane and waits for its
+    /// answer. Items that take the same locks should share a key (the
+    /// owner's user id): one lane's batches never wait on each other, and
+    /// while its writer waits for a lock, the items behind it gather into
+    /// one batch rather than a second writer's batch waiting for the same
+    /// lock.
+    pub async fn submit(&self, key: u64, item: T, what: &'static str) -> Result<R, Stopped> {
         let (reply, answer) = oneshot::channel();
-        self.items
+        let lanes = u64::try_from(self.lanes.len()).unwrap_or(u64::MAX);
+        let lane = usize::try_from(key % lanes).unwrap_or_default();
+        self.lanes[lane]
             .send((item, reply))
             .await
             .map_err(|_| Stopped(what))?;
         answer.await.map_err(|_| Stopped(what))
     }
+}
+
+/// A group commit of changes to users' inboxes, keyed by user: one lane on
+/// SQLite (it has one writer at a time anyway), two elsewhere. Each batch
+/// runs in the webhook relay's wake scope (the outbox rows it writes wake
+/// the relay), and after it the writer moves each user's cached snapshot
+/// once, to the last of `event`s of theirs the batch committed, before it
+/// answers: the callers announce their events next.
+pub fn of_inbox_changes<T, R, W, F>(
+    what: &'static str,
+    writers: &Writers,
+    batch: usize,
+    inbox: crate::inbox::Inbox,
+    write: W,
+    event: fn(&R) -> Option<&crate::wire::InboxEventV1>,
+) -> GroupCommit<T, R>
+where
+    T: Send + 'static,
+    R: Send + Sync + 'static,
+    W: Fn(sea_orm::DatabaseConnection, Vec<T>) -> F + Send + Sync + 'static,
+    F: Future<Output = Vec<R>> + Send + 'static,
+{
+    let lanes = match writers.db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => 1,
+        _ => 2,
+    };
+    let (db, write) = (writers.db.clone(), Arc::new(write));
+    GroupCommit::start(what, writers, lanes, batch, move |items| {
+        let (db, inbox, write) = (db.clone(), inbox.clone(), write.clone());
+        inbox.webhooks.clone().scope(async move {
+            let answers = write(db, items).await;
+            inbox.touched_by(answers.iter().filter_map(event)).await;
+            answers
+        })
+    })
 }
 
 /// Writes `items` with `batch`, one transaction for all of them; if that
@@ -106,8 +293,7 @@ pub async fn or_each_alone<T: Clone, R, E: std::fmt::Debug>(
 
 /// The next batch: waits for one item, then takes those already waiting.
 /// `None` once every sender is gone and nothing is left.
-async fn gather<T>(waiting: &Mutex<mpsc::Receiver<T>>, batch: usize) -> Option<Vec<T>> {
-    let mut waiting = waiting.lock().await;
+async fn gather<T>(waiting: &mut mpsc::Receiver<T>, batch: usize) -> Option<Vec<T>> {
     let first = waiting.recv().await?;
     let mut items = vec![first];
     while items.len() < batch {

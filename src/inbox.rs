@@ -223,6 +223,27 @@ impl Inbox {
         self.announce(row.user_id, Some(inbox_event)).await;
     }
 
+    /// [`Self::touched`] once per user for `events` committed together (a
+    /// group commit's batch): each user's snapshot moves to the last of
+    /// their events, in one cache update per user instead of one per event.
+    /// Announce each event after it.
+    pub async fn touched_by<'a>(&self, events: impl IntoIterator<Item = &'a InboxEventV1>) {
+        let mut last = std::collections::BTreeMap::<i64, Snapshot>::new();
+        for event in events {
+            let newest = last
+                .entry(event.user_id)
+                .or_insert_with(|| Snapshot::from(event));
+            if event.seq > newest.last_seq {
+                *newest = Snapshot::from(event);
+            }
+        }
+        futures_util::future::join_all(
+            last.into_iter()
+                .map(|(user_id, snapshot)| self.touched(user_id, snapshot)),
+        )
+        .await;
+    }
+
     fn snapshot_ttl(&self) -> Duration {
         self.ttl.min(SNAPSHOT_TTL)
     }

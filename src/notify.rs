@@ -20,13 +20,13 @@
 use std::sync::Arc;
 
 use entity::notification;
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::DatabaseConnection;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::{
     domain::{Content, Title, idempotency::Idempotency, inbox::InboxAction, send::SendOptions},
-    group_commit::GroupCommit,
+    group_commit::{GroupCommit, Writers},
     inbox::Inbox,
     queue::Queue,
     storage::{
@@ -49,16 +49,16 @@ pub struct Notifications {
 }
 
 impl Notifications {
+    /// `writers`: where group commits run (`send_batch` over 1).
     pub fn new(
         db: DatabaseConnection,
         inbox: Inbox,
         queue: Arc<dyn Queue>,
         tasks: TaskTracker,
-        send_batch: usize,
+        (writers, send_batch): (&Writers, usize),
     ) -> Self {
         Self {
-            writer: (send_batch > 1)
-                .then(|| Writer::start(db.clone(), send_batch, inbox.webhooks.clone())),
+            writer: (send_batch > 1).then(|| Writer::start(writers, send_batch, inbox.clone())),
             db,
             inbox,
             queue,
@@ -95,7 +95,9 @@ impl Notifications {
                                 options,
                             })
                             .await?;
-                        this.created(&row, event).await;
+                        // The writer moved the cached snapshot.
+                        this.inbox.announce(row.user_id, Some(event)).await;
+                        this.queue_if_due(&row).await;
                         return Ok(row);
                     }
                     // A winner whose notification vanished before we read it
@@ -191,9 +193,13 @@ impl Notifications {
 
     /// After the INSERT's commit: nothing here may fail the send.
     async fn created(&self, row: &notification::Model, event: InboxEventV1) {
-        // Announced before it is queued, so its PENDING event always comes
-        // before the worker's PROCESSING.
         self.inbox.changed(row, event).await;
+        self.queue_if_due(row).await;
+    }
+
+    /// Queues a new notification's delivery (after its event is announced,
+    /// so its PENDING event always comes before the worker's PROCESSING).
+    async fn queue_if_due(&self, row: &notification::Model) {
         if row.status != notification::Status::Pending {
             // SCHEDULED: the scheduler queues it when due.
             return;
@@ -219,29 +225,29 @@ fn task_failed(what: &str, e: &tokio::task::JoinError) -> StorageError {
 
 type Stored = Result<(notification::Model, crate::wire::InboxEventV1), StorageError>;
 
-/// Group commit of sends (see the module doc): one writer on SQLite (it
-/// has one writer at a time anyway), two elsewhere, so one gathers while
-/// the other commits.
+/// Group commit of sends (see the module doc), each user's in one lane;
+/// a send is answered once its batch committed and its user's cached
+/// snapshot moved past it.
 #[derive(Clone)]
 struct Writer(GroupCommit<NewNotification, Stored>);
 
 impl Writer {
-    /// `wake`: the relay that outbox rows written here wake.
-    fn start(db: DatabaseConnection, batch: usize, wake: crate::webhooks::Wake) -> Self {
-        let writers = match db.get_database_backend() {
-            DbBackend::Sqlite => 1,
-            _ => 2,
-        };
-        Self(GroupCommit::start("send", writers, batch, move |sends| {
-            let db = db.clone();
-            wake.scope(async move { write(&db, sends).await })
-        }))
+    fn start(writers: &Writers, batch: usize, inbox: Inbox) -> Self {
+        Self(crate::group_commit::of_inbox_changes(
+            "send",
+            writers,
+            batch,
+            inbox,
+            async |db, sends| write(&db, sends).await,
+            |stored| stored.as_ref().ok().map(|(_, event)| event),
+        ))
     }
 
-    /// Stores `send` in the next batch; answers once it committed.
+    /// Stores `send` in the next batch; answers once it committed and its
+    /// user's cached snapshot moved past it.
     async fn insert(&self, send: NewNotification) -> Stored {
         self.0
-            .submit(send, "send")
+            .submit(send.user_id.cast_unsigned(), send, "send")
             .await
             .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(e.to_string())))?
     }

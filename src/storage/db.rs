@@ -85,6 +85,12 @@ pub async fn connect_with_stats(
 /// Connects to the database `url` names. SQLite files are created as needed
 /// (with their folder) and opened in WAL mode with a busy timeout.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_sized(url, None).await
+}
+
+/// [`connect`] with a pool of at most `max` connections (`None`: the
+/// usual size).
+pub async fn connect_sized(url: &str, max: Option<u32>) -> anyhow::Result<DatabaseConnection> {
     let kind = DatabaseKind::of(url)?;
     let mut options = ConnectOptions::new(url);
     options
@@ -115,7 +121,9 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
             });
         }
         DatabaseKind::Postgres => {
-            options.max_connections(20).min_connections(1);
+            options
+                .max_connections(max.unwrap_or(20))
+                .min_connections(1);
         }
     }
     Database::connect(options)

@@ -248,6 +248,8 @@ async fn move_status(
 /// with others in one transaction with [`move_batch`].
 #[derive(Debug, Clone)]
 pub struct Move {
+    /// The notification it moves.
+    id: i64,
     pub user_id: i64,
     previous: Status,
     update: sea_orm::UpdateMany<notification::Entity>,
@@ -289,10 +291,11 @@ pub async fn move_batch(db: &DatabaseConnection, moves: Vec<Move>) -> Result<Vec
             ))
         })
         .collect();
+    let rows = compare_and_set_all(&txn, &moves).await?;
     let mut answers = Vec::with_capacity(moves.len());
     let mut events = Vec::new();
-    for m in moves {
-        let Some(row) = m.update.exec_with_returning(&txn).await?.into_iter().next() else {
+    for (m, row) in moves.into_iter().zip(rows) {
+        let Some(row) = row else {
             answers.push(None);
             continue;
         };
@@ -329,6 +332,73 @@ pub async fn move_batch(db: &DatabaseConnection, moves: Vec<Move>) -> Result<Vec
     inbox::write_events(&txn, &events).await?;
     txn.commit().await?;
     Ok(answers)
+}
+
+/// Runs the compare-and-set of each of `moves`, as if one after the other
+/// in that order, and answers the row each one moved (`None`: it lost).
+/// On Postgres they go in one statement, a data-modifying CTE each
+/// (`WITH m0 AS (UPDATE … RETURNING *), … SELECT 0, * FROM m0 UNION ALL …`):
+/// one round trip while the batch holds its owners' counter rows, instead
+/// of one per move. Postgres applies only one of two changes to one row in
+/// one statement, so a second move of the same row waits for the next
+/// statement. SQLite runs them one by one (no round trips to save).
+async fn compare_and_set_all(
+    txn: &sea_orm::DatabaseTransaction,
+    moves: &[Move],
+) -> Result<Vec<Option<notification::Model>>> {
+    use std::fmt::Write as _;
+
+    use sea_orm::{FromQueryResult as _, sea_query::PostgresQueryBuilder};
+
+    let mut rows = vec![None; moves.len()];
+    if txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        for (m, row) in moves.iter().zip(&mut rows) {
+            *row = m
+                .update
+                .clone()
+                .exec_with_returning(txn)
+                .await?
+                .into_iter()
+                .next();
+        }
+        return Ok(rows);
+    }
+    let mut left: Vec<usize> = (0..moves.len()).collect();
+    while !left.is_empty() {
+        let mut named = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) =
+            left.into_iter().partition(|&i| named.insert(moves[i].id));
+        left = later;
+        let mut sql = sea_orm::sea_query::SqlWriterValues::new("$", true);
+        let unwritable =
+            |e: std::fmt::Error| StorageError::Db(sea_orm::DbErr::Custom(e.to_string()));
+        for (k, &i) in round.iter().enumerate() {
+            let glue = if k == 0 { "WITH" } else { "," };
+            write!(sql, "{glue} m{k} AS (").map_err(unwritable)?;
+            let mut update = moves[i].update.as_query().clone();
+            update.returning_all();
+            update.build_collect_into(PostgresQueryBuilder, &mut sql);
+            sql.write_str(")").map_err(unwritable)?;
+        }
+        for k in 0..round.len() {
+            let glue = if k == 0 { " " } else { " UNION ALL " };
+            write!(sql, "{glue}SELECT {k} AS herald_move, * FROM m{k}").map_err(unwritable)?;
+        }
+        let (sql, values) = sql.into_parts();
+        let statement =
+            sea_orm::Statement::from_sql_and_values(txn.get_database_backend(), sql, values);
+        for found in txn.query_all_raw(statement).await? {
+            let k: i32 = found.try_get("", "herald_move")?;
+            let i = usize::try_from(k)
+                .ok()
+                .and_then(|k| round.get(k))
+                .ok_or_else(|| {
+                    StorageError::Db(sea_orm::DbErr::Custom(format!("no move {k} in the batch")))
+                })?;
+            rows[*i] = Some(notification::Model::from_query_result(&found, "")?);
+        }
+    }
+    Ok(rows)
 }
 
 pub async fn find(db: &impl ConnectionTrait, id: i64) -> Result<Option<notification::Model>> {
@@ -488,6 +558,7 @@ pub fn claim_move(id: i64, user_id: i64, mail: bool, now: DateTime<Utc>) -> Move
         .filter(Column::Status.eq(Status::Pending))
         .filter(due(now));
     Move {
+        id,
         user_id,
         previous: Status::Pending,
         update,
@@ -589,6 +660,7 @@ pub fn record_move(
         .filter(Column::Attempts.eq(attempt))
         .filter(extra);
     Move {
+        id,
         user_id,
         previous: Status::Processing,
         update,

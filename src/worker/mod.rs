@@ -22,7 +22,7 @@ use std::{
 
 use sea_orm::DatabaseConnection;
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, Writers};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -44,6 +44,7 @@ use crate::{
     metrics::{DeliveryOutcome, Metrics, QueueName},
     preferences::Preferences,
     queue::{Job, Queue},
+    storage::inbox::Snapshot,
     storage::notifications::{self, Outcome},
 };
 
@@ -75,38 +76,48 @@ type MoveResult = Result<Option<notifications::Moved>, crate::storage::StorageEr
 /// The worker's claims and outcomes. With a batch over 1 they are
 /// group-committed (`group_commit.rs`): concurrent deliveries' moves share
 /// one transaction (`notifications::move_batch`), each still its own
-/// compare-and-set; a batch that fails is run move by move.
+/// compare-and-set; a batch that fails is run move by move. Either way a
+/// committed move has moved its owner's cached snapshot by the time it is
+/// answered (once per owner for a batch); the caller announces it.
 #[derive(Clone)]
 pub struct Moves {
     db: DatabaseConnection,
+    inbox: Inbox,
     group: Option<GroupCommit<notifications::Move, MoveResult>>,
 }
 
 impl Moves {
-    /// `wake`: the relay that outbox rows these moves write wake (the
-    /// writer tasks run outside the deliveries' own scopes).
-    pub fn new(db: DatabaseConnection, batch: usize, wake: crate::webhooks::Wake) -> Self {
+    /// `writers`: where the group commit runs (`batch` over 1).
+    pub fn new(db: DatabaseConnection, (writers, batch): (&Writers, usize), inbox: Inbox) -> Self {
         let group = (batch > 1).then(|| {
-            let writers = match db.get_database_backend() {
-                sea_orm::DbBackend::Sqlite => 1,
-                _ => 2,
-            };
-            let db = db.clone();
-            GroupCommit::start("status", writers, batch, move |moves| {
-                let db = db.clone();
-                wake.scope(async move { write_moves(&db, moves).await })
-            })
+            crate::group_commit::of_inbox_changes(
+                "status",
+                writers,
+                batch,
+                inbox.clone(),
+                async |db, moves| write_moves(&db, moves).await,
+                |moved| Some(&moved.as_ref().ok()?.as_ref()?.event),
+            )
         });
-        Self { db, group }
+        Self { db, inbox, group }
     }
 
+    /// Runs `change` (in the next batch); answers once it committed and
+    /// its owner's cached snapshot moved. Announce the move next.
     pub async fn run(&self, change: notifications::Move) -> MoveResult {
-        match &self.group {
-            None => change.run(&self.db).await,
-            Some(group) => group.submit(change, "status").await.map_err(|e| {
-                crate::storage::StorageError::Db(sea_orm::DbErr::Custom(e.to_string()))
-            })?,
-        }
+        let Some(group) = &self.group else {
+            let moved = change.run(&self.db).await?;
+            if let Some(moved) = &moved {
+                self.inbox
+                    .touched(moved.row.user_id, Snapshot::from(&moved.event))
+                    .await;
+            }
+            return Ok(moved);
+        };
+        group
+            .submit(change.user_id.cast_unsigned(), change, "status")
+            .await
+            .map_err(|e| crate::storage::StorageError::Db(sea_orm::DbErr::Custom(e.to_string())))?
     }
 }
 
@@ -427,7 +438,9 @@ impl Delivery {
                 }
                 _ => {}
             }
-            self.inbox.changed(&claimed, claim_event).await;
+            self.inbox
+                .announce(claimed.user_id, Some(claim_event))
+                .await;
             self.ack(&job).await;
             return;
         }
@@ -439,7 +452,9 @@ impl Delivery {
                 user_id: claimed.user_id,
             },
         );
-        self.inbox.changed(&claimed, claim_event).await;
+        self.inbox
+            .announce(claimed.user_id, Some(claim_event))
+            .await;
 
         let recipient = self.directory.get(claimed.user_id).await;
         let send_started = std::time::Instant::now();
@@ -512,7 +527,9 @@ impl Delivery {
         match recorded {
             Ok(Some(moved)) => {
                 self.count(&outcome, &claimed, now);
-                self.inbox.changed(&moved.row, moved.event).await;
+                self.inbox
+                    .announce(moved.row.user_id, Some(moved.event))
+                    .await;
                 self.ack(&job).await;
             }
             Ok(None) => {

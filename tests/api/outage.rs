@@ -802,20 +802,47 @@ async fn a_sweep_during_a_backlog_takes_only_rows_never_queued(backend: Backend)
 }
 per_backend!(a_sweep_during_a_backlog_takes_only_rows_never_queued);
 
-/// Claims and outcomes stored together (the worker's group commit): each
-/// move is still its own compare-and-set, a lost one writes no event, and
-/// the owner's log stays gapless (the seqs the losers reserved go back).
-async fn a_batch_of_moves_keeps_compare_and_set_and_a_gapless_log(backend: Backend) {
-    let Some((app, db)) = api_only(backend).await else {
-        return;
-    };
-    let token = app.token_for(&unique_email("moves")).await;
-    let ids = send_n(&app, &token, 4, "moves").await;
+/// `n` notifications sent by one user, with no worker to take them.
+struct Sent {
+    app: TestApp,
+    db: DatabaseConnection,
+    token: String,
+    ids: Vec<i64>,
+    owner: i64,
+}
+
+async fn sent_by_one_user(backend: Backend, n: usize, name: &str) -> Option<Sent> {
+    let (app, db) = api_only(backend).await?;
+    let token = app.token_for(&unique_email(name)).await;
+    let ids = send_n(&app, &token, n, name).await;
     let owner = rows_of::find(&db, ids[0])
         .await
         .expect("find")
         .expect("row")
         .user_id;
+    Some(Sent {
+        app,
+        db,
+        token,
+        ids,
+        owner,
+    })
+}
+
+/// Claims and outcomes stored together (the worker's group commit): each
+/// move is still its own compare-and-set, a lost one writes no event, and
+/// the owner's log stays gapless (the seqs the losers reserved go back).
+async fn a_batch_of_moves_keeps_compare_and_set_and_a_gapless_log(backend: Backend) {
+    let Some(Sent {
+        app,
+        db,
+        token,
+        ids,
+        owner,
+    }) = sent_by_one_user(backend, 4, "moves").await
+    else {
+        return;
+    };
     let now = herald::storage::now();
     let mut claims: Vec<_> = ids
         .iter()
@@ -878,6 +905,55 @@ async fn a_batch_of_moves_keeps_compare_and_set_and_a_gapless_log(backend: Backe
     assert_eq!(log["data"]["inboxChanges"]["lastSeq"], 12);
 }
 per_backend!(a_batch_of_moves_keeps_compare_and_set_and_a_gapless_log);
+
+/// Moves of one row in one batch apply one after the other, as the worker
+/// made them: a claim, then the outcome of that claim, both win (on
+/// Postgres a batch runs as one statement, and a row named twice goes to
+/// the next one). A third move expecting the row as it was before either
+/// loses.
+async fn moves_of_one_row_in_one_batch_apply_in_order(backend: Backend) {
+    let Some(Sent {
+        app: _app,
+        db,
+        ids,
+        owner,
+        ..
+    }) = sent_by_one_user(backend, 2, "in-order").await
+    else {
+        return;
+    };
+    let now = herald::storage::now();
+    let sent =
+        |id| rows_of::record_move(id, owner, 1, &Outcome::Sent, now, sea_orm::Condition::all());
+    let batch = vec![
+        rows_of::claim_move(ids[0], owner, true, now),
+        rows_of::claim_move(ids[1], owner, true, now),
+        sent(ids[0]),
+        rows_of::claim_move(ids[0], owner, true, now),
+        sent(ids[1]),
+    ];
+    let moved: Vec<_> = rows_of::move_batch(&db, batch)
+        .await
+        .expect("batch")
+        .into_iter()
+        .map(|m| m.map(|m| (m.row.id, m.row.status, m.event.seq)))
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            Some((ids[0], Status::Processing, 3)),
+            Some((ids[1], Status::Processing, 4)),
+            Some((ids[0], Status::Sent, 5)),
+            None,
+            Some((ids[1], Status::Sent, 6)),
+        ]
+    );
+    let snapshot = herald::storage::inbox::snapshot(&db, owner)
+        .await
+        .expect("snapshot");
+    assert_eq!(snapshot.last_seq, 6, "the loser's seq was handed back");
+}
+per_backend!(moves_of_one_row_in_one_batch_apply_in_order);
 
 /// Two rows whose worker died an hour ago: one on its last attempt fails
 /// (without an email), the other goes back and is sent. The dead worker's
