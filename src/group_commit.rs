@@ -61,18 +61,13 @@ pub struct Writers {
 /// Stops the writers' thread when dropped: it then waits for its writers
 /// (they end once every handle of theirs is gone) and closes its pool.
 struct WriterThread {
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    stop: Option<oneshot::Sender<()>>,
     tasks: tokio_util::task::TaskTracker,
 }
 
 impl Drop for WriterThread {
     fn drop(&mut self) {
-        let stop = self
-            .stop
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(stop) = stop {
+        if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
@@ -125,18 +120,13 @@ impl Writers {
             })?;
         let (handle, writers_db) = opened.await??;
         let thread = Arc::new(WriterThread {
-            stop: std::sync::Mutex::new(Some(stop)),
+            stop: Some(stop),
             tasks,
         });
         Ok(Self {
             db: writers_db,
             thread: Some((handle, thread)),
         })
-    }
-
-    /// The database the writers write with.
-    pub fn db(&self) -> &sea_orm::DatabaseConnection {
-        &self.db
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
