@@ -55,14 +55,33 @@ impl<T, R> Clone for GroupCommit<T, R> {
 #[derive(Clone)]
 pub struct Writers {
     db: sea_orm::DatabaseConnection,
-    thread: Option<(tokio::runtime::Handle, Arc<WriterThread>)>,
+    thread: Option<Arc<WriterThread>>,
+    spawner: Spawner,
+}
+
+/// Spawns onto the writers' thread, tracked so that it waits for the task
+/// before it stops (or onto the shared runtime). Holds no handle of the
+/// thread's: the writer tasks keep one without keeping the thread alive.
+#[derive(Clone)]
+struct Spawner(Option<(tokio::runtime::Handle, tokio_util::task::TaskTracker)>);
+
+impl Spawner {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match &self.0 {
+            Some((handle, tasks)) => {
+                tasks.spawn_on(task, handle);
+            }
+            None => {
+                tokio::spawn(task);
+            }
+        }
+    }
 }
 
 /// Stops the writers' thread when dropped: it then waits for its writers
 /// (they end once every handle of theirs is gone) and closes its pool.
 struct WriterThread {
     stop: Option<oneshot::Sender<()>>,
-    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Drop for WriterThread {
@@ -84,6 +103,7 @@ impl Writers {
             return Ok(Self {
                 db: db.clone(),
                 thread: None,
+                spawner: Spawner(None),
             });
         }
         let (ready, opened) = oneshot::channel();
@@ -119,25 +139,11 @@ impl Writers {
                 }
             })?;
         let (handle, writers_db) = opened.await??;
-        let thread = Arc::new(WriterThread {
-            stop: Some(stop),
-            tasks,
-        });
         Ok(Self {
             db: writers_db,
-            thread: Some((handle, thread)),
+            thread: Some(Arc::new(WriterThread { stop: Some(stop) })),
+            spawner: Spawner(Some((handle, tasks))),
         })
-    }
-
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        match &self.thread {
-            Some((handle, thread)) => {
-                thread.tasks.spawn_on(task, handle);
-            }
-            None => {
-                tokio::spawn(task);
-            }
-        }
     }
 }
 
@@ -153,24 +159,31 @@ where
 {
     /// Starts `lanes` writer tasks on `writers`, each writing batches of up
     /// to `batch` items of its own lane with `write`, which must answer each
-    /// item of its batch, in order.
-    pub fn start<W, F>(
+    /// item of its batch, in order. `after` then runs on those answers
+    /// before they go out, in a task of its own: the lane's next batch is
+    /// written meanwhile (what a batch does once committed need not hold up
+    /// the next one's locks).
+    pub fn start<W, F, A, AF>(
         what: &'static str,
         writers: &Writers,
         lanes: usize,
         batch: usize,
         write: W,
+        after: A,
     ) -> Self
     where
         W: Fn(Vec<T>) -> F + Send + Sync + 'static,
         F: Future<Output = Vec<R>> + Send + 'static,
+        A: Fn(Vec<R>) -> AF + Send + Sync + 'static,
+        AF: Future<Output = Vec<R>> + Send + 'static,
     {
-        let write = Arc::new(write);
+        let (write, after) = (Arc::new(write), Arc::new(after));
         let lanes = (0..lanes.max(1))
             .map(|_| {
                 let (items, mut waiting) = mpsc::channel(batch.saturating_mul(4).max(1));
-                let write = write.clone();
-                writers.spawn(async move {
+                let (write, after, spawner) =
+                    (write.clone(), after.clone(), writers.spawner.clone());
+                writers.spawner.clone().spawn(async move {
                     while let Some(gathered) = gather(&mut waiting, batch).await {
                         let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
                             gathered.into_iter().unzip();
@@ -182,18 +195,22 @@ where
                             ms = started.elapsed().as_secs_f64() * 1e3,
                             "batch written"
                         );
-                        if answers.len() != replies.len() {
-                            tracing::error!(
-                                what,
-                                "a group commit answered {} of {} items",
-                                answers.len(),
-                                replies.len()
-                            );
-                        }
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            // A caller that stopped waiting: what was written stays.
-                            let _ = reply.send(answer);
-                        }
+                        let after = after.clone();
+                        spawner.spawn(async move {
+                            let answers = after(answers).await;
+                            if answers.len() != replies.len() {
+                                tracing::error!(
+                                    what,
+                                    "a group commit answered {} of {} items",
+                                    answers.len(),
+                                    replies.len()
+                                );
+                            }
+                            for (reply, answer) in replies.into_iter().zip(answers) {
+                                // A caller that stopped waiting: what was written stays.
+                                let _ = reply.send(answer);
+                            }
+                        });
                     }
                 });
                 items
@@ -201,7 +218,7 @@ where
             .collect();
         Self {
             lanes,
-            _thread: writers.thread.as_ref().map(|(_, thread)| thread.clone()),
+            _thread: writers.thread.clone(),
         }
     }
 
@@ -226,9 +243,10 @@ where
 /// A group commit of changes to users' inboxes, keyed by user: one lane on
 /// SQLite (it has one writer at a time anyway), two elsewhere. Each batch
 /// runs in the webhook relay's wake scope (the outbox rows it writes wake
-/// the relay), and after it the writer moves each user's cached snapshot
-/// once, to the last of `event`s of theirs the batch committed, before it
-/// answers: the callers announce their events next.
+/// the relay), and after its commit each user's cached snapshot moves
+/// once, to the last of `event`s of theirs the batch committed, before the
+/// batch is answered: the callers announce their events next. Snapshots
+/// only move forward, so a batch's may land after the next one's.
 pub fn of_inbox_changes<T, R, W, F>(
     what: &'static str,
     writers: &Writers,
@@ -247,15 +265,21 @@ where
         sea_orm::DbBackend::Sqlite => 1,
         _ => 2,
     };
-    let (db, write) = (writers.db.clone(), Arc::new(write));
-    GroupCommit::start(what, writers, lanes, batch, move |items| {
-        let (db, inbox, write) = (db.clone(), inbox.clone(), write.clone());
-        inbox.webhooks.clone().scope(async move {
-            let answers = write(db, items).await;
-            inbox.touched_by(answers.iter().filter_map(event)).await;
-            answers
-        })
-    })
+    let (db, write, webhooks) = (writers.db.clone(), Arc::new(write), inbox.webhooks.clone());
+    GroupCommit::start(
+        what,
+        writers,
+        lanes,
+        batch,
+        move |items| webhooks.scope(write(db.clone(), items)),
+        move |answers| {
+            let inbox = inbox.clone();
+            async move {
+                inbox.touched_by(answers.iter().filter_map(event)).await;
+                answers
+            }
+        },
+    )
 }
 
 /// Writes `items` with `batch`, one transaction for all of them; if that

@@ -491,18 +491,37 @@ fn unexpired_at(now: DateTime<Utc>) -> Condition {
 /// one of many queue entries of a backlog the sweeper re-queued) or gone;
 /// it is passed over without taking its owner's counter lock.
 pub async fn pending(db: &DatabaseConnection, id: i64) -> Result<Option<(i64, Option<String>)>> {
-    let found: Option<(i64, Status, Option<String>)> = notification::Entity::find_by_id(id)
+    Ok(pending_many(db, &[id]).await?.remove(&id).flatten())
+}
+
+/// What the worker reads of a row before claiming it: its owner and its
+/// category, if it is PENDING.
+pub type Pending = Option<(i64, Option<String>)>;
+
+/// [`pending`] of each of `ids` in one query (a read batch of the queue):
+/// every id is in the answer, `None` where the row is not PENDING or gone.
+pub async fn pending_many(
+    db: &DatabaseConnection,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Pending>> {
+    let found: Vec<(i64, i64, Status, Option<String>)> = notification::Entity::find()
         .select_only()
+        .column(Column::Id)
         .column(Column::UserId)
         .column(Column::Status)
         .column(Column::Category)
+        .filter(Column::Id.is_in(ids.iter().copied()))
         .into_tuple()
-        .one(db)
+        .all(db)
         .await?;
-    Ok(match found {
-        Some((user_id, Status::Pending, category)) => Some((user_id, category)),
-        _ => None,
-    })
+    let mut pending: std::collections::HashMap<i64, Pending> =
+        ids.iter().map(|id| (*id, None)).collect();
+    for (id, user_id, status, category) in found {
+        if status == Status::Pending {
+            pending.insert(id, Some((user_id, category)));
+        }
+    }
+    Ok(pending)
 }
 
 /// PENDING → PROCESSING, only if still PENDING and due: counts the attempt

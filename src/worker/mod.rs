@@ -23,7 +23,10 @@ use std::{
 use sea_orm::DatabaseConnection;
 
 use crate::group_commit::{GroupCommit, Writers};
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -133,7 +136,8 @@ async fn write_moves(db: &DatabaseConnection, moves: Vec<notifications::Move>) -
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Jobs in flight at once.
+    /// Jobs claiming and sending at once (SMTP sessions); up to
+    /// `JOBS_PER_SESSION` times as many in flight, the rest storing outcomes.
     pub concurrency: usize,
     /// Claims and outcomes stored together, at most (1: each alone).
     pub batch: usize,
@@ -217,6 +221,14 @@ impl WorkerSettings {
 /// Jobs read from the queue at once, at most.
 const READ_BATCH: usize = 64;
 
+/// Jobs in flight per SMTP session (`WorkerSettings::concurrency`): a
+/// session is held from the claim to the end of sending, and a job whose
+/// mail is sent waits for its outcome to be stored without it. Recording
+/// takes about as long as claiming and sending together under load, so
+/// without this the sessions sat idle half the time, and the outcomes'
+/// batches stayed small.
+const JOBS_PER_SESSION: usize = 4;
+
 impl Delivery {
     /// Runs the worker and the sweeper until `shutdown`; then lets in-flight
     /// jobs finish within the grace period and releases the rest.
@@ -257,19 +269,29 @@ impl Delivery {
     }
 
     async fn work_until_stopped(&self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let concurrency = self.settings.concurrency.max(1);
+        // An SMTP session each: held from the claim to the end of sending.
+        let permits = Arc::new(Semaphore::new(concurrency));
+        // Jobs between the queue read and the recorded outcome.
+        let jobs = Arc::new(Semaphore::new(concurrency.saturating_mul(JOBS_PER_SESSION)));
         let in_flight: InFlight = Arc::default();
         let mut tasks = JoinSet::new();
         let mut reader = ReadAhead::new(self.queue.clone(), self.settings.concurrency);
+        // The rows of the jobs read ahead, each batch read in one query.
+        let mut rows = HashMap::<i64, notifications::Pending>::new();
         loop {
             while tasks.try_join_next().is_some() {}
             if self.breaker.is_open() {
+                rows.clear();
                 self.hand_back(&mut reader.buffered).await;
                 if !self.probe_when_due(&shutdown).await {
                     break;
                 }
                 continue;
             }
+            let Some(job_permit) = acquire(&jobs, &shutdown).await else {
+                break;
+            };
             let Some(permit) = acquire(&permits, &shutdown).await else {
                 break;
             };
@@ -282,12 +304,25 @@ impl Delivery {
                 Ok(None) => continue,
                 Err(Stopped) => break,
             };
+            if !rows.contains_key(&job.id) {
+                let ids: Vec<i64> = std::iter::once(job.id)
+                    .chain(reader.buffered.iter().map(|job| job.id))
+                    .collect();
+                match notifications::pending_many(&self.db, &ids).await {
+                    Ok(found) => rows.extend(found),
+                    // Each job reads its own row instead.
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "reading the rows of a batch of jobs failed")
+                    }
+                }
+            }
+            let row = rows.remove(&job.id);
             let this = self.clone();
             let in_flight = in_flight.clone();
             tasks.spawn(self.inbox.webhooks.scope(async move {
                 let _in_flight = this.metrics.in_flight(QueueName::Email);
-                this.process(job, &in_flight).await;
-                drop(permit);
+                this.process(job, row, &in_flight, permit).await;
+                drop(job_permit);
             }));
         }
         // Read but never started: their entries come back to another worker
@@ -364,17 +399,35 @@ impl Delivery {
     /// send request's span when the entry carries its `traceparent`).
     /// Errors are logged; an entry that is not acked comes back after the
     /// visibility timeout.
-    pub async fn process(&self, job: Job, in_flight: &InFlight) {
+    /// `row`: what was read of the job's row with the rest of its read
+    /// batch (`None`: read it now). `session`: the job's SMTP session
+    /// permit, given back once the mail is sent, before the outcome is
+    /// recorded.
+    pub async fn process(
+        &self,
+        job: Job,
+        row: Option<notifications::Pending>,
+        in_flight: &InFlight,
+        session: OwnedSemaphorePermit,
+    ) {
         let span = tracing::info_span!(
             "delivery",
             otel.name = "deliver notification",
             notification_id = job.id
         );
         crate::telemetry::continue_trace(&span, job.traceparent.as_deref());
-        self.attempt(job, in_flight).instrument(span).await;
+        self.attempt(job, row, in_flight, session)
+            .instrument(span)
+            .await;
     }
 
-    async fn attempt(&self, job: Job, in_flight: &InFlight) {
+    async fn attempt(
+        &self,
+        job: Job,
+        row: Option<notifications::Pending>,
+        in_flight: &InFlight,
+        session: OwnedSemaphorePermit,
+    ) {
         let id = job.id;
         let clock = &self.settings.clock;
         let started = std::time::Instant::now();
@@ -382,7 +435,11 @@ impl Delivery {
             self.dead_letter(&job).await;
             return;
         }
-        let (user_id, category) = match notifications::pending(&self.db, id).await {
+        let row = match row {
+            Some(row) => Ok(row),
+            None => notifications::pending(&self.db, id).await,
+        };
+        let (user_id, category) = match row {
             Ok(Some(found)) => found,
             Ok(None) => {
                 // Already taken, finished, canceled, or gone: nothing to do.
@@ -490,6 +547,9 @@ impl Delivery {
                 format_args!("loading the recipient: {e:#}"),
             )),
         };
+        // Sent: the session takes the next job while this one's outcome is
+        // stored (in a batch with others', `Moves`).
+        drop(session);
         let cause = result.as_ref().err().map(|e| e.cause.clone());
         let send_time = send_started.elapsed();
         let now = clock.now();

@@ -46,6 +46,47 @@ macro_rules! delivery_test {
 pub(crate) use delivery_test;
 
 delivery_test!(a_sent_notification_arrives_by_email_and_reads_sent, arrives);
+
+delivery_test!(
+    the_worker_sends_over_at_most_its_concurrency_and_claims_no_more,
+    two_at_a_time,
+    |c: &mut herald::config::Config| {
+        if let Some(w) = c.worker.as_mut() {
+            w.concurrency = 2;
+        }
+    }
+);
+/// `HERALD_WORKER_CONCURRENCY` bounds the messages being sent at once, and
+/// the claims: the worker has more jobs in flight than that (a job whose
+/// mail is sent gives its place to the next while its outcome is stored),
+/// but a job waiting for a place leaves its row PENDING.
+async fn two_at_a_time(app: &TestApp, sink: &SmtpSink) {
+    sink.hold();
+    let token = app.token_for(&unique_email("two")).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(app.send_ok(&token, &format!("two {i}"), "body").await);
+    }
+    sink.wait_held(2, WITHIN).await;
+    // Time enough for a third message or claim, if anything let one through.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.held(), 2, "messages being sent at once");
+    let mut statuses = HashMap::<String, usize>::new();
+    for id in &ids {
+        let body = app.notification(&token, id).await;
+        let status = body["data"]["notification"]["status"].to_string();
+        *statuses.entry(status).or_default() += 1;
+    }
+    assert_eq!(statuses.get("\"PROCESSING\""), Some(&2), "{statuses:?}");
+    assert_eq!(statuses.get("\"PENDING\""), Some(&6), "{statuses:?}");
+    sink.release();
+    for id in &ids {
+        app.wait_for_status(&token, id, "SENT", WITHIN).await;
+    }
+    let copies = sink.copies();
+    assert_eq!(copies.len(), ids.len(), "one message per notification");
+    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+}
 async fn arrives(app: &TestApp, sink: &SmtpSink) {
     let email = unique_email("inbox");
     let token = app.token_for(&email).await;

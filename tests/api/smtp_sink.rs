@@ -265,6 +265,11 @@ impl SmtpSink {
         self.lock().idle_closed
     }
 
+    /// Messages read in full whose reply is being held now (`hold`).
+    pub fn held(&self) -> usize {
+        self.lock().held
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.lock().connections
