@@ -279,8 +279,9 @@ pub struct RuntimeArgs {
     /// How long one send may take before it counts as a transient failure.
     #[arg(long, env = "SMTP_TIMEOUT", default_value = defaults::SMTP_TIMEOUT.text, value_parser = defaults::SMTP_TIMEOUT.parser())]
     pub smtp_timeout: Duration,
-    /// Deliveries that claim and send at once, per process (a job whose
-    /// mail is sent gives its place up while its outcome is stored).
+    /// Deliveries that claim and send at once, per process, and the SMTP
+    /// connections kept; a job whose mail is sent gives its place up while
+    /// its outcome is stored, up to 4x this many jobs in all.
     #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY.default, value_parser = defaults::WORKER_CONCURRENCY.parser())]
     pub worker_concurrency: usize,
     /// A worker's concurrent claims and outcomes stored together in one

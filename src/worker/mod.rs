@@ -222,8 +222,9 @@ impl WorkerSettings {
 const READ_BATCH: usize = 64;
 
 /// Jobs in flight per SMTP session (`WorkerSettings::concurrency`): a
-/// session is held from the claim to the end of sending, and a job whose
-/// mail is sent waits for its outcome to be stored without it. Recording
+/// session is taken before the job is read from the queue and held to the
+/// end of sending, and a job whose mail is sent waits for its outcome to be
+/// stored without it. Recording
 /// takes about as long as claiming and sending together under load, so
 /// without this the sessions sat idle half the time, and the outcomes'
 /// batches stayed small.
@@ -277,12 +278,15 @@ impl Delivery {
         let in_flight: InFlight = Arc::default();
         let mut tasks = JoinSet::new();
         let mut reader = ReadAhead::new(self.queue.clone(), self.settings.concurrency);
-        // The rows of the jobs read ahead, each batch read in one query.
+        // The rows of the jobs read ahead, each batch read in one query;
+        // `alone`: jobs of a batch whose read failed, to read their own.
         let mut rows = HashMap::<i64, notifications::Pending>::new();
+        let mut alone = std::collections::HashSet::<i64>::new();
         loop {
             while tasks.try_join_next().is_some() {}
             if self.breaker.is_open() {
                 rows.clear();
+                alone.clear();
                 self.hand_back(&mut reader.buffered).await;
                 if !self.probe_when_due(&shutdown).await {
                     break;
@@ -304,15 +308,22 @@ impl Delivery {
                 Ok(None) => continue,
                 Err(Stopped) => break,
             };
-            if !rows.contains_key(&job.id) {
+            if !rows.contains_key(&job.id) && !alone.remove(&job.id) {
                 let ids: Vec<i64> = std::iter::once(job.id)
                     .chain(reader.buffered.iter().map(|job| job.id))
                     .collect();
-                match notifications::pending_many(&self.db, &ids).await {
+                let read = tokio::select! {
+                    // Read but not started: its row is still PENDING.
+                    () = shutdown.cancelled() => break,
+                    read = notifications::pending_many(&self.db, &ids) => read,
+                };
+                match read {
                     Ok(found) => rows.extend(found),
-                    // Each job reads its own row instead.
                     Err(e) => {
-                        tracing::warn!(error = ?e, "reading the rows of a batch of jobs failed")
+                        // Each of them reads its own row in its task, not
+                        // the whole batch again here.
+                        tracing::warn!(error = ?e, "reading the rows of a batch of jobs failed");
+                        alone.extend(ids.into_iter().skip(1));
                     }
                 }
             }
@@ -484,7 +495,9 @@ impl Delivery {
         };
         if claimed.status != entity::notification::Status::Processing {
             // Past its expiresAt, the claim expired it; with email turned
-            // off, it skipped it (kept in the inbox, not mailed).
+            // off, it skipped it (kept in the inbox, not mailed). Nothing to
+            // send: the place goes to the next job.
+            drop(session);
             tracing::info!(status = ?claimed.status, "not sent");
             match claimed.status {
                 entity::notification::Status::Skipped => {
