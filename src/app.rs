@@ -171,7 +171,9 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     if config.migrate_on_start {
         storage::migrate(&db).await?;
     }
-    let writers = crate::group_commit::Writers::start(&db, &config.database_url).await?;
+    let batched = config.worker.as_ref().is_some_and(|w| w.batch > 1)
+        || config.http.as_ref().is_some_and(|h| h.send_batch > 1);
+    let writers = crate::group_commit::Writers::start(&db, &config.database_url, batched).await?;
     // In process, names need no namespace.
     let keys = Keys::new(
         config

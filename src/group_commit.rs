@@ -97,9 +97,14 @@ impl Drop for WriterThread {
 const WRITER_CONNECTIONS: u32 = 5;
 
 impl Writers {
-    /// The writers of an application whose database is `db`, at `url`.
-    pub async fn start(db: &sea_orm::DatabaseConnection, url: &str) -> anyhow::Result<Self> {
-        if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+    /// The writers of an application whose database is `db`, at `url`;
+    /// `batched`: whether any group commit runs (else no thread, no pool).
+    pub async fn start(
+        db: &sea_orm::DatabaseConnection,
+        url: &str,
+        batched: bool,
+    ) -> anyhow::Result<Self> {
+        if !batched || db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return Ok(Self {
                 db: db.clone(),
                 thread: None,

@@ -490,7 +490,7 @@ fn unexpired_at(now: DateTime<Utc>) -> Condition {
 /// it claims. `None`: the row is not PENDING (claimed, final, canceled, or
 /// one of many queue entries of a backlog the sweeper re-queued) or gone;
 /// it is passed over without taking its owner's counter lock.
-pub async fn pending(db: &DatabaseConnection, id: i64) -> Result<Option<(i64, Option<String>)>> {
+pub async fn pending(db: &DatabaseConnection, id: i64) -> Result<Pending> {
     Ok(pending_many(db, &[id]).await?.remove(&id).flatten())
 }
 

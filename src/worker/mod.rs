@@ -47,7 +47,6 @@ use crate::{
     metrics::{DeliveryOutcome, Metrics, QueueName},
     preferences::Preferences,
     queue::{Job, Queue},
-    storage::inbox::Snapshot,
     storage::notifications::{self, Outcome},
 };
 
@@ -111,9 +110,7 @@ impl Moves {
         let Some(group) = &self.group else {
             let moved = change.run(&self.db).await?;
             if let Some(moved) = &moved {
-                self.inbox
-                    .touched(moved.row.user_id, Snapshot::from(&moved.event))
-                    .await;
+                self.inbox.touched_by([&moved.event]).await;
             }
             return Ok(moved);
         };
@@ -224,10 +221,9 @@ const READ_BATCH: usize = 64;
 /// Jobs in flight per SMTP session (`WorkerSettings::concurrency`): a
 /// session is taken before the job is read from the queue and held to the
 /// end of sending, and a job whose mail is sent waits for its outcome to be
-/// stored without it. Recording
-/// takes about as long as claiming and sending together under load, so
-/// without this the sessions sat idle half the time, and the outcomes'
-/// batches stayed small.
+/// stored without it. Recording takes about as long as claiming and
+/// sending together under load, so without this the sessions sat idle half
+/// the time, and the outcomes' batches stayed small.
 const JOBS_PER_SESSION: usize = 4;
 
 impl Delivery {
@@ -271,22 +267,21 @@ impl Delivery {
 
     async fn work_until_stopped(&self, shutdown: CancellationToken) {
         let concurrency = self.settings.concurrency.max(1);
-        // An SMTP session each: held from the claim to the end of sending.
+        // An SMTP session each: taken before the queue read, held to the
+        // end of sending.
         let permits = Arc::new(Semaphore::new(concurrency));
         // Jobs between the queue read and the recorded outcome.
         let jobs = Arc::new(Semaphore::new(concurrency.saturating_mul(JOBS_PER_SESSION)));
         let in_flight: InFlight = Arc::default();
         let mut tasks = JoinSet::new();
         let mut reader = ReadAhead::new(self.queue.clone(), self.settings.concurrency);
-        // The rows of the jobs read ahead, each batch read in one query;
-        // `alone`: jobs of a batch whose read failed, to read their own.
-        let mut rows = HashMap::<i64, notifications::Pending>::new();
-        let mut alone = std::collections::HashSet::<i64>::new();
+        // The rows of the jobs read ahead, each batch read in one query
+        // (`None`: that read failed, the job reads its own).
+        let mut rows = HashMap::<i64, Option<notifications::Pending>>::new();
         loop {
             while tasks.try_join_next().is_some() {}
             if self.breaker.is_open() {
                 rows.clear();
-                alone.clear();
                 self.hand_back(&mut reader.buffered).await;
                 if !self.probe_when_due(&shutdown).await {
                     break;
@@ -308,7 +303,7 @@ impl Delivery {
                 Ok(None) => continue,
                 Err(Stopped) => break,
             };
-            if !rows.contains_key(&job.id) && !alone.remove(&job.id) {
+            if !rows.contains_key(&job.id) {
                 let ids: Vec<i64> = std::iter::once(job.id)
                     .chain(reader.buffered.iter().map(|job| job.id))
                     .collect();
@@ -318,16 +313,16 @@ impl Delivery {
                     read = notifications::pending_many(&self.db, &ids) => read,
                 };
                 match read {
-                    Ok(found) => rows.extend(found),
+                    Ok(found) => rows.extend(found.into_iter().map(|(id, row)| (id, Some(row)))),
                     Err(e) => {
                         // Each of them reads its own row in its task, not
                         // the whole batch again here.
                         tracing::warn!(error = ?e, "reading the rows of a batch of jobs failed");
-                        alone.extend(ids.into_iter().skip(1));
+                        rows.extend(ids.into_iter().map(|id| (id, None)));
                     }
                 }
             }
-            let row = rows.remove(&job.id);
+            let row = rows.remove(&job.id).flatten();
             let this = self.clone();
             let in_flight = in_flight.clone();
             tasks.spawn(self.inbox.webhooks.scope(async move {
