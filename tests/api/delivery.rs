@@ -434,3 +434,71 @@ async fn send_validation(app: &TestApp) {
         .await;
     assert_eq!(error_code(&anon), Some("UNAUTHENTICATED"));
 }
+
+/// What the worker reads of a queue read's rows before it claims them
+/// (`notifications::pending_many`, one query): every id asked for is
+/// answered, with the owner and category only where the row is PENDING; a
+/// claimed row, a scheduled one and an id with no row answer `None`.
+async fn pending_rows_of_a_queue_read(app: &TestApp) {
+    use herald::{
+        domain::{
+            Content, Title,
+            send::{Category, SendOptions, Timing},
+        },
+        storage::notifications,
+    };
+    let (_, user_id) = app.account("pending-read").await;
+    let db = herald::storage::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let now = herald::storage::now();
+    let insert = async |options: SendOptions| {
+        let title = Title::parse("t").expect("title");
+        let content = Content::parse("c".to_owned()).expect("content");
+        notifications::insert(&db, user_id, &title, &content, &options, now)
+            .await
+            .expect("insert")
+            .0
+            .id
+    };
+    let plain = insert(SendOptions::default()).await;
+    let billing = insert(SendOptions {
+        category: Some(Category::parse("billing").expect("category")),
+        ..SendOptions::default()
+    })
+    .await;
+    let claimed = insert(SendOptions::default()).await;
+    let scheduled = insert(SendOptions {
+        timing: Timing::parse(Some(now + chrono::TimeDelta::hours(1)), None, now).expect("timing"),
+        ..SendOptions::default()
+    })
+    .await;
+    assert!(
+        notifications::claim(&db, claimed, now)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+    let gone = scheduled + 1000;
+    let read = notifications::pending_many(&db, &[plain, billing, claimed, scheduled, gone])
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 5, "{read:?}");
+    assert_eq!(read[&plain], Some((user_id, None)));
+    assert_eq!(read[&billing], Some((user_id, Some("billing".to_owned()))));
+    for id in [claimed, scheduled, gone] {
+        assert_eq!(read[&id], None, "{id}: {read:?}");
+    }
+    assert!(
+        notifications::pending_many(&db, &[])
+            .await
+            .expect("none asked")
+            .is_empty()
+    );
+    db.close().await.expect("close");
+}
+
+crate::without_worker!(
+    the_worker_reads_only_pending_rows_of_a_queue_read,
+    pending_rows_of_a_queue_read
+);
