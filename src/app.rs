@@ -305,6 +305,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 cache,
                 shutdown: sockets.clone(),
                 limits: settings.schema.limits.clone(),
+                documents: Arc::default(),
                 persisted: Arc::new(PersistedQueries::new(
                     persisted,
                     keys.clone(),

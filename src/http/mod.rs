@@ -12,6 +12,7 @@
 //! hash instead (`graphql::persisted`), over POST and GET alike.
 
 mod client;
+pub mod documents;
 mod health;
 mod negotiate;
 mod params;
@@ -37,6 +38,8 @@ pub struct HttpState {
     /// Whole responses of users' inbox queries (`None`: the cache is off,
     /// `HERALD_RESPONSE_CACHE=off`).
     pub responses: Option<std::sync::Arc<crate::responses::Responses>>,
+    /// Parsed documents by their text (`documents.rs`).
+    pub documents: std::sync::Arc<documents::Documents>,
     /// Automatic persisted queries: texts by their SHA-256.
     pub persisted: std::sync::Arc<crate::graphql::persisted::PersistedQueries>,
     /// Peers whose `X-Forwarded-For` names the client.

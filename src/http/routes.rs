@@ -91,6 +91,7 @@ pub(super) async fn graphql_post(
                 Ok(registration) => registration,
                 Err(e) => return persisted_error(&e, media),
             };
+            state.documents.parse(&mut request);
             let request = request.data(auth).data(ip);
             execute(&state, request, registration, media, miss, None).await
         }
@@ -100,6 +101,9 @@ pub(super) async fn graphql_post(
             let mut resolved = Vec::with_capacity(requests.len());
             for mut request in requests {
                 let outcome = state.persisted.resolve(&mut request).await;
+                if outcome.is_ok() {
+                    state.documents.parse(&mut request);
+                }
                 resolved.push(outcome.map(|registration| (request, registration)));
             }
             // Batching must not multiply password guesses.
@@ -233,6 +237,7 @@ pub(super) async fn graphql_get(
             "missing query parameter (GET /graphql?query=..., or extensions with a persistedQuery)",
         );
     }
+    state.documents.parse(&mut request);
     // GET is safe: only query operations run over it (a hash's text too).
     if let Some(kind) = operation_type(&mut request)
         && kind != OperationType::Query
