@@ -222,6 +222,17 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         metrics: metrics.clone(),
     };
 
+    // One group commit for sends and the worker's moves (each side may
+    // leave it with a batch of 1), so a user's changes share its lane.
+    let worker_batch = config.worker.as_ref().map_or(1, |w| w.batch);
+    let send_batch = config.http.as_ref().map_or(1, |h| h.send_batch);
+    let writes = batched.then(|| {
+        crate::group_commit::InboxWrites::start(
+            &writers,
+            worker_batch.max(send_batch),
+            inbox.clone(),
+        )
+    });
     let delivery = match &config.worker {
         Some(settings) => {
             let mailer = Mailer::new(MailerConfig {
@@ -247,7 +258,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                 metrics: metrics.clone(),
                 moves: crate::worker::Moves::new(
                     db.clone(),
-                    (&writers, settings.batch),
+                    writes.clone().filter(|_| settings.batch > 1),
                     inbox.clone(),
                 ),
             })
@@ -275,7 +286,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
                     inbox.clone(),
                     queue,
                     sends.clone(),
-                    (&writers, settings.send_batch),
+                    writes.clone().filter(|_| settings.send_batch > 1),
                 ),
                 inbox,
                 users: Arc::new(users),

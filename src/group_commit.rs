@@ -18,6 +18,14 @@ use std::{future::Future, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::{
+    storage::{
+        StorageError,
+        notifications::{self, NewNotification},
+    },
+    wire::InboxEventV1,
+};
+
 /// One lane's queue: each item with where its answer goes.
 type Lane<T, R> = mpsc::Sender<(T, oneshot::Sender<R>)>;
 
@@ -92,9 +100,9 @@ impl Drop for WriterThread {
     }
 }
 
-/// Connections of the writers' own pool: one per lane of the two group
-/// commits (sends, and the worker's moves), and one spare.
-const WRITER_CONNECTIONS: u32 = 5;
+/// Connections of the writers' own pool: one per lane of the inbox's group
+/// commit, and one spare.
+const WRITER_CONNECTIONS: u32 = 3;
 
 impl Writers {
     /// The writers of an application whose database is `db`, at `url`;
@@ -245,46 +253,171 @@ where
     }
 }
 
-/// A group commit of changes to users' inboxes, keyed by user: one lane on
-/// SQLite (it has one writer at a time anyway), two elsewhere. Each batch
-/// runs in the webhook relay's wake scope (the outbox rows it writes wake
-/// the relay), and after its commit each user's cached snapshot moves
-/// once, to the last of `event`s of theirs the batch committed, before the
-/// batch is answered: the callers announce their events next. Snapshots
-/// only move forward, so a batch's may land after the next one's.
-pub fn of_inbox_changes<T, R, W, F>(
-    what: &'static str,
-    writers: &Writers,
-    batch: usize,
-    inbox: crate::inbox::Inbox,
-    write: W,
-    event: fn(&R) -> Option<&crate::wire::InboxEventV1>,
-) -> GroupCommit<T, R>
-where
-    T: Send + 'static,
-    R: Send + Sync + 'static,
-    W: Fn(sea_orm::DatabaseConnection, Vec<T>) -> F + Send + Sync + 'static,
-    F: Future<Output = Vec<R>> + Send + 'static,
-{
-    let lanes = match writers.db.get_database_backend() {
-        sea_orm::DbBackend::Sqlite => 1,
-        _ => 2,
-    };
-    let (db, write, webhooks) = (writers.db.clone(), Arc::new(write), inbox.webhooks.clone());
-    GroupCommit::start(
-        what,
-        writers,
-        lanes,
-        batch,
-        move |items| webhooks.scope(write(db.clone(), items)),
-        move |answers| {
-            let inbox = inbox.clone();
-            async move {
-                inbox.touched_by(answers.iter().filter_map(event)).await;
-                answers
+/// A change to a user's inbox that [`InboxWrites`] stores in a batch.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A send (validated, authorized, without an idempotency key).
+    Send(Box<NewNotification>),
+    /// One of the worker's compare-and-sets (a claim or an outcome).
+    Move(Box<notifications::Move>),
+}
+
+/// What a [`Change`] stored.
+#[derive(Debug)]
+pub enum Stored {
+    Created(entity::notification::Model, InboxEventV1),
+    /// `None`: the compare-and-set lost.
+    Moved(Option<notifications::Moved>),
+}
+
+impl Stored {
+    fn event(&self) -> Option<&InboxEventV1> {
+        match self {
+            Self::Created(_, event) => Some(event),
+            Self::Moved(moved) => moved.as_ref().map(|m| &m.event),
+        }
+    }
+}
+
+type Answer = Result<Stored, StorageError>;
+
+/// The group commit of changes to users' inboxes: sends and the worker's
+/// claims and outcomes, in the same lanes, keyed by user (one lane on
+/// SQLite, which has one writer at a time anyway; two elsewhere). A batch
+/// takes each of its users' counter row once for all their changes, sends
+/// and moves alike (`notifications::write_batch`); with a lane of their
+/// own each, a user's sends and moves took that row in turn, each batch
+/// waiting for the other's commit. Each batch runs in the webhook relay's
+/// wake scope (the outbox rows it writes wake the relay), and after its
+/// commit each user's cached snapshot moves once, to the last of their
+/// events the batch committed, before the batch is answered: the callers
+/// announce their events next. Snapshots only move forward, so a batch's
+/// may land after the next one's.
+#[derive(Clone)]
+pub struct InboxWrites(GroupCommit<Change, Answer>);
+
+impl InboxWrites {
+    pub fn start(writers: &Writers, batch: usize, inbox: crate::inbox::Inbox) -> Self {
+        let lanes = match writers.db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => 1,
+            _ => 2,
+        };
+        let (db, webhooks) = (writers.db.clone(), inbox.webhooks.clone());
+        Self(GroupCommit::start(
+            "inbox change",
+            writers,
+            lanes,
+            batch,
+            move |changes| {
+                let db = db.clone();
+                webhooks.scope(async move { write(&db, changes).await })
+            },
+            move |answers| {
+                let inbox = inbox.clone();
+                async move {
+                    let events = answers.iter().filter_map(|a| a.as_ref().ok()?.event());
+                    inbox.touched_by(events).await;
+                    answers
+                }
+            },
+        ))
+    }
+
+    /// Stores `send` in the next batch of its user's lane; answers once it
+    /// committed and its user's cached snapshot moved past it.
+    pub async fn send(
+        &self,
+        send: NewNotification,
+    ) -> Result<(entity::notification::Model, InboxEventV1), StorageError> {
+        match self
+            .submit(send.user_id, Change::Send(Box::new(send)))
+            .await?
+        {
+            Stored::Created(row, event) => Ok((row, event)),
+            Stored::Moved(_) => Err(mismatched()),
+        }
+    }
+
+    /// Runs `change` in the next batch of its owner's lane; answers once it
+    /// committed and its owner's cached snapshot moved. Announce it next.
+    pub async fn run(
+        &self,
+        change: notifications::Move,
+    ) -> Result<Option<notifications::Moved>, StorageError> {
+        match self
+            .submit(change.user_id, Change::Move(Box::new(change)))
+            .await?
+        {
+            Stored::Moved(moved) => Ok(moved),
+            Stored::Created(..) => Err(mismatched()),
+        }
+    }
+
+    async fn submit(&self, user_id: i64, change: Change) -> Answer {
+        self.0
+            .submit(user_id.cast_unsigned(), change, "inbox change")
+            .await
+            .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(e.to_string())))?
+    }
+}
+
+fn mismatched() -> StorageError {
+    StorageError::Db(sea_orm::DbErr::Custom(
+        "a group commit answered a change with another kind's answer".to_owned(),
+    ))
+}
+
+/// Stores `changes` in one transaction; if that fails, each alone, so only
+/// a bad one fails. Answers in the order given.
+pub(crate) async fn write(db: &sea_orm::DatabaseConnection, changes: Vec<Change>) -> Vec<Answer> {
+    or_each_alone(
+        "inbox change",
+        changes,
+        async |changes| {
+            let (mut sends, mut moves, mut kinds) = (Vec::new(), Vec::new(), Vec::new());
+            for change in changes {
+                kinds.push(matches!(change, Change::Send(_)));
+                match change {
+                    Change::Send(send) => sends.push(*send),
+                    Change::Move(m) => moves.push(*m),
+                }
             }
+            let written =
+                notifications::write_batch(db, &sends, moves, crate::storage::now()).await?;
+            let (mut created, mut moved) = (written.created.into_iter(), written.moved.into_iter());
+            kinds
+                .into_iter()
+                .map(|send| {
+                    if send {
+                        created
+                            .next()
+                            .map(|(row, event)| Stored::Created(row, event))
+                    } else {
+                        moved.next().map(Stored::Moved)
+                    }
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    StorageError::Db(sea_orm::DbErr::Custom(
+                        "a batch answered fewer changes than it was given".to_owned(),
+                    ))
+                })
+        },
+        async move |change| match change {
+            Change::Send(send) => notifications::insert(
+                db,
+                send.user_id,
+                &send.title,
+                &send.content,
+                &send.options,
+                crate::storage::now(),
+            )
+            .await
+            .map(|(row, event)| Stored::Created(row, event)),
+            Change::Move(m) => m.run(db).await.map(Stored::Moved),
         },
     )
+    .await
 }
 
 /// Writes `items` with `batch`, one transaction for all of them; if that

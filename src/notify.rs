@@ -8,14 +8,16 @@
 //! after a commit (before, a row stored just before the hang-up waited for
 //! the sweeper's visibility timeout, with no event and no cache update).
 //!
-//! Group commit: sends without an idempotency key go through a [`Writer`],
-//! whose tasks store whatever sends are waiting (up to `HERALD_SEND_BATCH`)
-//! in one transaction (`storage::notifications::insert_batch`): one commit,
-//! one counter statement, one multi-row INSERT and one events INSERT for
-//! many sends. Nothing waits for company: a writer takes what is there when
-//! it is free, so a lone send is stored at once and a busy server makes
-//! bigger batches. Sends are validated before they reach it; a batch that
-//! fails anyway is stored send by send, so one bad row fails only itself.
+//! Group commit: sends without an idempotency key go through
+//! [`InboxWrites`], whose lanes store whatever changes of their users are
+//! waiting (sends, and the worker's status moves; up to `HERALD_SEND_BATCH`
+//! or `HERALD_WORKER_BATCH`, the larger) in one transaction
+//! (`storage::notifications::write_batch`): one commit, one counter
+//! statement, one multi-row INSERT and one events INSERT for many sends.
+//! Nothing waits for company: a lane takes what is there when it is free,
+//! so a lone send is stored at once and a busy server makes bigger
+//! batches. Sends are validated before they reach it; a batch that fails
+//! anyway is stored change by change, so one bad row fails only itself.
 
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ use tracing::Instrument as _;
 
 use crate::{
     domain::{Content, Title, idempotency::Idempotency, inbox::InboxAction, send::SendOptions},
-    group_commit::{GroupCommit, Writers},
+    group_commit::InboxWrites,
     inbox::Inbox,
     queue::Queue,
     storage::{
@@ -45,20 +47,20 @@ pub struct Notifications {
     /// Sends in progress; the application waits for them at shutdown.
     tasks: TaskTracker,
     /// Group commit; `None` (a batch of 1): each send alone.
-    writer: Option<Writer>,
+    writes: Option<InboxWrites>,
 }
 
 impl Notifications {
-    /// `writers`: where group commits run (`send_batch` over 1).
+    /// `writes`: the group commit sends go through (`None`: each alone).
     pub fn new(
         db: DatabaseConnection,
         inbox: Inbox,
         queue: Arc<dyn Queue>,
         tasks: TaskTracker,
-        (writers, send_batch): (&Writers, usize),
+        writes: Option<InboxWrites>,
     ) -> Self {
         Self {
-            writer: (send_batch > 1).then(|| Writer::start(writers, send_batch, inbox.clone())),
+            writes,
             db,
             inbox,
             queue,
@@ -86,9 +88,9 @@ impl Notifications {
         self.tasks
             .spawn(
                 async move {
-                    if let (None, Some(writer)) = (&options.idempotency, &this.writer) {
-                        let (row, event) = writer
-                            .insert(NewNotification {
+                    if let (None, Some(writes)) = (&options.idempotency, &this.writes) {
+                        let (row, event) = writes
+                            .send(NewNotification {
                                 user_id,
                                 title,
                                 content,
@@ -223,65 +225,16 @@ fn task_failed(what: &str, e: &tokio::task::JoinError) -> StorageError {
     StorageError::Db(sea_orm::DbErr::Custom(format!("the {what} task: {e}")))
 }
 
-type Stored = Result<(notification::Model, crate::wire::InboxEventV1), StorageError>;
-
-/// Group commit of sends (see the module doc), each user's in one lane;
-/// a send is answered once its batch committed and its user's cached
-/// snapshot moved past it.
-#[derive(Clone)]
-struct Writer(GroupCommit<NewNotification, Stored>);
-
-impl Writer {
-    fn start(writers: &Writers, batch: usize, inbox: Inbox) -> Self {
-        Self(crate::group_commit::of_inbox_changes(
-            "send",
-            writers,
-            batch,
-            inbox,
-            async |db, sends| write(&db, sends).await,
-            |stored| stored.as_ref().ok().map(|(_, event)| event),
-        ))
-    }
-
-    /// Stores `send` in the next batch; answers once it committed and its
-    /// user's cached snapshot moved past it.
-    async fn insert(&self, send: NewNotification) -> Stored {
-        self.0
-            .submit(send.user_id.cast_unsigned(), send, "send")
-            .await
-            .map_err(|e| StorageError::Db(sea_orm::DbErr::Custom(e.to_string())))?
-    }
-}
-
-/// Stores `sends` in one transaction; if that fails, each alone, so only a
-/// bad one fails.
-async fn write(db: &DatabaseConnection, sends: Vec<NewNotification>) -> Vec<Stored> {
-    crate::group_commit::or_each_alone(
-        "send",
-        sends,
-        async |sends| storage::notifications::insert_batch(db, &sends, storage::now()).await,
-        async move |send| {
-            storage::notifications::insert(
-                db,
-                send.user_id,
-                &send.title,
-                &send.content,
-                &send.options,
-                storage::now(),
-            )
-            .await
-        },
-    )
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use entity::inbox_event;
     use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
 
     use super::*;
-    use crate::domain::{Email, inbox::Counts};
+    use crate::{
+        domain::{Email, inbox::Counts},
+        group_commit::{Change, Stored, write},
+    };
 
     async fn database() -> (tempfile::TempDir, DatabaseConnection) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -297,6 +250,16 @@ mod tests {
             .await
             .expect("user")
             .id
+    }
+
+    /// `user_id`'s inbox log, oldest first.
+    async fn log_of(db: &DatabaseConnection, user_id: i64) -> Vec<inbox_event::Model> {
+        inbox_event::Entity::find()
+            .filter(inbox_event::Column::UserId.eq(user_id))
+            .order_by_asc(inbox_event::Column::Seq)
+            .all(db)
+            .await
+            .expect("log")
     }
 
     fn send(user_id: i64, title: &str) -> NewNotification {
@@ -316,18 +279,92 @@ mod tests {
         let (_dir, db) = database().await;
         let alice = user(&db, "alice").await;
         let batch = (0..5)
-            .map(|i| send(if i == 2 { alice + 1000 } else { alice }, &format!("n{i}")))
+            .map(|i| {
+                Change::Send(Box::new(send(
+                    if i == 2 { alice + 1000 } else { alice },
+                    &format!("n{i}"),
+                )))
+            })
             .collect();
         let mut stored = Vec::new();
         for (i, answer) in write(&db, batch).await.into_iter().enumerate() {
             if i == 2 {
                 assert!(answer.is_err(), "the bad send was stored: {answer:?}");
             } else {
-                stored.push(answer.expect("a good send failed with the bad one").0);
+                match answer.expect("a good send failed with the bad one") {
+                    Stored::Created(row, _) => stored.push(row),
+                    other => panic!("a send answered {other:?}"),
+                }
             }
         }
         let seqs: Vec<i64> = stored.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4], "alice's log stays gapless");
+    }
+
+    /// Sends and status moves of two users in one batch: each user's sends
+    /// take their next seqs in the order given, then the moves that won; a
+    /// move that lost hands its seq back; every event carries the counts
+    /// at its seq, and the log and the counter row agree.
+    #[tokio::test]
+    async fn a_batch_of_sends_and_moves_keeps_each_log_gapless() {
+        use crate::storage::notifications::claim_move;
+        let (_dir, db) = database().await;
+        let (a, b) = (user(&db, "a").await, user(&db, "b").await);
+        let (first, _) =
+            storage::notifications::insert_batch(&db, &[send(a, "a1")], storage::now())
+                .await
+                .expect("first")
+                .remove(0);
+        let now = storage::now();
+        let changes = vec![
+            Change::Move(Box::new(claim_move(first.id, a, true, now))),
+            Change::Send(Box::new(send(a, "a2"))),
+            Change::Send(Box::new(send(b, "b1"))),
+            Change::Move(Box::new(claim_move(first.id + 1000, a, true, now))),
+            Change::Send(Box::new(send(a, "a3"))),
+        ];
+        let answers: Vec<Stored> = write(&db, changes)
+            .await
+            .into_iter()
+            .map(|a| a.expect("stored"))
+            .collect();
+        let seq_and_counts = |stored: &Stored| match stored {
+            Stored::Created(row, event) => {
+                assert_eq!(row.seq, event.seq);
+                Some((event.user_id, event.seq, event.counts))
+            }
+            Stored::Moved(moved) => moved
+                .as_ref()
+                .map(|m| (m.event.user_id, m.event.seq, m.event.counts)),
+        };
+        let got: Vec<_> = answers.iter().map(seq_and_counts).collect();
+        assert_eq!(
+            got,
+            [
+                Some((a, 4, Counts::CREATED.times(3))),
+                Some((a, 2, Counts::CREATED.times(2))),
+                Some((b, 1, Counts::CREATED)),
+                None,
+                Some((a, 3, Counts::CREATED.times(3))),
+            ]
+        );
+        match &answers[0] {
+            Stored::Moved(Some(moved)) => {
+                assert_eq!(moved.row.status, notification::Status::Processing);
+            }
+            other => panic!("the claim answered {other:?}"),
+        }
+        for (user_id, last) in [(a, 4), (b, 1)] {
+            let log: Vec<i64> = log_of(&db, user_id).await.iter().map(|e| e.seq).collect();
+            assert_eq!(log, (1..=last).collect::<Vec<_>>(), "user {user_id}'s log");
+            let snapshot = storage::inbox::snapshot(&db, user_id)
+                .await
+                .expect("snapshot");
+            assert_eq!(
+                snapshot.last_seq, last,
+                "the lost move's seq was handed back"
+            );
+        }
     }
 
     /// A batch of sends to three users, interleaved: each user's new
@@ -362,13 +399,9 @@ mod tests {
             assert_eq!(event.counts, Counts::CREATED.times(nth));
         }
         for (user_id, last) in [(users[0], 5), (users[1], 4), (users[2], 4)] {
-            let log: Vec<(i64, i64)> = inbox_event::Entity::find()
-                .filter(inbox_event::Column::UserId.eq(user_id))
-                .order_by_asc(inbox_event::Column::Seq)
-                .all(&db)
+            let log: Vec<(i64, i64)> = log_of(&db, user_id)
                 .await
-                .expect("log")
-                .into_iter()
+                .iter()
                 .map(|e| (e.seq, e.unread))
                 .collect();
             let expected: Vec<(i64, i64)> = (1..=last).map(|s| (s, s)).collect();

@@ -163,8 +163,10 @@ pub struct ServeArgs {
     /// Open websockets per user, per instance.
     #[arg(long, env = "HERALD_WS_MAX_SOCKETS_PER_USER", default_value_t = defaults::WS_MAX_SOCKETS_PER_USER.default, value_parser = defaults::WS_MAX_SOCKETS_PER_USER.parser())]
     pub ws_max_sockets_per_user: usize,
-    /// Concurrent sends stored together in one transaction, at most (group
-    /// commit); 1 stores each send alone.
+    /// Concurrent sends stored together in one transaction, with the
+    /// worker's claims and outcomes of the same users (group commit; a batch
+    /// holds at most this or --worker-batch changes, the larger); 1 stores
+    /// each send alone.
     #[arg(long, env = "HERALD_SEND_BATCH", default_value_t = defaults::SEND_BATCH.default, value_parser = defaults::SEND_BATCH.parser())]
     pub send_batch: usize,
     #[command(flatten)]
@@ -285,7 +287,9 @@ pub struct RuntimeArgs {
     #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY.default, value_parser = defaults::WORKER_CONCURRENCY.parser())]
     pub worker_concurrency: usize,
     /// A worker's concurrent claims and outcomes stored together in one
-    /// transaction, at most (group commit); 1 stores each alone.
+    /// transaction, with the sends of the same users (group commit; a batch
+    /// holds at most this or --send-batch changes, the larger); 1 stores
+    /// each alone.
     #[arg(long, env = "HERALD_WORKER_BATCH", default_value_t = defaults::WORKER_BATCH.default, value_parser = defaults::WORKER_BATCH.parser())]
     pub worker_batch: usize,
     /// Delivery attempts in all, at most: a bound under the retry window

@@ -142,26 +142,15 @@ pub async fn next_seq_created(txn: &DatabaseTransaction, user_id: i64) -> Result
     advance(txn, user_id, 1, Counts::CREATED, 1).await
 }
 
-/// [`next_seq_created`] for many new notifications of many users at once:
-/// `created` holds each user's number of them. See [`next_seqs_many`].
-pub async fn next_seqs_created(
-    txn: &DatabaseTransaction,
-    created: &std::collections::BTreeMap<i64, i64>,
-) -> Result<std::collections::BTreeMap<i64, Snapshot>> {
-    next_seqs_many(txn, created, Counts::CREATED, true).await
-}
-
-/// Reserves `n` seqs for each user of `steps` (user id → n), moving the
-/// counts by `each` per seq (and the number of notifications too, when
-/// `created`). One statement takes every counter row, in user id order (so
-/// two batches never wait on each other), and answers each user's snapshot
-/// after its last reserved seq: its seqs are the `n` up to that
-/// `last_seq`, the counts before them that snapshot's less `each.times(n)`.
+/// Reserves seqs for each user of `steps` (user id → (seqs, created): as
+/// many seqs, `created` of them for new notifications, which move the
+/// counts by `Counts::CREATED` each and the number of notifications by one;
+/// the other seqs keep the counts). One statement takes every counter row,
+/// in user id order (so two batches never wait on each other), and answers
+/// each user's snapshot after its last reserved seq.
 pub async fn next_seqs_many(
     txn: &DatabaseTransaction,
-    steps: &std::collections::BTreeMap<i64, i64>,
-    each: Counts,
-    created: bool,
+    steps: &std::collections::BTreeMap<i64, (i64, i64)>,
 ) -> Result<std::collections::BTreeMap<i64, Snapshot>> {
     use inbox_counter::Column as C;
     if steps.is_empty() {
@@ -173,15 +162,15 @@ pub async fn next_seqs_many(
             Expr::col((inbox_counter::Entity, c)).add(Expr::col((Alias::new("excluded"), c))),
         )
     };
-    let rows = steps.iter().map(|(&user_id, &n)| {
-        let delta = each.times(n);
+    let rows = steps.iter().map(|(&user_id, &(seqs, created))| {
+        let delta = Counts::CREATED.times(created);
         inbox_counter::ActiveModel {
             user_id: Set(user_id),
-            last_seq: Set(n),
+            last_seq: Set(seqs),
             total: Set(delta.total),
             unread: Set(delta.unread),
             unseen: Set(delta.unseen),
-            notifications: Set(if created { n } else { 0 }),
+            notifications: Set(created),
         }
     });
     let upsert = OnConflict::column(C::UserId)

@@ -120,90 +120,7 @@ pub async fn insert_batch(
     sends: &[NewNotification],
     now: DateTime<Utc>,
 ) -> Result<Vec<(notification::Model, InboxEventV1)>> {
-    if sends.iter().any(|s| s.options.idempotency.is_some()) {
-        return Err(StorageError::Db(sea_orm::DbErr::Custom(
-            "a batched send with an idempotency key".to_owned(),
-        )));
-    }
-    let mut created = std::collections::BTreeMap::<i64, i64>::new();
-    for send in sends {
-        *created.entry(send.user_id).or_default() += 1;
-    }
-    let txn = inbox::begin_write(db).await?;
-    let after = inbox::next_seqs_created(&txn, &created).await?;
-    // Each user's first new seq and the counts before it, moved along as
-    // the sends are numbered.
-    let mut next = std::collections::HashMap::with_capacity(after.len());
-    for (user_id, n) in &created {
-        let last = after.get(user_id).ok_or_else(|| {
-            StorageError::Db(sea_orm::DbErr::Custom(format!(
-                "no counter row came back for user {user_id}"
-            )))
-        })?;
-        let before = inbox::Snapshot {
-            last_seq: last.last_seq - n,
-            counts: last.counts + Counts::CREATED.times(-n),
-        };
-        next.insert(*user_id, before);
-    }
-    let mut numbered = Vec::with_capacity(sends.len());
-    for send in sends {
-        let snapshot = next.get_mut(&send.user_id).ok_or_else(|| {
-            StorageError::Db(sea_orm::DbErr::Custom("a send without its user".to_owned()))
-        })?;
-        snapshot.last_seq += 1;
-        snapshot.counts = snapshot.counts + Counts::CREATED;
-        numbered.push(*snapshot);
-    }
-    let mut stored = std::collections::HashMap::with_capacity(sends.len());
-    for chunk in sends
-        .iter()
-        .zip(&numbered)
-        .collect::<Vec<_>>()
-        .chunks(NOTIFICATIONS_PER_INSERT)
-    {
-        let rows = chunk.iter().map(|(send, reserved)| {
-            new_row(
-                send.user_id,
-                reserved.last_seq,
-                &send.title,
-                &send.content,
-                &send.options,
-                now,
-            )
-        });
-        for row in notification::Entity::insert_many(rows)
-            .exec_with_returning(&txn)
-            .await?
-        {
-            stored.insert((row.user_id, row.seq), row);
-        }
-    }
-    let mut answers = Vec::with_capacity(sends.len());
-    let mut events = Vec::with_capacity(sends.len());
-    for (send, reserved) in sends.iter().zip(&numbered) {
-        let row = stored
-            .remove(&(send.user_id, reserved.last_seq))
-            .ok_or_else(|| {
-                StorageError::Db(sea_orm::DbErr::Custom(
-                    "an inserted notification did not come back".to_owned(),
-                ))
-            })?;
-        let event = InboxEventV1 {
-            user_id: send.user_id,
-            seq: reserved.last_seq,
-            at: now,
-            counts: reserved.counts,
-            change: InboxChangeV1::NotificationCreated {
-                notification: row.clone().into(),
-            },
-        };
-        events.push(event.clone());
-        answers.push((row, event));
-    }
-    inbox::write_events(&txn, &events).await?;
-    txn.commit().await?;
-    Ok(answers)
+    Ok(write_batch(db, sends, Vec::new(), now).await?.created)
 }
 
 /// A committed status transition: the row as it is now, and the
@@ -271,40 +188,141 @@ impl Move {
 /// the losers are handed back: every log stays gapless. The answers come in
 /// the order of `moves` (`None`: that compare-and-set lost).
 pub async fn move_batch(db: &DatabaseConnection, moves: Vec<Move>) -> Result<Vec<Option<Moved>>> {
-    let mut reserve = std::collections::BTreeMap::<i64, i64>::new();
+    Ok(write_batch(db, &[], moves, super::now()).await?.moved)
+}
+
+/// What [`write_batch`] stored, in the order given: each send's row and
+/// event, and each move's (`None`: that compare-and-set lost).
+#[derive(Debug, Default)]
+pub struct Written {
+    pub created: Vec<(notification::Model, InboxEventV1)>,
+    pub moved: Vec<Option<Moved>>,
+}
+
+/// `user_id`'s snapshot as a batch numbers their changes.
+fn next_of(
+    next: &mut std::collections::HashMap<i64, inbox::Snapshot>,
+    user_id: i64,
+) -> Result<&mut inbox::Snapshot> {
+    next.get_mut(&user_id).ok_or_else(|| {
+        StorageError::Db(sea_orm::DbErr::Custom(format!(
+            "a change without its user {user_id}"
+        )))
+    })
+}
+
+/// [`insert_batch`] and [`move_batch`] in one transaction: one statement
+/// takes the counter rows of every user involved (in user id order) and
+/// reserves a seq for each send and each move. A user's sends take the
+/// first of their seqs, in the order given, and their moves the rest; the
+/// seqs of the moves that lost are handed back, so every log stays gapless
+/// and each event carries the counts at its seq. A move is never of a
+/// notification sent in the same batch: a notification is queued, and so
+/// claimed, only after its send committed.
+pub async fn write_batch(
+    db: &DatabaseConnection,
+    sends: &[NewNotification],
+    moves: Vec<Move>,
+    now: DateTime<Utc>,
+) -> Result<Written> {
+    if sends.iter().any(|s| s.options.idempotency.is_some()) {
+        return Err(StorageError::Db(sea_orm::DbErr::Custom(
+            "a batched send with an idempotency key".to_owned(),
+        )));
+    }
+    // User id → (seqs, of which sends).
+    let mut reserve = std::collections::BTreeMap::<i64, (i64, i64)>::new();
+    for send in sends {
+        let step = reserve.entry(send.user_id).or_default();
+        step.0 += 1;
+        step.1 += 1;
+    }
     for m in &moves {
-        *reserve.entry(m.user_id).or_default() += 1;
+        reserve.entry(m.user_id).or_default().0 += 1;
     }
     let txn = inbox::begin_write(db).await?;
-    let reserved = inbox::next_seqs_many(&txn, &reserve, Counts::default(), false).await?;
-    // Each owner's next unused seq and its counts (status moves keep them).
-    let mut next: std::collections::HashMap<i64, inbox::Snapshot> = reserve
-        .iter()
-        .filter_map(|(user_id, n)| {
-            let last = reserved.get(user_id)?;
-            Some((
-                *user_id,
-                inbox::Snapshot {
-                    last_seq: last.last_seq - n,
-                    counts: last.counts,
-                },
-            ))
+    let reserved = inbox::next_seqs_many(&txn, &reserve).await?;
+    let reserved_of = |user_id: i64| {
+        reserved.get(&user_id).ok_or_else(|| {
+            StorageError::Db(sea_orm::DbErr::Custom(format!(
+                "no counter row came back for user {user_id}"
+            )))
         })
-        .collect();
+    };
+    // Each user's snapshot before the batch's first seq of theirs, moved
+    // along as the batch's changes are numbered.
+    let mut next = std::collections::HashMap::with_capacity(reserve.len());
+    for (&user_id, &(seqs, created)) in &reserve {
+        let last = reserved_of(user_id)?;
+        let before = inbox::Snapshot {
+            last_seq: last.last_seq - seqs,
+            counts: last.counts + Counts::CREATED.times(-created),
+        };
+        next.insert(user_id, before);
+    }
+    let mut numbered = Vec::with_capacity(sends.len());
+    for send in sends {
+        let snapshot = next_of(&mut next, send.user_id)?;
+        snapshot.last_seq += 1;
+        snapshot.counts = snapshot.counts + Counts::CREATED;
+        numbered.push(*snapshot);
+    }
+    let mut stored = std::collections::HashMap::with_capacity(sends.len());
+    for chunk in sends
+        .iter()
+        .zip(&numbered)
+        .collect::<Vec<_>>()
+        .chunks(NOTIFICATIONS_PER_INSERT)
+    {
+        let rows = chunk.iter().map(|(send, reserved)| {
+            new_row(
+                send.user_id,
+                reserved.last_seq,
+                &send.title,
+                &send.content,
+                &send.options,
+                now,
+            )
+        });
+        for row in notification::Entity::insert_many(rows)
+            .exec_with_returning(&txn)
+            .await?
+        {
+            stored.insert((row.user_id, row.seq), row);
+        }
+    }
+    let mut written = Written {
+        created: Vec::with_capacity(sends.len()),
+        moved: Vec::with_capacity(moves.len()),
+    };
+    let mut events = Vec::with_capacity(sends.len() + moves.len());
+    for (send, reserved) in sends.iter().zip(&numbered) {
+        let row = stored
+            .remove(&(send.user_id, reserved.last_seq))
+            .ok_or_else(|| {
+                StorageError::Db(sea_orm::DbErr::Custom(
+                    "an inserted notification did not come back".to_owned(),
+                ))
+            })?;
+        let event = InboxEventV1 {
+            user_id: send.user_id,
+            seq: reserved.last_seq,
+            at: now,
+            counts: reserved.counts,
+            change: InboxChangeV1::NotificationCreated {
+                notification: row.clone().into(),
+            },
+        };
+        events.push(event.clone());
+        written.created.push((row, event));
+    }
     let rows = compare_and_set_all(&txn, &moves).await?;
-    let mut answers = Vec::with_capacity(moves.len());
-    let mut events = Vec::new();
     for (m, row) in moves.into_iter().zip(rows) {
         let Some(row) = row else {
-            answers.push(None);
+            written.moved.push(None);
             continue;
         };
-        let at = next.get_mut(&m.user_id).ok_or_else(|| {
-            StorageError::Db(sea_orm::DbErr::Custom(format!(
-                "no counter row came back for user {}",
-                m.user_id
-            )))
-        })?;
+        let at = next_of(&mut next, m.user_id)?;
         at.last_seq += 1;
         let event = InboxEventV1 {
             user_id: m.user_id,
@@ -317,21 +335,18 @@ pub async fn move_batch(db: &DatabaseConnection, moves: Vec<Move>) -> Result<Vec
             },
         };
         events.push(event.clone());
-        answers.push(Some(Moved { row, event }));
+        written.moved.push(Some(Moved { row, event }));
     }
     // Hands back what the losers left, so each log stays gapless.
-    for (user_id, n) in &reserve {
-        let used = next
-            .get(user_id)
-            .zip(reserved.get(user_id))
-            .map_or(*n, |(at, last)| n - (last.last_seq - at.last_seq));
-        if used < *n {
-            inbox::unreserve(&txn, *user_id, n - used).await?;
+    for &user_id in reserve.keys() {
+        let unused = reserved_of(user_id)?.last_seq - next_of(&mut next, user_id)?.last_seq;
+        if unused > 0 {
+            inbox::unreserve(&txn, user_id, unused).await?;
         }
     }
     inbox::write_events(&txn, &events).await?;
     txn.commit().await?;
-    Ok(answers)
+    Ok(written)
 }
 
 /// Runs the compare-and-set of each of `moves`, as if one after the other

@@ -22,7 +22,7 @@ use std::{
 
 use sea_orm::DatabaseConnection;
 
-use crate::group_commit::{GroupCommit, Writers};
+use crate::group_commit::InboxWrites;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
@@ -76,59 +76,37 @@ pub struct Delivery {
 type MoveResult = Result<Option<notifications::Moved>, crate::storage::StorageError>;
 
 /// The worker's claims and outcomes. With a batch over 1 they are
-/// group-committed (`group_commit.rs`): concurrent deliveries' moves share
-/// one transaction (`notifications::move_batch`), each still its own
-/// compare-and-set; a batch that fails is run move by move. Either way a
-/// committed move has moved its owner's cached snapshot by the time it is
-/// answered (once per owner for a batch); the caller announces it.
+/// group-committed with the sends of their owners ([`InboxWrites`]):
+/// concurrent changes share one transaction
+/// (`notifications::write_batch`), each move still its own compare-and-set;
+/// a batch that fails is run change by change. Either way a committed move
+/// has moved its owner's cached snapshot by the time it is answered (once
+/// per owner for a batch); the caller announces it.
 #[derive(Clone)]
 pub struct Moves {
     db: DatabaseConnection,
     inbox: Inbox,
-    group: Option<GroupCommit<notifications::Move, MoveResult>>,
+    writes: Option<InboxWrites>,
 }
 
 impl Moves {
-    /// `writers`: where the group commit runs (`batch` over 1).
-    pub fn new(db: DatabaseConnection, (writers, batch): (&Writers, usize), inbox: Inbox) -> Self {
-        let group = (batch > 1).then(|| {
-            crate::group_commit::of_inbox_changes(
-                "status",
-                writers,
-                batch,
-                inbox.clone(),
-                async |db, moves| write_moves(&db, moves).await,
-                |moved| Some(&moved.as_ref().ok()?.as_ref()?.event),
-            )
-        });
-        Self { db, inbox, group }
+    /// `writes`: the group commit moves go through (`None`: each alone).
+    pub fn new(db: DatabaseConnection, writes: Option<InboxWrites>, inbox: Inbox) -> Self {
+        Self { db, inbox, writes }
     }
 
     /// Runs `change` (in the next batch); answers once it committed and
     /// its owner's cached snapshot moved. Announce the move next.
     pub async fn run(&self, change: notifications::Move) -> MoveResult {
-        let Some(group) = &self.group else {
+        let Some(writes) = &self.writes else {
             let moved = change.run(&self.db).await?;
             if let Some(moved) = &moved {
                 self.inbox.touched_by([&moved.event]).await;
             }
             return Ok(moved);
         };
-        group
-            .submit(change.user_id.cast_unsigned(), change, "status")
-            .await
-            .map_err(|e| crate::storage::StorageError::Db(sea_orm::DbErr::Custom(e.to_string())))?
+        writes.run(change).await
     }
-}
-
-async fn write_moves(db: &DatabaseConnection, moves: Vec<notifications::Move>) -> Vec<MoveResult> {
-    crate::group_commit::or_each_alone(
-        "status change",
-        moves,
-        async |moves| notifications::move_batch(db, moves).await,
-        async move |change| change.run(db).await,
-    )
-    .await
 }
 
 #[derive(Debug, Clone)]
