@@ -287,9 +287,9 @@ pub struct RuntimeArgs {
     #[arg(long, env = "HERALD_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY.default, value_parser = defaults::WORKER_CONCURRENCY.parser())]
     pub worker_concurrency: usize,
     /// A worker's concurrent claims and outcomes stored together in one
-    /// transaction, with the sends of the same users (group commit; a batch
-    /// holds at most this or --send-batch changes, the larger); 1 stores
-    /// each alone.
+    /// transaction (group commit); in `serve`, with the sends of the same
+    /// users, a batch holding at most this or --send-batch changes, the
+    /// larger. 1 stores each alone.
     #[arg(long, env = "HERALD_WORKER_BATCH", default_value_t = defaults::WORKER_BATCH.default, value_parser = defaults::WORKER_BATCH.parser())]
     pub worker_batch: usize,
     /// Delivery attempts in all, at most: a bound under the retry window

@@ -28,6 +28,7 @@ async fn log_of(app: &TestApp, token: &str) -> Vec<Value> {
         "{ inboxChanges(after: 0, first: 500) { hasMore events { __typename seq \
          counts { total unread unseen } \
          ... on NotificationCreated { notification { id } } \
+         ... on DeliveryStatusChanged { notification { id } previousStatus status } \
          ... on NotificationsMarked { action ids } } } }",
         json!({}),
     )
@@ -44,6 +45,18 @@ async fn log_of(app: &TestApp, token: &str) -> Vec<Value> {
 /// Each user's log is 1..=n without a gap, holds each send once, and each
 /// event's counts are those its own replay gives.
 async fn concurrent_sends_keep_each_log_gapless_and_exact(app: &TestApp) {
+    sends_marks_and_moves_keep_each_log_gapless(app, false).await;
+}
+
+/// The same with `app`'s worker delivering meanwhile: its claims and
+/// outcomes share the sends' batches (one lane per user), and each
+/// notification's log also holds PENDING → PROCESSING → SENT, each move
+/// once and in order, the counts unchanged by it.
+async fn sends_and_deliveries_keep_each_log_gapless_and_exact(app: &TestApp) {
+    sends_marks_and_moves_keep_each_log_gapless(app, true).await;
+}
+
+async fn sends_marks_and_moves_keep_each_log_gapless(app: &TestApp, delivering: bool) {
     let sibling = app.spawn_sibling(|c| c.worker = None).await;
     let instances = [app, &sibling];
     let mut tokens = Vec::new();
@@ -79,7 +92,16 @@ async fn concurrent_sends_keep_each_log_gapless_and_exact(app: &TestApp) {
         sent.entry(user).or_default().push(id);
     }
     for (user, token) in tokens.iter().enumerate() {
-        let log = log_of(instances[user % 2], token).await;
+        let mut log = log_of(instances[user % 2], token).await;
+        // Until every send's outcome is in the log (3 events per send, and
+        // the marks').
+        let marks = SENDS_PER_USER.div_ceil(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while delivering && log.len() < 3 * SENDS_PER_USER + marks {
+            assert!(std::time::Instant::now() < deadline, "undelivered: {log:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            log = log_of(instances[user % 2], token).await;
+        }
         let seqs: Vec<i64> = log
             .iter()
             .map(|e| e["seq"].as_i64().expect("seq"))
@@ -88,13 +110,28 @@ async fn concurrent_sends_keep_each_log_gapless_and_exact(app: &TestApp) {
         assert_eq!(seqs, expected, "user {user}'s log has a gap or a repeat");
         // Replays the log: each notification's (seen, read), the counts.
         let mut state: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        let mut statuses: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let (mut total, mut unread, mut unseen) = (0, 0, 0);
         for event in &log {
             match event["__typename"].as_str() {
                 Some("NotificationCreated") => {
                     let id = event["notification"]["id"].as_str().expect("id").to_owned();
-                    assert!(state.insert(id, (false, false)).is_none(), "created twice");
+                    assert!(
+                        state.insert(id.clone(), (false, false)).is_none(),
+                        "created twice"
+                    );
+                    statuses.insert(id, vec!["PENDING".to_owned()]);
                     (total, unread, unseen) = (total + 1, unread + 1, unseen + 1);
+                }
+                Some("DeliveryStatusChanged") => {
+                    let id = event["notification"]["id"].as_str().expect("id");
+                    let seen = statuses.get_mut(id).expect("moved before created");
+                    assert_eq!(
+                        seen.last().map(String::as_str),
+                        event["previousStatus"].as_str(),
+                        "{event}"
+                    );
+                    seen.push(event["status"].as_str().expect("status").to_owned());
                 }
                 Some("NotificationsMarked") => {
                     assert_eq!(event["action"], "READ");
@@ -124,9 +161,21 @@ async fn concurrent_sends_keep_each_log_gapless_and_exact(app: &TestApp) {
         assert_eq!(created, ids, "user {user}: each send created once");
         assert_eq!(total, SENDS_PER_USER as i64);
         assert_eq!(unread, (SENDS_PER_USER / 2) as i64);
+        let delivered = if delivering {
+            vec!["PENDING", "PROCESSING", "SENT"]
+        } else {
+            vec!["PENDING"]
+        };
+        for (id, seen) in &statuses {
+            assert_eq!(seen, &delivered, "user {user}, notification {id}");
+        }
     }
 }
 without_worker!(
     concurrent_sends_keep_each_log_gapless_and_exact,
     concurrent_sends_keep_each_log_gapless_and_exact
+);
+crate::both_backends!(
+    sends_and_deliveries_keep_each_log_gapless_and_exact,
+    sends_and_deliveries_keep_each_log_gapless_and_exact
 );
