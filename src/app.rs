@@ -171,9 +171,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     if config.migrate_on_start {
         storage::migrate(&db).await?;
     }
-    let batched = config.worker.as_ref().is_some_and(|w| w.batch > 1)
-        || config.http.as_ref().is_some_and(|h| h.send_batch > 1);
-    let writers = crate::group_commit::Writers::start(&db, &config.database_url, batched).await?;
+    // One group commit for sends and the worker's moves (each side may
+    // leave it with a batch of 1), so a user's changes share its lane.
+    let worker_batch = config.worker.as_ref().map_or(1, |w| w.batch);
+    let send_batch = config.http.as_ref().map_or(1, |h| h.send_batch);
+    let batch = worker_batch.max(send_batch);
+    let writers = crate::group_commit::Writers::start(&db, &config.database_url, batch > 1).await?;
     // In process, names need no namespace.
     let keys = Keys::new(
         config
@@ -222,17 +225,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         metrics: metrics.clone(),
     };
 
-    // One group commit for sends and the worker's moves (each side may
-    // leave it with a batch of 1), so a user's changes share its lane.
-    let worker_batch = config.worker.as_ref().map_or(1, |w| w.batch);
-    let send_batch = config.http.as_ref().map_or(1, |h| h.send_batch);
-    let writes = batched.then(|| {
-        crate::group_commit::InboxWrites::start(
-            &writers,
-            worker_batch.max(send_batch),
-            inbox.clone(),
-        )
-    });
+    let writes = (batch > 1)
+        .then(|| crate::group_commit::InboxWrites::start(&writers, batch, inbox.clone()));
     let delivery = match &config.worker {
         Some(settings) => {
             let mailer = Mailer::new(MailerConfig {
